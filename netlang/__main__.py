@@ -1,0 +1,3 @@
+from netlang.cli import main
+
+raise SystemExit(main())

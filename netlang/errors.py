@@ -1,0 +1,227 @@
+"""The one error hierarchy of netlang.
+
+Every error a user can see is a NetlangError. Config errors carry a source Span (file, line, col);
+data errors carry a DataPosition (file, line or record, stream). The CLI renders them with
+`render_error` and exits with the error's `exit_code`; no Python traceback reaches a user unless
+`--debug` is given.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+# Exit codes (BSD sysexits where one fits).
+EXIT_OK = 0
+EXIT_USAGE = 2
+EXIT_DATA = 65
+EXIT_INTERNAL = 70
+EXIT_CONFIG = 78
+EXIT_INTERRUPTED = 130
+
+
+@dataclass(frozen=True)
+class Span:
+    """A region of source text. Lines and columns are 1-based; `end_*` point just past the region."""
+
+    file: str
+    line: int
+    col: int
+    end_line: int = 0
+    end_col: int = 0
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}:{self.col}"
+
+
+@dataclass(frozen=True)
+class DataPosition:
+    """Where in a data file something went wrong: file plus line (text formats) or record (binary/maps)."""
+
+    file: str
+    line: int | None = None
+    col: int | None = None
+    record: int | None = None
+    stream: str | None = None
+
+    def __str__(self) -> str:
+        text = self.file
+        if self.line is not None:
+            text += f":{self.line}"
+            if self.col is not None:
+                text += f":{self.col}"
+        elif self.record is not None:
+            text += f" (record {self.record})"
+        return text
+
+
+@dataclass(frozen=True)
+class CallFrame:
+    """One entry of an evaluation call chain: what was being evaluated and where."""
+
+    what: str
+    span: Span
+
+
+class NetlangError(Exception):
+    """Base of every user-facing error."""
+
+    exit_code = EXIT_CONFIG
+    kind = "error"
+
+    def __init__(self, message: str, span: Span | None = None, hint: str | None = None,
+                 key: str | None = None):
+        super().__init__(message)
+        self.message = message
+        self.span = span
+        self.hint = hint
+        self.key = key
+        self.call_chain: list[CallFrame] = []
+
+    def add_frame(self, what: str, span: Span | None) -> "NetlangError":
+        """Record an outer evaluation context (innermost frames are added first)."""
+        if span is not None and not any(f.span == span for f in self.call_chain):
+            self.call_chain.append(CallFrame(what, span))
+        return self
+
+    def location(self) -> str:
+        return str(self.span) if self.span else ""
+
+    def __str__(self) -> str:
+        prefix = f"{self.location()}: " if self.span else ""
+        key = f"{self.key}: " if self.key else ""
+        text = f"{prefix}{key}{self.message}"
+        if self.hint:
+            text += f" (hint: {self.hint})"
+        return text
+
+
+class UsageError(NetlangError):
+    """Wrong command-line usage."""
+
+    exit_code = EXIT_USAGE
+    kind = "usage error"
+
+
+class ConfigError(NetlangError):
+    """Anything wrong with a configuration: syntax, evaluation, schema, network."""
+
+    exit_code = EXIT_CONFIG
+    kind = "config error"
+
+
+class ParseError(ConfigError):
+    kind = "syntax error"
+
+
+class IncludeError(ConfigError):
+    kind = "include error"
+
+
+class EvalError(ConfigError):
+    kind = "evaluation error"
+
+
+class SchemaError(ConfigError):
+    kind = "config error"
+
+
+class NetworkError(ConfigError):
+    """Graph construction and validation problems: shapes, unknown ops, missing special nodes."""
+
+    kind = "network error"
+
+
+class DataError(NetlangError):
+    """Bad or missing input data."""
+
+    exit_code = EXIT_DATA
+    kind = "data error"
+
+    def __init__(self, message: str, position: DataPosition | None = None, hint: str | None = None):
+        super().__init__(message, None, hint, key=position.stream if position else None)
+        self.position = position
+
+    def location(self) -> str:
+        return str(self.position) if self.position else ""
+
+    def __str__(self) -> str:
+        loc = self.location()
+        stream = f"stream '{self.position.stream}': " if self.position and self.position.stream else ""
+        text = f"{loc + ': ' if loc else ''}{stream}{self.message}"
+        if self.hint:
+            text += f" (hint: {self.hint})"
+        return text
+
+
+class TrainingInterrupted(NetlangError):
+    """Raised after a checkpoint was written because of SIGINT/SIGTERM."""
+
+    exit_code = EXIT_INTERRUPTED
+    kind = "interrupted"
+
+
+class DistributedError(NetlangError):
+    """A failure of a peer rank or of the communication layer."""
+
+    exit_code = EXIT_INTERNAL
+    kind = "distributed error"
+
+
+def suggest(name: str, candidates, case_insensitive: bool = True) -> str | None:
+    """A 'did you mean' hint for `name` among `candidates`, or None."""
+    import difflib
+
+    cands = list(candidates)
+    if not cands:
+        return None
+    if case_insensitive:
+        lowered = {c.lower(): c for c in cands}
+        matches = difflib.get_close_matches(name.lower(), list(lowered), n=3, cutoff=0.6)
+        matches = [lowered[m] for m in matches]
+    else:
+        matches = difflib.get_close_matches(name, cands, n=3, cutoff=0.6)
+    if not matches:
+        return None
+    return "did you mean " + " or ".join(f"'{m}'" for m in matches) + "?"
+
+
+def _source_line(span: Span) -> str | None:
+    from netlang.grammar import sources
+
+    return sources.line_of(span.file, span.line)
+
+
+def render_error(err: NetlangError, console=None) -> None:
+    """Print `err` for a human: `file:line:col: kind: message`, source line, caret, hint, call chain."""
+    from rich.console import Console
+    from rich.markup import escape
+
+    if console is None:
+        console = Console(stderr=True, highlight=False, no_color="NO_COLOR" in os.environ)
+    loc = err.location()
+    key = f"{err.key}: " if err.key and not isinstance(err, DataError) else ""
+    if isinstance(err, DataError) and err.position and err.position.stream:
+        key = f"stream '{err.position.stream}': "
+    head = f"[bold]{escape(loc)}:[/bold] " if loc else ""
+    console.print(f"{head}[bold red]{escape(err.kind)}:[/bold red] {escape(key + err.message)}")
+    if err.span is not None:
+        _print_source(console, err.span, "^")
+    if err.hint:
+        console.print(f"  [cyan]hint:[/cyan] {escape(err.hint)}")
+    for frame in err.call_chain:
+        console.print(f"  [dim]while evaluating[/dim] {escape(frame.what)} [dim]at[/dim] {escape(str(frame.span))}")
+        _print_source(console, frame.span, "-")
+
+
+def _print_source(console, span: Span, marker: str) -> None:
+    from rich.markup import escape
+
+    text = _source_line(span)
+    if text is None:
+        return
+    text = text.rstrip("\n").expandtabs(1)
+    width = 1
+    if span.end_line == span.line and span.end_col > span.col:
+        width = span.end_col - span.col
+    console.print(f"  {span.line:>4} | {escape(text)}")
+    console.print(f"       | {' ' * (span.col - 1)}[bold red]{marker * max(1, width)}[/bold red]")
