@@ -25,6 +25,10 @@ Conventions every op follows
   float64), and may stash what their backward needs in `ctx.saved` (per call) or persistent
   state in `ctx.state` (per node, e.g. batch-norm running statistics).
 * `backward(ctx, xs, y, gy, attrs)` returns one gradient (or None) per input.
+* Run-time options that change per epoch come in `ctx.options` (e.g. `dropoutRate`). Precomputed
+  statistics ops (`precompute=True`: Mean, InvStdDev) accumulate into `ctx.state` while
+  `ctx.options["precompute_pass"]` is true; the trainer then calls `finalize(state, xp)`, after
+  which forward returns the gathered statistic.
 """
 from __future__ import annotations
 
@@ -87,6 +91,8 @@ class OpDef:
     aliases: tuple[str, ...] = ()
     doc: str = ""
     leaf: bool = False                          # Input / Parameter / Constant: bound by the executor
+    precompute: bool = False                    # Mean / InvStdDev: statistics gathered before training
+    finalize: Callable | None = None            # (state, xp) -> None: turn gathered sums into the value
 
 
 @dataclass
@@ -102,6 +108,7 @@ class OpContext:
     state: dict = field(default_factory=dict)
     saved: dict = field(default_factory=dict)
     node_name: str = ""
+    options: dict = field(default_factory=dict)  # run-time options: dropoutRate, precompute_pass, …
 
 
 _REGISTRY: dict[str, OpDef] = {}

@@ -1,0 +1,119 @@
+"""`new ComputationNetwork R`: collect roots and special nodes, order, name, validate (reference §3.7).
+
+1. Members named `featureNodes labelNodes criterionNodes evaluationNodes outputNodes` (exact,
+   case-sensitive) are flattened; their nodes get that tag and become roots.
+2. Every other member whose value is a node is a root too.
+3. Everything reachable is added; late-attached delay inputs are resolved.
+4. Tags from `tag=` and from step 1; node names are the expression paths, made unique.
+5. Shapes are validated; without recurrence the network runs in frame mode (sequence → batch).
+"""
+from __future__ import annotations
+
+from netlang.compiler import shapeinfer
+from netlang.compiler.hooks import BuildContext
+from netlang.compiler.ir import BATCH, TAG_GROUPS, CycleError, Network, Node, SeqAxis, topological_order
+from netlang.errors import NetlangError, NetworkError
+
+GROUP_MEMBERS = {f"{g}Nodes": g for g in TAG_GROUPS}
+# Operations that need the time axis; without any of them, a network runs in frame mode.
+SEQUENCE_OPS = {"PastValue", "FutureValue"}
+
+
+def _values():
+    from netlang.compiler import values
+
+    return values
+
+
+def build_network(record, ctx: BuildContext) -> Network:
+    values = _values()
+    if isinstance(record, Network):
+        return record
+    if not isinstance(record, values.Record):
+        raise NetworkError("a network must be described by a record { … }", ctx.span)
+    roots: list[Node] = []
+    groups: dict[str, list[Node]] = {g: [] for g in TAG_GROUPS}
+    for name in record.names():
+        try:
+            value = record.get(name)
+        except NetlangError as err:
+            err.add_frame(f"network member '{name}'", record.span_of(name))
+            raise
+        if name in GROUP_MEMBERS:
+            group = GROUP_MEMBERS[name]
+            for item in _flatten_nodes(value, name, record):
+                item.tags.add(group)
+                if group == "label":
+                    item.tags.discard("feature")
+                if item not in groups[group]:
+                    groups[group].append(item)
+                roots.append(item)
+        elif isinstance(value, Node):
+            roots.append(value)
+    _attach_late_inputs(roots)
+    try:
+        nodes = topological_order(roots)
+    except CycleError as exc:
+        raise NetworkError(f"cycle without PastValue/FutureValue: {exc}", exc.node.span,
+                           hint="a recurrent loop must pass through PastValue or FutureValue") from None
+    for node in nodes:
+        for tag in node.tags:
+            if tag in groups and node not in groups[tag] and not (tag == "feature" and "label" in node.tags):
+                groups[tag].append(node)
+    _make_names_unique(nodes)
+    shapeinfer.validate(nodes)
+    if not any(n.op in SEQUENCE_OPS for n in nodes):
+        _lower_to_frame_mode(nodes)
+    return Network(nodes=nodes, groups=groups, span=ctx.span, record=record)
+
+
+def _flatten_nodes(value, member: str, record) -> list[Node]:
+    values = _values()
+    if isinstance(value, Node):
+        return [value]
+    if isinstance(value, values.Array):
+        out = []
+        for item in value.items():
+            out.extend(_flatten_nodes(item, member, record))
+        return out
+    if value is values.NONE:
+        return []
+    raise NetworkError(f"'{member}' must be a node or an array of nodes", record.span_of(member),
+                       hint="a function's result record must be selected with .member, e.g. (out.z)")
+
+
+def _attach_late_inputs(roots: list[Node]) -> None:
+    seen: set[int] = set()
+    stack = list(roots)
+    while stack:
+        node = stack.pop()
+        if node.id in seen:
+            continue
+        seen.add(node.id)
+        if node.late_inputs is not None:
+            attach, node.late_inputs = node.late_inputs, None
+            node.inputs = list(attach()) + node.inputs
+        stack.extend(node.inputs)
+
+
+def _make_names_unique(nodes: list[Node]) -> None:
+    used: dict[str, int] = {}
+    for node in nodes:
+        base = node.name or node.op
+        if base not in used:
+            used[base] = 0
+            node.name = base
+            continue
+        used[base] += 1
+        candidate = f"{base}_{used[base]}"
+        while candidate in used:
+            used[base] += 1
+            candidate = f"{base}_{used[base]}"
+        used[candidate] = 0
+        node.name = candidate
+
+
+def _lower_to_frame_mode(nodes: list[Node]) -> None:
+    for node in nodes:
+        if isinstance(node.layout, SeqAxis):
+            node.layout = BATCH
