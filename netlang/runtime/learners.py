@@ -1,0 +1,508 @@
+"""Learners: the parameter update of one training step, as CNTK's SGD block defines it.
+
+A learner updates a `FlatParameters` in place from its gradient buffer. The gradient is the SUM
+over the minibatch's samples (criteria are sums, CNTK semantics) and `mb_samples` is how many
+samples that is; learning rates are per sample. One `step(epoch, mb_samples)` does, in CNTK's order
+(`SGD::UpdateWeights`):
+
+1. clipping, per parameter, to `clippingThresholdPerSample × mb_samples`: truncation of each
+   element when `gradientClippingWithTruncation` (default), else scaling the parameter's gradient
+   down to that Frobenius norm (CNTK clips each parameter matrix on its own, not the global norm);
+2. L2: `g += L2RegWeight × mb_samples × w` (per sample, so invariant to the minibatch size);
+3. the update rule of `gradUpdateType` with `lr = learning rate per sample × learningRateMultiplier`;
+4. Gaussian noise `gaussianNoiseInjectStd` added to the parameters;
+5. L1 as a proximal step: soft-threshold `w` by `lr × L1RegWeight × mb_samples`.
+
+The update rules (the formulas of CNTK's CPU kernels, μ = momentum for this minibatch):
+
+* `none` (plain SGD, unit-gain momentum): `m = μ·m + (1-μ)·lr·g; w -= m`. The momentum buffer
+  holds learning-rate-scaled values, as in CNTK, so a learning-rate change acts at once.
+  `useNAG`: `m = μ·m + (1-μ)·lr·g; w -= μ·m + (1-μ)·lr·g`.
+* `adagrad`: `a += g²; ĝ = g/√(a+1e-16); w -= lr/k·ĝ` with `k` = mean of `1/√(a+1e-16)` over the
+  parameter when `normWithAveMultiplier` (default true), else 1.
+* `rmsProp`: per element a step size `s` (first call: 0.02) that grows ×`rms_wgt_inc` (≤
+  `rms_wgt_max`) while the gradient's sign repeats and shrinks ×`rms_wgt_dec` (≥ `rms_wgt_min`)
+  otherwise; `v = γ·v + (1-γ)·g²` (first call: v = g²); `ĝ = g·s/√(v+1e-6)`; `w -= lr/k·ĝ` with
+  `k` = mean of `s/√(v+1e-6)` over the parameter when `normWithAveMultiplier`.
+* `fsAdagrad`: ν = exp(-mb/`varianceTimeConstant`); a smoothed sample count `c = ν·c + (1-ν)·mb`;
+  `v = ν·v + (1-ν)·g²`; `ĝ = g·min(fsAdagradTargetAvDenom·√c/√v, 10)` (ĝ = g where v = 0);
+  if μ > 0: `m = μ·m + (1-μ)·ĝ; ĝ = m`; `w -= lr·ĝ`.
+* `adam` (not in CNTK's V1 SGD block; CNTK's V2 `AdamLearner` rule): keys `adamBeta1`,
+  `adamBeta2=0.999`, `adamEpsilon=1e-8`, all per minibatch. β1 is the momentum schedule's value
+  for the minibatch (so the default `momentumPerMB=0.9` gives the usual β1 = 0.9 and
+  `momentumAsTimeConstant` works as everywhere) unless `adamBeta1` is given, which then wins.
+  `t += 1; m = β1·m + (1-β1)·g; v = β2·v + (1-β2)·g²; w -= lr·√(1-β2^t)/(1-β1^t)·m/(√v + ε)`.
+  As in CNTK the step size is the learning rate per sample (the normalised step does not grow
+  with the minibatch): `learningRatesPerSample = 0.001` is the textbook Adam step.
+* `adadelta` (CNTK V2's rule): keys `rho=0.95`, `epsilon=1e-8`.
+  `v = ρ·v + (1-ρ)·g²; Δ = -√(x+ε)/√(v+ε)·g; x = ρ·x + (1-ρ)·Δ²; w += lr·Δ` (lr 1 is usual).
+
+Parameters with learningRateMultiplier 0 are never touched (FlatParameters puts them after the
+trainable prefix). A per-parameter regularisation multiplier (CNTK's `regMultiplier`, e.g. for
+`disableRegInBatchNormalization`) scales L2 and L1 of that parameter.
+
+`step` consumes the gradient buffer (clipping and L2 are applied to it in place).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+import numpy as np
+
+from netlang.errors import ConfigError, SchemaError, Span, suggest
+from netlang.runtime.flatbuffer import FlatParameters
+from netlang.runtime.schedules import (LearningRateSchedule, MinibatchSizeSchedule,
+                                       MomentumSchedule, as_schedule)
+
+# gradUpdateType spellings (case-insensitive) -> canonical name.
+GRAD_UPDATE_TYPES = {
+    "": "none", "none": "none", "normal": "none", "simple": "none",
+    "adagrad": "adagrad", "rmsprop": "rmsprop", "fsadagrad": "fsadagrad",
+    "adam": "adam", "adadelta": "adadelta",
+}
+_USER_NAMES = ["none", "adagrad", "rmsProp", "fsAdagrad", "adam", "adadelta"]
+
+
+def parse_grad_update_type(text: str, span: Span | None = None) -> str:
+    """Canonical update type of a `gradUpdateType` value (`""`, `None`, `rmsProp`, …)."""
+    name = GRAD_UPDATE_TYPES.get(str(text).strip().lower())
+    if name is None:
+        raise SchemaError(f"unknown gradUpdateType '{text}'", span, key="gradUpdateType",
+                          hint=suggest(str(text), _USER_NAMES) or
+                          "one of: " + ", ".join(_USER_NAMES))
+    return name
+
+
+@dataclass
+class SGDSettings:
+    """The learner-related keys of the SGD block, with CNTK's defaults."""
+
+    learning_rate: LearningRateSchedule
+    momentum: MomentumSchedule | None = None       # None: momentumPerMB = 0.9
+    grad_update_type: str = "none"
+    use_nesterov: bool = False                     # useNAG
+    l2_reg_weight: float = 0.0                     # L2RegWeight, per sample
+    l1_reg_weight: float = 0.0                     # L1RegWeight, per sample
+    clipping_threshold_per_sample: float = math.inf
+    gradient_clipping_with_truncation: bool = True
+    norm_with_ave_multiplier: bool = True          # AdaGrad / RmsProp
+    rms_gamma: float = 0.99
+    rms_wgt_inc: float = 1.2
+    rms_wgt_dec: float = 0.75
+    rms_wgt_max: float = 10.0
+    rms_wgt_min: float = 0.1
+    variance_time_constant: float = 720000.0       # FSAdaGrad (2 h of 10 ms frames)
+    fsadagrad_target_av_denom: float = 1.0
+    adam_beta1: float | None = None                # None: the momentum schedule's value
+    adam_beta2: float = 0.999
+    adam_epsilon: float = 1e-8
+    adadelta_rho: float = 0.95
+    adadelta_epsilon: float = 1e-8
+    gaussian_noise_inject_std: float = 0.0
+    noise_seed: int = 0
+    span: Span | None = None
+
+    def __post_init__(self):
+        self.grad_update_type = parse_grad_update_type(self.grad_update_type, self.span)
+        if self.momentum is None:
+            self.momentum = MomentumSchedule(minibatch_size=self.learning_rate.minibatch_size,
+                                             span=self.span)
+        self._check("L2RegWeight", self.l2_reg_weight, 0.0)
+        self._check("L1RegWeight", self.l1_reg_weight, 0.0)
+        if not self.clipping_threshold_per_sample > 0:
+            raise SchemaError(f"clippingThresholdPerSample must be > 0, got "
+                              f"{self.clipping_threshold_per_sample}", self.span,
+                              key="clippingThresholdPerSample")
+        self._check("rms_gamma", self.rms_gamma, 0.0, 1.0)
+        self._check("rms_wgt_inc", self.rms_wgt_inc, 0.0)
+        self._check("rms_wgt_dec", self.rms_wgt_dec, 0.0)
+        self._check("rms_wgt_min", self.rms_wgt_min, 0.0)
+        self._check("rms_wgt_max", self.rms_wgt_max, self.rms_wgt_min)
+        self._check("varianceTimeConstant", self.variance_time_constant, 0.0)
+        self._check("fsAdagradTargetAvDenom", self.fsadagrad_target_av_denom, 0.0)
+        if self.adam_beta1 is not None:
+            self._check("adamBeta1", self.adam_beta1, 0.0, 1.0)
+        self._check("adamBeta2", self.adam_beta2, 0.0, 1.0)
+        self._check("adamEpsilon", self.adam_epsilon, 0.0)
+        self._check("rho", self.adadelta_rho, 0.0, 1.0)
+        self._check("epsilon", self.adadelta_epsilon, 0.0)
+        self._check("gaussianNoiseInjectStd", self.gaussian_noise_inject_std, 0.0)
+
+    def _check(self, key: str, value: float, low: float, high: float | None = None) -> None:
+        ok = isinstance(value, (int, float)) and math.isfinite(value) and value >= low
+        if ok and high is not None:
+            ok = value < high
+        if not ok:
+            bound = f"in [{low}, {high})" if high is not None else f">= {low}"
+            raise SchemaError(f"{key} must be {bound}, got {value}", self.span, key=key)
+
+    @classmethod
+    def from_cntk(cls, keys: Mapping[str, Any], span: Span | None = None) -> "SGDSettings":
+        """Settings from the SGD block's keys as CNTK spells them (matched case-insensitively).
+
+        Schedule keys accept a Schedule, `(value, epochs)` pairs, a number, CNTK's text form or any
+        object with `.value(epoch)`. Keys that are not about the learner are ignored here.
+        """
+        lower = {str(k).lower(): v for k, v in keys.items()}
+
+        def get(key, default=None):
+            return lower.get(key.lower(), default)
+
+        mb = MinibatchSizeSchedule(_schedule(get("minibatchSize"), "minibatchSize", span)
+                                   if get("minibatchSize") is not None else None, span=span)
+        lr = LearningRateSchedule(
+            per_sample=_schedule(get("learningRatesPerSample"), "learningRatesPerSample", span),
+            per_minibatch=_schedule(get("learningRatesPerMB"), "learningRatesPerMB", span),
+            minibatch_size=mb, span=span)
+        momentum = MomentumSchedule(
+            per_minibatch=_schedule(get("momentumPerMB"), "momentumPerMB", span),
+            per_sample=_schedule(get("momentumPerSample"), "momentumPerSample", span),
+            time_constant=_schedule(get("momentumAsTimeConstant"), "momentumAsTimeConstant",
+                                    span),
+            minibatch_size=mb, span=span)
+        update = get("gradUpdateType", "none")
+        if _bool(get("useAdagrad", False), "useAdagrad", span):
+            update = "adagrad"
+        settings = dict(learning_rate=lr, momentum=momentum, grad_update_type=update, span=span)
+        for key, attr, convert in _SCALAR_KEYS:
+            value = get(key)
+            if value is not None:
+                settings[attr] = convert(value, key, span)
+        return cls(**settings)
+
+
+class Learner:
+    """Base of all learners: the common pre- and post-processing around one update rule."""
+
+    name = "none"
+    state_names: tuple[str, ...] = ()
+
+    def __init__(self, settings: SGDSettings, params: FlatParameters):
+        self.settings = settings
+        self.params = params
+        self.xp = params.xp
+        self.steps = 0                      # updates done so far
+        self.learning_rate_factor = 1.0     # AutoAdjust scales the scheduled rate by this
+        self.state = {name: params.new_buffer() for name in self.state_names}
+        self.scalars: dict[str, float] = {}
+        self._lr_cache: tuple[float, Any] | None = None
+
+    # ---- what the trainer asks --------------------------------------------------------------
+
+    def learning_rate_per_sample(self, epoch: int) -> float:
+        return self.settings.learning_rate.per_sample(epoch) * self.learning_rate_factor
+
+    def momentum_per_minibatch(self, epoch: int, mb_samples: int) -> float:
+        return self.settings.momentum.per_minibatch(epoch, mb_samples)
+
+    def step(self, epoch: int, mb_samples: int) -> None:
+        """One update of `params.data` from `params.grad` (the sum over `mb_samples` samples)."""
+        if mb_samples <= 0:
+            raise ValueError(f"an update needs at least one sample, got {mb_samples}")
+        n = self.params.num_trainable
+        if n > 0:
+            w = self.params.data[:n]
+            g = self.params.grad[:n]
+            s = self.settings
+            self._clip(g, mb_samples)
+            if s.l2_reg_weight > 0:
+                g += self._reg_scaled(s.l2_reg_weight * mb_samples, n) * w
+            lr = self._lr_per_element(self.learning_rate_per_sample(epoch), n)
+            self.update(w, g, lr, epoch, mb_samples)
+            if s.gaussian_noise_inject_std > 0:
+                w += self._noise(n)
+            if s.l1_reg_weight > 0:
+                threshold = lr * self._reg_scaled(s.l1_reg_weight * mb_samples, n)
+                w[...] = self.xp.sign(w) * self.xp.maximum(self.xp.abs(w) - threshold, 0)
+        self.steps += 1
+
+    def update(self, w, g, lr, epoch: int, mb_samples: int) -> None:
+        """The rule itself: update `w` (trainable prefix) from `g`; `lr` is per element or scalar."""
+        raise NotImplementedError
+
+    # ---- checkpoints -----------------------------------------------------------------------
+
+    def state_dict(self) -> dict:
+        """Everything needed to resume exactly, as one flat dict: each state buffer is a numpy
+        array under its own name (full buffer layout); every other entry is JSON-able."""
+        state = {
+            "learner": self.name,
+            "layout": list(self.params.layout),
+            "steps": int(self.steps),
+            "learning_rate_factor": float(self.learning_rate_factor),
+            "scalars": {k: float(v) for k, v in self.scalars.items()},
+        }
+        state.update({k: _to_host(self.xp, buf).copy() for k, buf in self.state.items()})
+        return state
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        if state.get("learner") != self.name:
+            raise ConfigError(f"the checkpoint's learner state is for gradUpdateType "
+                              f"'{state.get('learner')}', but the config uses '{self.name}'",
+                              self.settings.span, key="gradUpdateType",
+                              hint="use the gradUpdateType the run was started with, or start "
+                                   "afresh without the checkpoint")
+        if list(state.get("layout", self.params.layout)) != list(self.params.layout):
+            raise ConfigError("the checkpoint's learner state belongs to a network with other "
+                              "parameters", hint="the network changed since the checkpoint was "
+                                                 "written; start afresh without the checkpoint")
+        missing = [name for name in self.state if name not in state]
+        if missing:
+            raise ConfigError(f"the checkpoint's learner state lacks '{missing[0]}'",
+                              hint="the checkpoint is incomplete; start afresh without it")
+        buffers = {name: state[name] for name in self.state}
+        for name, value in buffers.items():
+            if int(np.size(value)) != self.params.size:
+                raise ConfigError(f"the checkpoint's learner state '{name}' has {np.size(value)} "
+                                  f"elements but the network has {self.params.size} parameters",
+                                  hint="the network changed since the checkpoint was written")
+        for name, value in buffers.items():
+            self.state[name][...] = self.xp.asarray(value, dtype=self.params.dtype).reshape(-1)
+        self.steps = int(state.get("steps", 0))
+        self.learning_rate_factor = float(state.get("learning_rate_factor", 1.0))
+        self.scalars = {k: float(v) for k, v in state.get("scalars", {}).items()}
+
+    # ---- helpers -------------------------------------------------------------------------
+
+    def _clip(self, g, mb_samples: int) -> None:
+        threshold = self.settings.clipping_threshold_per_sample
+        if math.isinf(threshold):
+            return
+        limit = threshold * mb_samples
+        if self.settings.gradient_clipping_with_truncation:
+            self.xp.clip(g, -limit, limit, out=g)
+            return
+        norms = self.xp.sqrt(self.params.segment_sum(g * g))
+        # limit / max(norm, limit): the factor that brings a larger norm down to the limit, else 1.
+        factors = (limit / self.xp.maximum(norms, limit)).astype(g.dtype)
+        g *= self.params.expand(factors)
+
+    def _lr_per_element(self, lr: float, n: int):
+        if self.params.uniform_lr:
+            return lr
+        if self._lr_cache is None or self._lr_cache[0] != lr:
+            self._lr_cache = (lr, lr * self.params.lr_multiplier[:n])
+        return self._lr_cache[1]
+
+    def _reg_scaled(self, weight: float, n: int):
+        multiplier = self.params.reg_multiplier
+        return weight if multiplier is None else weight * multiplier[:n]
+
+    def _noise(self, n: int):
+        # A fresh generator per step, seeded by the step number: a resumed run draws the same noise.
+        rng = np.random.default_rng([self.settings.noise_seed, self.steps])
+        noise = rng.standard_normal(n, dtype=self.params.dtype)
+        noise *= self.settings.gaussian_noise_inject_std
+        return self.xp.asarray(noise)
+
+    def _ave_multiplier(self, per_element):
+        """CNTK's `aveMultiplier`: the mean of the per-element scale over each parameter."""
+        return self.params.expand(self.params.segment_mean(per_element))
+
+
+class SGDLearner(Learner):
+    """Plain SGD with CNTK's unit-gain momentum, optionally Nesterov (`useNAG`)."""
+
+    name = "none"
+    state_names = ("smoothed_gradient",)
+
+    def update(self, w, g, lr, epoch, mb_samples):
+        mu = self.momentum_per_minibatch(epoch, mb_samples)
+        m = self.state["smoothed_gradient"][: w.size]
+        step = (lr * (1.0 - mu)) * g
+        m *= mu
+        m += step
+        if self.settings.use_nesterov:
+            w -= mu * m
+            w -= step
+        else:
+            w -= m
+
+
+class AdaGradLearner(Learner):
+    name = "adagrad"
+    state_names = ("sum_of_squares",)
+
+    def update(self, w, g, lr, epoch, mb_samples):
+        xp = self.xp
+        acc = self.state["sum_of_squares"][: w.size]
+        acc += g * g
+        denom = xp.sqrt(acc + 1e-16)
+        g /= denom
+        if self.settings.norm_with_ave_multiplier:
+            lr = lr / self._ave_multiplier(1.0 / denom)
+        w -= lr * g
+
+
+class RmsPropLearner(Learner):
+    name = "rmsprop"
+    state_names = ("mean_square", "previous_sign", "step_size")
+
+    def update(self, w, g, lr, epoch, mb_samples):
+        xp, s = self.xp, self.settings
+        n = w.size
+        mean_square = self.state["mean_square"][:n]
+        previous_sign = self.state["previous_sign"][:n]
+        step_size = self.state["step_size"][:n]
+        if not self.scalars.get("initialized"):
+            # CNTK starts the average at the first squared gradient and every step size at 0.02.
+            mean_square[...] = g * g
+            step_size.fill(0.02)
+            self.scalars["initialized"] = 1.0
+        mean_square *= s.rms_gamma
+        mean_square += (1.0 - s.rms_gamma) * (g * g)
+        sign = xp.sign(g)
+        same_direction = previous_sign * sign > 0
+        grown = xp.minimum(step_size * s.rms_wgt_inc, s.rms_wgt_max)
+        step_size *= s.rms_wgt_dec
+        xp.maximum(step_size, s.rms_wgt_min, out=step_size)
+        xp.copyto(step_size, grown, where=same_direction)
+        scale = mean_square + 1e-6
+        xp.sqrt(scale, out=scale)
+        xp.divide(step_size, scale, out=scale)
+        g *= scale
+        previous_sign[...] = sign
+        if s.norm_with_ave_multiplier:
+            lr = lr / self._ave_multiplier(scale)
+        w -= lr * g
+
+
+class FSAdaGradLearner(Learner):
+    name = "fsadagrad"
+    state_names = ("mean_square", "smoothed_gradient")
+
+    def update(self, w, g, lr, epoch, mb_samples):
+        xp, s = self.xp, self.settings
+        n = w.size
+        mu = self.momentum_per_minibatch(epoch, mb_samples)
+        tau = s.variance_time_constant
+        nu = 0.0 if tau == 0 else math.exp(-mb_samples / tau)
+        count = nu * self.scalars.get("smoothed_count", 0.0) + (1.0 - nu) * mb_samples
+        self.scalars["smoothed_count"] = count
+        target = s.fsadagrad_target_av_denom * math.sqrt(count)
+        mean_square = self.state["mean_square"][:n]
+        mean_square *= nu
+        mean_square += (1.0 - nu) * (g * g)
+        nonzero = mean_square != 0
+        safe = xp.where(nonzero, mean_square, 1)
+        g *= xp.where(nonzero, xp.minimum(target / xp.sqrt(safe), 10.0), 1)
+        if mu > 0:
+            m = self.state["smoothed_gradient"][:n]
+            m *= mu
+            m += (1.0 - mu) * g
+            g = m
+        w -= lr * g
+
+
+class AdamLearner(Learner):
+    name = "adam"
+    state_names = ("mean", "mean_square")
+
+    def update(self, w, g, lr, epoch, mb_samples):
+        xp, s = self.xp, self.settings
+        n = w.size
+        beta1 = s.adam_beta1 if s.adam_beta1 is not None else \
+            self.momentum_per_minibatch(epoch, mb_samples)
+        beta2 = s.adam_beta2
+        t = self.scalars.get("t", 0.0) + 1.0
+        self.scalars["t"] = t
+        correction = math.sqrt(1.0 - beta2 ** t) / (1.0 - beta1 ** t)
+        m = self.state["mean"][:n]
+        v = self.state["mean_square"][:n]
+        m *= beta1
+        m += (1.0 - beta1) * g
+        v *= beta2
+        v += (1.0 - beta2) * (g * g)
+        w -= (lr * correction) * m / (xp.sqrt(v) + s.adam_epsilon)
+
+
+class AdaDeltaLearner(Learner):
+    name = "adadelta"
+    state_names = ("mean_square_gradient", "mean_square_delta")
+
+    def update(self, w, g, lr, epoch, mb_samples):
+        xp, s = self.xp, self.settings
+        n = w.size
+        rho, eps = s.adadelta_rho, s.adadelta_epsilon
+        v = self.state["mean_square_gradient"][:n]
+        x = self.state["mean_square_delta"][:n]
+        v *= rho
+        v += (1.0 - rho) * (g * g)
+        delta = -xp.sqrt(x + eps) / xp.sqrt(v + eps) * g
+        x *= rho
+        x += (1.0 - rho) * (delta * delta)
+        w += lr * delta
+
+
+LEARNERS: dict[str, type[Learner]] = {
+    cls.name: cls for cls in (SGDLearner, AdaGradLearner, RmsPropLearner, FSAdaGradLearner,
+                              AdamLearner, AdaDeltaLearner)
+}
+
+
+def create_learner(settings: SGDSettings, params: FlatParameters) -> Learner:
+    """The learner for `settings.grad_update_type`, bound to `params`."""
+    return LEARNERS[settings.grad_update_type](settings, params)
+
+
+# ---- reading keys ------------------------------------------------------------------------------
+
+def _schedule(value, key: str, span: Span | None):
+    if value is None:
+        return None
+    try:
+        return as_schedule(value, span=span, key=key)
+    except TypeError:
+        raise SchemaError(f"{key} must be a schedule such as 0.01*2:0.005, got {value!r}",
+                          span, key=key) from None
+
+
+def _float(value, key: str, span: Span | None) -> float:
+    if isinstance(value, str) and value.strip().upper().endswith("#INF"):
+        return -math.inf if value.strip().startswith("-") else math.inf     # CNTK's 1#INF
+    if isinstance(value, bool):
+        raise SchemaError(f"{key} must be a number, got {value}", span, key=key)
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise SchemaError(f"{key} must be a number, got {value!r}", span, key=key) from None
+
+
+def _bool(value, key: str, span: Span | None) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in ("true", "false"):
+        return value.strip().lower() == "true"
+    if isinstance(value, (int, float)) and value in (0, 1):
+        return bool(value)
+    raise SchemaError(f"{key} must be true or false, got {value!r}", span, key=key)
+
+
+
+_SCALAR_KEYS = [
+    ("useNAG", "use_nesterov", _bool),
+    ("L2RegWeight", "l2_reg_weight", _float),
+    ("L1RegWeight", "l1_reg_weight", _float),
+    ("clippingThresholdPerSample", "clipping_threshold_per_sample", _float),
+    ("gradientClippingWithTruncation", "gradient_clipping_with_truncation", _bool),
+    ("normWithAveMultiplier", "norm_with_ave_multiplier", _bool),
+    ("rms_gamma", "rms_gamma", _float),
+    ("rms_wgt_inc", "rms_wgt_inc", _float),
+    ("rms_wgt_dec", "rms_wgt_dec", _float),
+    ("rms_wgt_max", "rms_wgt_max", _float),
+    ("rms_wgt_min", "rms_wgt_min", _float),
+    ("varianceTimeConstant", "variance_time_constant", _float),
+    ("fsAdagradTargetAvDenom", "fsadagrad_target_av_denom", _float),
+    ("adamBeta1", "adam_beta1", _float),
+    ("adamBeta2", "adam_beta2", _float),
+    ("adamEpsilon", "adam_epsilon", _float),
+    ("rho", "adadelta_rho", _float),
+    ("epsilon", "adadelta_epsilon", _float),
+    ("gaussianNoiseInjectStd", "gaussian_noise_inject_std", _float),
+]
+
+
+def _to_host(xp, array):
+    return array if xp is np else xp.asnumpy(array)

@@ -1,0 +1,401 @@
+"""The training loop: epochs → minibatches → step (forward, backward, update), checkpoints, resume.
+
+Semantics are CNTK's (DESIGN §5): criteria are sums over the minibatch's samples and learning rates
+are per sample; an epoch is `epochSize` samples (0 = one sweep); after every epoch the model is
+written as `<modelPath>.<epoch>` together with a checkpoint `<modelPath>.<epoch>.ckp` holding the
+learner, reader and random state; the last epoch also writes `<modelPath>`. A restarted run with
+`makeMode` resumes from the newest complete checkpoint. SIGINT/SIGTERM stop at the next minibatch
+boundary, write a checkpoint `<modelPath>.ckp` for the position reached, and raise
+TrainingInterrupted (exit 130); the next run resumes from there.
+"""
+from __future__ import annotations
+
+import glob
+import math
+import os
+import re
+import signal
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+
+from netlang.compiler.ir import Network, Node, dyn_rank
+from netlang.compiler.shapes import num_elements, to_runtime
+from netlang.errors import DataError, DataPosition, NetworkError, TrainingInterrupted
+from netlang.runtime import modelio
+from netlang.runtime.backend import Backend
+from netlang.runtime.executor import Executor, initial_parameters
+from netlang.runtime.flatbuffer import FlatParameters
+from netlang.runtime.learners import Learner, SGDSettings, create_learner
+from netlang.runtime.progress import Progress
+from netlang.runtime.ops import registry
+
+
+@dataclass
+class TrainSettings:
+    """What the loop needs from the action and SGD blocks (already validated by the schema)."""
+
+    model_path: str
+    max_epochs: int
+    minibatch_size: Callable[[int], int]          # epoch (1-based) -> samples per minibatch
+    epoch_size: int = 0                           # samples; 0 = one full sweep of the data
+    num_mbs_to_show_result: int = 10
+    first_mbs_to_show_result: int = 0
+    keep_checkpoint_files: bool = False
+    make_mode: bool = True
+    dropout_rate: Callable[[int], float] | None = None
+    seed: int = 1
+    metrics_log: str | None = None                # JSON lines, one per report and per epoch
+    criterion: str | None = None                  # trainCriterionNodeName
+    evaluation: list[str] | None = None           # evalCriterionNodeName(s)
+    auto_adjust: dict | None = None               # {"kind": "adjustAfterEpoch", ...}
+    meta: dict = field(default_factory=dict)
+
+
+@dataclass
+class EpochResult:
+    epoch: int
+    samples: int
+    criterion: float
+    metrics: dict[str, float]
+    seconds: float
+    learning_rate: float
+    cv: dict[str, float] | None = None
+
+
+def feeds_from_minibatch(network: Network, minibatch, dtype) -> dict[str, np.ndarray]:
+    """Input arrays by node name from a reader minibatch (streams are bound by name)."""
+    feeds = {}
+    for node in network.inputs:
+        stream = minibatch.streams.get(node.name)
+        if stream is None:
+            raise DataError(f"the reader has no stream named '{node.name}' for the network input",
+                            hint=f"reader streams: {', '.join(sorted(minibatch.streams))}")
+        if dyn_rank(node.layout) == 1:
+            array = stream.to_dense_batch(dtype)
+        else:
+            array, _mask = stream.to_padded(dtype)
+        feeds[node.name] = array.reshape(array.shape[:-1] + to_runtime(node.shape))
+    return feeds
+
+
+def check_streams(network: Network, stream_infos: dict, reader_span=None) -> None:
+    """Every network input needs a reader stream of the same name and dimension (CNTK pain #4)."""
+    for node in network.inputs:
+        info = stream_infos.get(node.name)
+        if info is None:
+            raise NetworkError(f"input '{node.name}' has no reader stream of that name", reader_span or node.span,
+                               hint=f"the reader defines: {', '.join(sorted(stream_infos)) or 'no streams'}")
+        dim = info[0]
+        if dim != node.dim:
+            raise NetworkError(f"reader stream '{node.name}' has dimension {dim}, but the network's Input "
+                               f"'{node.name}' has {node.dim}", node.span,
+                               hint="make the reader's `dim` equal to the product of the Input's dimensions")
+
+
+class Trainer:
+    def __init__(self, network: Network, backend: Backend, sgd: SGDSettings, settings: TrainSettings,
+                 source, cv_source=None, progress: Progress | None = None, comm=None):
+        self.network = network
+        self.backend = backend
+        self.settings = settings
+        self.source = source
+        self.cv_source = cv_source
+        self.progress = progress or Progress(enabled=False)
+        self.comm = comm
+        self.criterion = self._criterion_node()
+        self.evaluations = self._evaluation_nodes()
+        params = network.parameters
+        self.flat = FlatParameters([(p.name, to_runtime(p.shape)) for p in params], xp=backend.xp,
+                                   dtype=backend.dtype,
+                                   lr_multipliers={p.name: p.learning_rate_multiplier for p in params})
+        self.executor = Executor(network, backend, {p.name: self.flat.view(p.name) for p in params},
+                                 seed=settings.seed)
+        self.learnable = [p for p in params if p.learning_rate_multiplier > 0]
+        self.grad_views = {p.name: self.flat.grad_view(p.name) for p in self.learnable}
+        self.learner: Learner = create_learner(sgd, self.flat)
+        self.start_epoch = 1
+        self.resume_position: dict | None = None
+        self._stop_signal: int | None = None
+
+    # ---- setup -----------------------------------------------------------------------------------
+    def _criterion_node(self) -> Node:
+        crits = self.network.groups.get("criterion", [])
+        if self.settings.criterion:
+            node = self.network.node(self.settings.criterion)
+            if node is None:
+                raise NetworkError(f"no node named '{self.settings.criterion}' (trainCriterionNodeName)")
+            return node
+        if not crits:
+            raise NetworkError("the network has no criterion node", self.network.span,
+                               hint="add criterionNodes = (ce) or tag='criterion' to the loss")
+        return crits[0]
+
+    def _evaluation_nodes(self) -> list[Node]:
+        if self.settings.evaluation:
+            out = []
+            for name in self.settings.evaluation:
+                node = self.network.node(name)
+                if node is None:
+                    raise NetworkError(f"no node named '{name}' (evalCriterionNodeName)")
+                out.append(node)
+            return out
+        return [n for n in self.network.groups.get("evaluation", []) if n is not self.criterion]
+
+    def initialize(self, parameters: dict | None = None) -> None:
+        values = parameters or initial_parameters(self.network, self.settings.seed)
+        self.flat.copy_from(values)
+
+    # ---- checkpoints -------------------------------------------------------------------------------
+    def epoch_model_path(self, epoch: int) -> str:
+        return f"{self.settings.model_path}.{epoch}"
+
+    def checkpoint_path(self, epoch: int | None) -> str:
+        return f"{self.settings.model_path}.ckp" if epoch is None else f"{self.settings.model_path}.{epoch}.ckp"
+
+    def _training_state(self, epoch: int, position: dict | None) -> dict:
+        return {"epoch": epoch, "position": position, "reader": self.source.state(),
+                "rng": self.executor.rng.bit_generator.state,
+                "learner": {k: v for k, v in self.learner.state_dict().items() if not _is_array(v)},
+                "executor_state": None}
+
+    def _state_arrays(self) -> dict:
+        arrays = {f"learner/{k}": self.backend.to_numpy(v)
+                  for k, v in self.learner.state_dict().items() if _is_array(v)}
+        for node_id, state in self.executor.state.items():
+            node = next((n for n in self.network.nodes if n.id == node_id), None)
+            if node is None:
+                continue
+            for key, value in state.items():
+                if _is_array(value):
+                    arrays[f"node/{node.name}/{key}"] = self.backend.to_numpy(value)
+        return arrays
+
+    def save_checkpoint(self, epoch: int, position: dict | None) -> str:
+        path = self.checkpoint_path(None if position else epoch)
+        if self.comm is None or self.comm.rank == 0:
+            modelio.save_model(path, self.network, self.flat.to_dict(), state=self._state_arrays(),
+                               training=self._training_state(epoch, position), meta=self.settings.meta)
+        return path
+
+    def save_model(self, path: str) -> None:
+        if self.comm is None or self.comm.rank == 0:
+            modelio.save_model(path, self.network, self.flat.to_dict(), meta=self.settings.meta)
+
+    def find_resume_point(self) -> str | None:
+        """The newest complete checkpoint: an interrupted run's `.ckp` or the last epoch's."""
+        candidates = []
+        for path in glob.glob(glob.escape(self.settings.model_path) + ".*.ckp"):
+            m = re.search(r"\.(\d+)\.ckp$", path)
+            if m and os.path.exists(self.epoch_model_path(int(m.group(1)))):
+                candidates.append((int(m.group(1)), 0, path))
+        interrupted = self.checkpoint_path(None)
+        if os.path.exists(interrupted):
+            try:
+                training = modelio.load_model(interrupted).training or {}
+                candidates.append((int(training.get("epoch", 0)) - 1, 1, interrupted))
+            except DataError:
+                pass
+        return max(candidates)[2] if candidates else None
+
+    def restore(self, path: str) -> int:
+        """Load a checkpoint; returns the epoch to continue with."""
+        ckpt = modelio.load_model(path)
+        self.flat.copy_from(ckpt.parameters)
+        training = ckpt.training or {}
+        learner_state = dict(training.get("learner", {}))
+        for key, value in ckpt.state.items():
+            if key.startswith("learner/"):
+                learner_state[key[8:]] = self.backend.asarray(value) if value.dtype.kind == "f" else value
+        self.learner.load_state_dict(learner_state)
+        for key, value in ckpt.state.items():
+            if key.startswith("node/"):
+                name, _, field_name = key[5:].rpartition("/")
+                node = self.network.node(name)
+                if node is not None:
+                    self.executor.state.setdefault(node.id, {})[field_name] = self.backend.asarray(value)
+        self.source.restore(training["reader"])
+        self.executor.rng.bit_generator.state = training["rng"]
+        position = training.get("position")
+        self.resume_position = position
+        epoch = int(training["epoch"])
+        return epoch if position else epoch + 1
+
+    def _cleanup_checkpoints(self, epoch: int) -> None:
+        if self.settings.keep_checkpoint_files or (self.comm is not None and self.comm.rank != 0):
+            return
+        for older in range(1, epoch):
+            try:
+                os.remove(self.checkpoint_path(older))
+            except FileNotFoundError:
+                pass
+
+    # ---- the loop ----------------------------------------------------------------------------------
+    def train(self) -> list[EpochResult]:
+        results = []
+        previous = self._install_signal_handlers()
+        try:
+            for epoch in range(self.start_epoch, self.settings.max_epochs + 1):
+                result = self.train_epoch(epoch)
+                results.append(result)
+                self.save_model(self.epoch_model_path(epoch))
+                self.save_checkpoint(epoch, None)
+                self._remove_interrupt_checkpoint()
+                self._cleanup_checkpoints(epoch)
+                self.progress.epoch_done(result, self.settings.max_epochs)
+                self._log({"event": "epoch", **_result_dict(result)})
+            self.save_model(self.settings.model_path)
+        finally:
+            self._restore_signal_handlers(previous)
+        return results
+
+    def _remove_interrupt_checkpoint(self) -> None:
+        if self.comm is None or self.comm.rank == 0:
+            try:
+                os.remove(self.checkpoint_path(None))
+            except FileNotFoundError:
+                pass
+
+    def train_epoch(self, epoch: int) -> EpochResult:
+        mb_size = int(self.settings.minibatch_size(epoch))
+        position = self.resume_position or {}
+        self.resume_position = None
+        totals = {"samples": position.get("samples", 0), "criterion": position.get("criterion", 0.0),
+                  "metrics": dict(position.get("metrics", {})), "minibatches": position.get("minibatches", 0)}
+        window = {"samples": 0, "criterion": 0.0, "metrics": {}, "start": time.perf_counter(), "first_mb": totals["minibatches"] + 1}
+        if self.settings.dropout_rate is not None:
+            self.executor.options["dropoutRate"] = float(self.settings.dropout_rate(epoch))
+        start = time.perf_counter()
+        lr = self.learner.learning_rate_per_sample(epoch)
+        epoch_size = self.settings.epoch_size
+        self.progress.epoch_start(epoch, self.settings.max_epochs, epoch_size)
+        if not position:
+            self.source.start_epoch(epoch - 1, epoch_size)
+        while True:
+            if self._stop_signal is not None:
+                self._interrupt(epoch, totals)
+            remaining = epoch_size - totals["samples"] if epoch_size else mb_size
+            if epoch_size and remaining <= 0:
+                break
+            minibatch = self.source.next_minibatch(min(mb_size, remaining) if epoch_size else mb_size)
+            if minibatch is None or minibatch.num_samples == 0:
+                break
+            crit, metrics, n = self.step(epoch, minibatch)
+            totals["samples"] += n
+            totals["criterion"] += crit
+            totals["minibatches"] += 1
+            window["samples"] += n
+            window["criterion"] += crit
+            for k, v in metrics.items():
+                totals["metrics"][k] = totals["metrics"].get(k, 0.0) + v
+                window["metrics"][k] = window["metrics"].get(k, 0.0) + v
+            self._maybe_report(epoch, totals, window, lr)
+            if getattr(minibatch, "end_of_epoch", False):
+                break
+        seconds = time.perf_counter() - start
+        samples = max(totals["samples"], 1)
+        result = EpochResult(epoch, totals["samples"], totals["criterion"] / samples,
+                             {k: v / samples for k, v in totals["metrics"].items()}, seconds, lr)
+        if self.cv_source is not None:
+            result.cv = evaluate(self.executor, self.network, self.cv_source, [self.criterion] + self.evaluations,
+                                 mb_size, self.backend)["metrics"]
+        return result
+
+    def step(self, epoch: int, minibatch) -> tuple[float, dict, int]:
+        feeds = feeds_from_minibatch(self.network, minibatch, self.backend.dtype)
+        outputs, _ = self.executor.run(feeds, self.evaluations, loss=self.criterion, wrt=self.learnable,
+                                       grads=self.grad_views, training=True)
+        n = int(minibatch.num_samples)
+        self.learner.step(epoch, n)
+        crit = float(self.backend.to_numpy(outputs[self.criterion.name]).sum())
+        metrics = {node.name: float(self.backend.to_numpy(outputs[node.name]).sum()) for node in self.evaluations}
+        if not math.isfinite(crit):
+            raise NetworkError(f"the criterion '{self.criterion.name}' became {crit} in epoch {epoch}",
+                               self.criterion.span, hint="lower the learning rate or check the data")
+        return crit, metrics, n
+
+    def _maybe_report(self, epoch: int, totals: dict, window: dict, lr: float) -> None:
+        mbs = totals["minibatches"]
+        every = self.settings.num_mbs_to_show_result
+        first = self.settings.first_mbs_to_show_result
+        if not ((every and mbs % every == 0) or (first and mbs <= first)):
+            self.progress.advance(totals["samples"], window, self.criterion.name)
+            return
+        seconds = max(time.perf_counter() - window["start"], 1e-9)
+        n = max(window["samples"], 1)
+        report = {"event": "minibatch", "epoch": epoch, "minibatches": [window["first_mb"], mbs],
+                  "samples": window["samples"], "criterion": {self.criterion.name: window["criterion"] / n},
+                  "metrics": {k: v / n for k, v in window["metrics"].items()},
+                  "learningRatePerSample": lr, "samplesPerSecond": window["samples"] / seconds}
+        self.progress.report(report, self.settings.max_epochs)
+        self._log(report)
+        window.update(samples=0, criterion=0.0, metrics={}, start=time.perf_counter(), first_mb=mbs + 1)
+
+    def _log(self, record: dict) -> None:
+        if not self.settings.metrics_log or (self.comm is not None and self.comm.rank != 0):
+            return
+        import json
+
+        os.makedirs(os.path.dirname(os.path.abspath(self.settings.metrics_log)), exist_ok=True)
+        with open(self.settings.metrics_log, "a", encoding="utf-8") as fh:
+            fh.write(json.dumps(record) + "\n")
+
+    # ---- interruption ------------------------------------------------------------------------------
+    def _install_signal_handlers(self):
+        def handler(signum, frame):
+            if self._stop_signal is not None:  # a second Ctrl-C aborts at once
+                raise KeyboardInterrupt
+            self._stop_signal = signum
+
+        previous = {}
+        try:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                previous[sig] = signal.signal(sig, handler)
+        except ValueError:  # not the main thread (embedding): no signal handling
+            return {}
+        return previous
+
+    def _restore_signal_handlers(self, previous: dict) -> None:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+    def _interrupt(self, epoch: int, totals: dict) -> None:
+        path = self.save_checkpoint(epoch, {k: v for k, v in totals.items()})
+        name = signal.Signals(self._stop_signal).name
+        raise TrainingInterrupted(f"stopped by {name} in epoch {epoch}; checkpoint written to {path}",
+                                  hint="run the same command again to resume from there")
+
+
+def evaluate(executor: Executor, network: Network, source, nodes: list[Node], mb_size: int,
+             backend: Backend, max_samples: int = 0) -> dict:
+    """Sum each node over the data (criteria and metrics are sums); report per-sample averages."""
+    totals = {n.name: 0.0 for n in nodes}
+    samples = 0
+    source.start_epoch(0, 0)
+    while True:
+        want = mb_size if not max_samples else min(mb_size, max_samples - samples)
+        if want <= 0:
+            break
+        minibatch = source.next_minibatch(want)
+        if minibatch is None or minibatch.num_samples == 0:
+            break
+        feeds = feeds_from_minibatch(network, minibatch, backend.dtype)
+        outputs, _ = executor.run(feeds, nodes, training=False)
+        for n in nodes:
+            totals[n.name] += float(backend.to_numpy(outputs[n.name]).sum())
+        samples += int(minibatch.num_samples)
+        if getattr(minibatch, "end_of_epoch", False):
+            break
+    return {"metrics": {k: v / max(samples, 1) for k, v in totals.items()}, "samples": samples}
+
+
+def _is_array(value) -> bool:
+    return hasattr(value, "shape") and hasattr(value, "dtype") and getattr(value, "ndim", 0) > 0
+
+
+def _result_dict(result: EpochResult) -> dict:
+    return {"epoch": result.epoch, "samples": result.samples, "criterion": result.criterion,
+            "metrics": result.metrics, "seconds": result.seconds, "learningRatePerSample": result.learning_rate,
+            "cv": result.cv}
