@@ -47,6 +47,8 @@ def apply_rule(node: Node) -> bool:
         return False
     try:
         result = op.shape([tuple(i.shape) for i in node.inputs], node.attrs)
+        layout = op.layout(node.inputs, node.attrs) if callable(op.layout) else (
+            None if op.layout == "none" else common_layout(node))
     except ShapeMismatch as exc:
         raise shape_error(node, str(exc)) from None
     out, infer = (result.out, result.infer) if isinstance(result, ShapeResult) else (result, {})
@@ -57,8 +59,6 @@ def apply_rule(node: Node) -> bool:
     if out != node.shape:
         node.shape = out
         changed = True
-    layout = op.layout(node.inputs, node.attrs) if callable(op.layout) else (
-        None if op.layout == "none" else common_layout(node))
     if layout is not node.layout and layout != node.layout:
         node.layout = layout
         changed = True

@@ -71,11 +71,12 @@ class Executor:
         for leaf in plan.leaves:
             values[leaf.id] = self._bind_leaf(leaf, feeds)
         grad_values: dict[int, object] = {}
+        saved: dict[int, dict] = {}   # what a forward kernel stashed for its own backward
         wrt_ids = {n.id for n in plan.wrt}
         for step in plan.steps:
             node = step.node
             op = registry.get(node.op)
-            ctx = self._context(node, training)
+            ctx = self._context(node, training, saved.setdefault(node.id, {}))
             xs = [values[i.id] for i in node.inputs]
             if step.kind == "forward":
                 values[node.id] = apply_forward(op, ctx, xs, node.attrs, len(node.shape))
@@ -90,6 +91,8 @@ class Executor:
                             continue
                         prev = grad_values.get(inp.id)
                         grad_values[inp.id] = g if prev is None else prev + g
+            if step.kind == "backward":
+                saved.pop(node.id, None)
             for nid in step.release:
                 values.pop(nid, None)
             for nid in step.release_grads:
@@ -114,10 +117,10 @@ class Executor:
                 out_grads[node.name] = g
         return out_values, out_grads
 
-    def _context(self, node: Node, training: bool) -> OpContext:
+    def _context(self, node: Node, training: bool, saved: dict) -> OpContext:
         return OpContext(xp=self.xp, dyn=[dyn_rank(i.layout) for i in node.inputs], out_dyn=dyn_rank(node.layout),
                          training=training, rng=self.rng, state=self.state.setdefault(node.id, {}),
-                         node_name=node.name, options=self.options)
+                         saved=saved, node_name=node.name, options=self.options)
 
     def _bind_leaf(self, leaf: Node, feeds: Mapping[str, object]):
         if leaf.is_parameter:
