@@ -216,10 +216,15 @@ def _record_attrs(record, exclude=("operation", "inputs", "tag")) -> dict:
         if name in exclude:
             continue
         attrs[name] = record.get(name)
-    for name, value in values.enclosing_arguments(record):
+    for name, thunk in values.enclosing_argument_thunks(record):
         if name in attrs or name in exclude:
             continue
-        attrs[name] = value
+        try:
+            attrs[name] = thunk.force()
+        except EvalError:
+            # An argument that cannot be evaluated now (e.g. the input of a PastValue inside its
+            # own loop) is not a plain attribute value; the operation reads its inputs separately.
+            continue
     out = {}
     for name, value in attrs.items():
         if isinstance(value, Node) or isinstance(value, values.Lambda) or isinstance(value, values.Record):

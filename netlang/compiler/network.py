@@ -60,6 +60,7 @@ def build_network(record, ctx: BuildContext) -> Network:
         for tag in node.tags:
             if tag in groups and node not in groups[tag] and not (tag == "feature" and "label" in node.tags):
                 groups[tag].append(node)
+    _strip_prefix(nodes, getattr(record, "path", ""))
     _make_names_unique(nodes)
     shapeinfer.validate(nodes)
     if not any(n.op in SEQUENCE_OPS for n in nodes):
@@ -94,6 +95,16 @@ def _attach_late_inputs(roots: list[Node]) -> None:
             attach, node.late_inputs = node.late_inputs, None
             node.inputs = list(attach()) + node.inputs
         stack.extend(node.inputs)
+
+
+def _strip_prefix(nodes: list[Node], prefix: str) -> None:
+    """Name nodes relative to the network record, as CNTK does (`ce`, not `train.network.ce`)."""
+    if not prefix:
+        return
+    prefix += "."
+    for node in nodes:
+        if node.name.startswith(prefix):
+            node.name = node.name[len(prefix):]
 
 
 def _make_names_unique(nodes: list[Node]) -> None:

@@ -1,0 +1,78 @@
+"""`netlang check cfg.net [key=value ...] [--json]`: validate a config without training.
+
+Parses and evaluates the config, validates the top level and every block named by `command` with
+the schemas, evaluates the user's plain variables, and prints the resolved configuration (the
+values the config sets; `netlang explain` lists the defaults too). Network building is a separate
+step, `build_networks`, which the network compiler fills in.
+"""
+from __future__ import annotations
+
+import json
+import sys
+
+from netlang.commands import add_command_parser, add_config_arguments, split_overrides, stdout_console
+from rich.markup import escape
+
+from netlang.config import Config, block_entries, load_config, resolved_config_dict
+from netlang.errors import UsageError
+
+DESCRIPTION = """Validate a config without training: parse it, evaluate every setting, check it
+against the schemas (unknown keys, types, required keys), and print the resolved configuration."""
+
+
+def register(subparsers) -> None:
+    parser = add_command_parser(subparsers, "check", DESCRIPTION,
+                                "netlang check examples/hello.net train.SGD.maxEpochs=5 --json")
+    add_config_arguments(parser)
+    parser.add_argument("--json", action="store_true", help="print one JSON document {config, actions}")
+    parser.set_defaults(func=run)
+
+
+def build_networks(config: Config) -> dict:
+    """Build and validate the network of each action (name -> network summary).
+
+    The hook where network building is added: evaluate `view.network_expr()` of each action, infer
+    shapes, and return what `check` should report. Returns {} until the network compiler is wired in.
+    """
+    return {}
+
+
+def run(args) -> int:
+    overrides, extra = split_overrides(args.rest)
+    if extra:
+        raise UsageError(f"unexpected argument '{extra[0]}'", hint="overrides are written key=value")
+    config = load_config(args.config, overrides)
+    resolved = resolved_config_dict(config)  # validates every command block
+    networks = build_networks(config)
+    if args.json:
+        document = dict(resolved)
+        if networks:
+            document["networks"] = networks
+        sys.stdout.write(json.dumps(document, indent=2) + "\n")
+        return 0
+    print_resolved(config, stdout_console(args), verbosity=getattr(args, "verbosity", 0))
+    return 0
+
+
+def print_resolved(config: Config, console, verbosity: int = 0) -> None:
+    """The values the config sets (defaults too with -v), grouped by block; -q: the summary line."""
+    actions = config.actions()
+    plan = " -> ".join(f"{name} ({view.action})" for name, view in actions)
+    console.print(f"[bold green]ok[/bold green] {escape(config.path)}: {escape(plan)}")
+    if verbosity < 0:
+        return
+    sections = [("top level", block_entries(config, config.top, ""))]
+    sections += [(f"{name} (action {view.action})", block_entries(config, view, name)) for name, view in actions]
+    hidden = 0
+    for title, entries in sections:
+        # Without -v: what the config itself sets, each value once (inherited copies are left out).
+        shown = [e for e in entries if verbosity > 0 or
+                 (e.origin.kind not in ("default", "derived") and e.origin.inherited_from is None)]
+        hidden += len(entries) - len(shown)
+        console.print(f"\n[bold]{escape(title)}[/bold]")
+        width = max((len(e.path) for e in shown), default=0)
+        for entry in shown:
+            console.print(f"  {entry.path.ljust(width)}  {entry.text}", markup=False)
+    if hidden:
+        console.print(f"\n[dim]{hidden} default or inherited values not shown: -v shows them, "
+                      f"netlang explain {escape(config.path)} shows where every value comes from[/dim]")
