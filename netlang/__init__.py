@@ -1,3 +1,10 @@
 """netlang: a declarative, config-driven deep-learning training tool speaking BrainScript."""
 
 __version__ = "0.1.0"
+
+
+def load(path, overrides=(), precision=None):
+    """Load a config: `netlang.load("cfg.net").network("train").forward({...})` (see netlang.api)."""
+    from netlang.api import load as _load
+
+    return _load(path, overrides, precision)

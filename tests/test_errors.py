@@ -9,7 +9,7 @@ from netlang import cli
 
 BASE = """command = train
 train = {
-    network = { z = 1 }
+    network = { x = Input{2} ; ce = ReduceSum(x) ; criterionNodes = (ce) }
     SGD = {
         maxEpochs = MAX_EPOCHS
         learningRatesPerMB = 0.1

@@ -29,12 +29,23 @@ def register(subparsers) -> None:
 
 
 def build_networks(config: Config) -> dict:
-    """Build and validate the network of each action (name -> network summary).
+    """Build and validate the network of each action: name -> summary (nodes, shapes, parameters).
 
-    The hook where network building is added: evaluate `view.network_expr()` of each action, infer
-    shapes, and return what `check` should report. Returns {} until the network compiler is wired in.
+    Actions without a network of their own (e.g. `test` reading `modelPath`) are skipped: check
+    never needs data or model files to build networks.
     """
-    return {}
+    from netlang.compiler import netbuild
+
+    networks = {}
+    for name, view in config.actions():
+        ref = view.network_expr()
+        if ref is None:
+            continue
+        network = netbuild.build_action_network(ref)
+        if view.action == "train":
+            netbuild.require_training_nodes(network, ref.span)
+        networks[name] = netbuild.summary(network)
+    return networks
 
 
 def run(args) -> int:
@@ -46,12 +57,33 @@ def run(args) -> int:
     networks = build_networks(config)
     if args.json:
         document = dict(resolved)
-        if networks:
-            document["networks"] = networks
+        actions = document.setdefault("actions", {})
+        for name, net in networks.items():
+            actions.setdefault(name, {}).update({"parameters": net["parameters"], "nodes": net["nodes"]})
         sys.stdout.write(json.dumps(document, indent=2) + "\n")
         return 0
-    print_resolved(config, stdout_console(args), verbosity=getattr(args, "verbosity", 0))
+    console = stdout_console(args)
+    print_resolved(config, console, verbosity=getattr(args, "verbosity", 0))
+    print_networks(networks, console, verbosity=getattr(args, "verbosity", 0))
     return 0
+
+
+def print_networks(networks: dict, console, verbosity: int = 0) -> None:
+    """A table per action: node name, op, output shape, learnable parameters; then the total."""
+    from rich.table import Table
+
+    for name, net in networks.items():
+        if verbosity >= 0:
+            table = Table(title=f"network of {name}", title_justify="left", show_edge=False)
+            for column in ("node", "op", "shape", "parameters"):
+                table.add_column(column, justify="right" if column == "parameters" else "left",
+                                 overflow="fold")
+            for node in net["nodes"]:
+                table.add_row(node["name"], node["op"], node["shape"],
+                              f"{node['parameters']:,}" if node["parameters"] else "")
+            console.print()
+            console.print(table)
+        console.print(f"{escape(name)}: {net['parameters']:,} learnable parameters in {len(net['nodes'])} nodes")
 
 
 def print_resolved(config: Config, console, verbosity: int = 0) -> None:

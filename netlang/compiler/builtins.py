@@ -99,8 +99,23 @@ def type_name(value) -> str:
 
 # ---- node creation -----------------------------------------------------------------------------
 
+def user_span(span):
+    """The position to report for a node: where the user's own text led to it. A node made inside
+    the standard library takes the innermost call site outside the library."""
+    from netlang.grammar.cache import STDLIB_PATH
+
+    library = str(STDLIB_PATH.parent)
+    if span is None or not str(span.file).startswith(library):
+        return span
+    for call in reversed(_values_module().call_spans):
+        if call is not None and not str(call.file).startswith(library):
+            return call
+    return span
+
+
 def make_node(op_name: str, inputs: list[Node], attrs: dict, ctx: BuildContext, *,
               name: str | None = None) -> Node:
+    ctx = BuildContext(ctx.path, user_span(ctx.span))
     op = registry.get(op_name)
     if op is None:
         known = [o.name for o in registry.all_ops()] + [a for o in registry.all_ops() for a in o.aliases]
@@ -252,7 +267,7 @@ def new_computation_node(record, ctx: BuildContext):
     from netlang.compiler import leafnodes
 
     if operation in leafnodes.LEAF_BUILDERS:
-        node = leafnodes.LEAF_BUILDERS[operation](attrs, ctx)
+        node = leafnodes.LEAF_BUILDERS[operation](attrs, BuildContext(ctx.path, user_span(ctx.span)))
     else:
         node = make_node(operation, inputs, attrs, ctx)
     leafnodes.apply_tag(node, tag, ctx)

@@ -109,6 +109,10 @@ def lazy(expr: ast.Node, scope: Record, path: "Path | str", name: str, kind: str
         thunk = Thunk.of(_EVALUATORS[expr.__class__](expr, scope, path), name, span)
         thunk.kind, thunk.expr, thunk.scope = kind, expr, scope
         return thunk
+    if kind == "member":
+        # A node made while evaluating this member is named after it (`z = DenseLayer{10}(h)` is `z`).
+        return Thunk(lambda: hooks.name_member_value(evaluate(expr, scope, path), str(path)),
+                     name, kind, span, expr, scope)
     return Thunk(lambda: evaluate(expr, scope, path), name, kind, span, expr, scope)
 
 
@@ -385,9 +389,19 @@ def make_record(node: ast.Record, parent: Record | None, path: str) -> Record:
         if record.has(member.name):
             raise EvalError(f"duplicate member definition '{member.name}'", member.name_span or member.span)
         member_path = join_path(path, member.name)
-        record.add(member.name, lazy(member.expr, record, member_path, member_path, "member", member.span),
+        # A network builder's record is `new ComputationNetwork [ … ]` in CNTK, which starts a fresh
+        # expression path: its nodes are named `ce`, `out.z`, not `train.network.ce`.
+        eval_path = "" if _is_network_builder(member) else member_path
+        record.add(member.name, lazy(member.expr, record, eval_path, member_path, "member", member.span),
                    member)
     return record
+
+
+NETWORK_BUILDER_NAMES = ("network", "brainscriptnetworkbuilder", "experimentalnetworkbuilder")
+
+
+def _is_network_builder(member: ast.Member) -> bool:
+    return member.name.lower() in NETWORK_BUILDER_NAMES and isinstance(member.expr, ast.Record)
 
 
 def _eval_record(node: ast.Record, scope: Record, path):

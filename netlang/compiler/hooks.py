@@ -39,6 +39,16 @@ def install(is_node, binary, unary, if_node, node_member) -> None:
     _is_node, _binary, _unary, _if_node, _node_member = is_node, binary, unary, if_node, node_member
 
 
+def name_member_value(value, path: str):
+    """A node that a member's own evaluation created (its name lies below the member's path) takes
+    the member's name, as CNTK names nodes by the member they are bound to."""
+    if path and _is_node(value):
+        name = getattr(value, "name", "")
+        if name.startswith(path + "."):
+            value.name = path
+    return value
+
+
 def register_constructor(type_name: str, fn: Callable) -> None:
     _constructors[type_name] = fn
 

@@ -24,6 +24,9 @@ _PENDING, _RUNNING, _DONE = 0, 1, 2
 _running: list["Thunk"] = []
 # Nested thunk evaluations plus function calls in progress (see MAX_NESTING).
 _nesting = 0
+# Source spans of the function calls in progress, outermost first: the IR gives a node built inside
+# the standard library the position of the user's call that led there.
+call_spans: list = []
 
 
 def enter_nesting(span: Span | None) -> None:
@@ -318,6 +321,7 @@ class Lambda:
             value = named.get(name, default)
             args.add(name, value if isinstance(value, Thunk) else Thunk.of(value, name, span))
         enter_nesting(span)
+        call_spans.append(span)
         try:
             return self.impl(args, span, caller_path)
         except NetlangError as err:
@@ -325,6 +329,7 @@ class Lambda:
         except RecursionError:
             raise _recursion_error(span) from None
         finally:
+            call_spans.pop()
             leave_nesting()
 
     def __repr__(self) -> str:
