@@ -117,6 +117,26 @@ class Executor:
                 out_grads[node.name] = g
         return out_values, out_grads
 
+    # ---- persistent node state (precomputed statistics …), for model and checkpoint files ----------
+    def state_arrays(self) -> dict:
+        """Every node's persistent array state as `node/<name>/<key>` host arrays."""
+        arrays = {}
+        for node in self.network.nodes:
+            for key, value in self.state.get(node.id, {}).items():
+                if hasattr(value, "shape") and hasattr(value, "dtype"):
+                    arrays[f"node/{node.name}/{key}"] = self.backend.to_numpy(value)
+        return arrays
+
+    def load_state_arrays(self, arrays: Mapping[str, np.ndarray]) -> None:
+        for key, value in arrays.items():
+            if not key.startswith("node/"):
+                continue
+            name, _, field_name = key[5:].rpartition("/")
+            node = self.network.node(name)
+            if node is not None:
+                on_device = self.backend.asarray(value) if value.dtype.kind == "f" else value
+                self.state.setdefault(node.id, {})[field_name] = on_device
+
     def _context(self, node: Node, training: bool, saved: dict) -> OpContext:
         return OpContext(xp=self.xp, dyn=[dyn_rank(i.layout) for i in node.inputs], out_dyn=dyn_rank(node.layout),
                          training=training, rng=self.rng, state=self.state.setdefault(node.id, {}),

@@ -67,7 +67,7 @@ class Progress:
         if not self.enabled:
             return
         self._close_bar()
-        parts = [f"criterion = {result.criterion:.5f} * {result.samples}"]
+        parts = [f"{result.criterion_name} = {result.criterion:.5f} * {result.samples}"]
         parts += [_fmt_metric(k, v) for k, v in result.metrics.items()]
         rate = result.samples / max(result.seconds, 1e-9)
         text = (f"Finished Epoch[{result.epoch:2d} of {max_epochs}]: [Training] " + "; ".join(parts) +

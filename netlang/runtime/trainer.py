@@ -63,6 +63,7 @@ class EpochResult:
     seconds: float
     learning_rate: float
     cv: dict[str, float] | None = None
+    criterion_name: str = "criterion"
 
 
 def feeds_from_minibatch(network: Network, minibatch, dtype) -> dict[str, np.ndarray]:
@@ -74,7 +75,11 @@ def feeds_from_minibatch(network: Network, minibatch, dtype) -> dict[str, np.nda
             raise DataError(f"the reader has no stream named '{node.name}' for the network input",
                             hint=f"reader streams: {', '.join(sorted(minibatch.streams))}")
         if dyn_rank(node.layout) == 1:
-            array = stream.to_dense_batch(dtype)
+            if stream.max_length == 1:
+                array = stream.to_dense_batch(dtype)
+            else:  # frame mode: every frame of every sequence is one sample
+                padded, mask = stream.to_padded(dtype)
+                array = padded[mask]
         else:
             array, _mask = stream.to_padded(dtype)
         feeds[node.name] = array.reshape(array.shape[:-1] + to_runtime(node.shape))
@@ -148,6 +153,21 @@ class Trainer:
         values = parameters or initial_parameters(self.network, self.settings.seed)
         self.flat.copy_from(values)
 
+    def precompute(self) -> None:
+        """Gather the statistics of Mean/InvStdDev nodes over one sweep of the data, before training."""
+        nodes = [n for n in self.network.nodes if registry.get(n.op).precompute]
+        if not nodes:
+            return
+        self.progress.message(f"precomputing {', '.join(n.name for n in nodes)} over the training data")
+        self.executor.options["precompute_pass"] = True
+        try:
+            evaluate(self.executor, self.network, self.source, nodes,
+                     int(self.settings.minibatch_size(1)), self.backend)
+        finally:
+            self.executor.options.pop("precompute_pass", None)
+        for node in nodes:
+            registry.get(node.op).finalize(self.executor.state[node.id], self.backend.xp)
+
     # ---- checkpoints -------------------------------------------------------------------------------
     def epoch_model_path(self, epoch: int) -> str:
         return f"{self.settings.model_path}.{epoch}"
@@ -158,19 +178,12 @@ class Trainer:
     def _training_state(self, epoch: int, position: dict | None) -> dict:
         return {"epoch": epoch, "position": position, "reader": self.source.state(),
                 "rng": self.executor.rng.bit_generator.state,
-                "learner": {k: v for k, v in self.learner.state_dict().items() if not _is_array(v)},
-                "executor_state": None}
+                "learner": {k: v for k, v in self.learner.state_dict().items() if not _is_array(v)}}
 
     def _state_arrays(self) -> dict:
         arrays = {f"learner/{k}": self.backend.to_numpy(v)
                   for k, v in self.learner.state_dict().items() if _is_array(v)}
-        for node_id, state in self.executor.state.items():
-            node = next((n for n in self.network.nodes if n.id == node_id), None)
-            if node is None:
-                continue
-            for key, value in state.items():
-                if _is_array(value):
-                    arrays[f"node/{node.name}/{key}"] = self.backend.to_numpy(value)
+        arrays.update(self.executor.state_arrays())
         return arrays
 
     def save_checkpoint(self, epoch: int, position: dict | None) -> str:
@@ -182,7 +195,8 @@ class Trainer:
 
     def save_model(self, path: str) -> None:
         if self.comm is None or self.comm.rank == 0:
-            modelio.save_model(path, self.network, self.flat.to_dict(), meta=self.settings.meta)
+            modelio.save_model(path, self.network, self.flat.to_dict(), state=self.executor.state_arrays(),
+                               meta=self.settings.meta)
 
     def find_resume_point(self) -> str | None:
         """The newest complete checkpoint: an interrupted run's `.ckp` or the last epoch's."""
@@ -210,12 +224,7 @@ class Trainer:
             if key.startswith("learner/"):
                 learner_state[key[8:]] = self.backend.asarray(value) if value.dtype.kind == "f" else value
         self.learner.load_state_dict(learner_state)
-        for key, value in ckpt.state.items():
-            if key.startswith("node/"):
-                name, _, field_name = key[5:].rpartition("/")
-                node = self.network.node(name)
-                if node is not None:
-                    self.executor.state.setdefault(node.id, {})[field_name] = self.backend.asarray(value)
+        self.executor.load_state_arrays(ckpt.state)
         self.source.restore(training["reader"])
         self.executor.rng.bit_generator.state = training["rng"]
         position = training.get("position")
@@ -259,45 +268,45 @@ class Trainer:
                 pass
 
     def train_epoch(self, epoch: int) -> EpochResult:
+        """One epoch: the source decides where it ends (`epochSize` samples or one sweep)."""
         mb_size = int(self.settings.minibatch_size(epoch))
         position = self.resume_position or {}
         self.resume_position = None
         totals = {"samples": position.get("samples", 0), "criterion": position.get("criterion", 0.0),
-                  "metrics": dict(position.get("metrics", {})), "minibatches": position.get("minibatches", 0)}
-        window = {"samples": 0, "criterion": 0.0, "metrics": {}, "start": time.perf_counter(), "first_mb": totals["minibatches"] + 1}
+                  "metrics": dict(position.get("metrics", {})), "minibatches": position.get("minibatches", 0),
+                  "seconds": position.get("seconds", 0.0)}
+        window = {"samples": 0, "criterion": 0.0, "metrics": {}, "start": time.perf_counter(),
+                  "first_mb": totals["minibatches"] + 1}
         if self.settings.dropout_rate is not None:
             self.executor.options["dropoutRate"] = float(self.settings.dropout_rate(epoch))
-        start = time.perf_counter()
+        start = time.perf_counter() - totals["seconds"]
         lr = self.learner.learning_rate_per_sample(epoch)
-        epoch_size = self.settings.epoch_size
-        self.progress.epoch_start(epoch, self.settings.max_epochs, epoch_size)
+        self.progress.epoch_start(epoch, self.settings.max_epochs, self.settings.epoch_size)
         if not position:
-            self.source.start_epoch(epoch - 1, epoch_size)
+            self.source.start_epoch(epoch - 1)
         while True:
             if self._stop_signal is not None:
+                totals["seconds"] = time.perf_counter() - start
                 self._interrupt(epoch, totals)
-            remaining = epoch_size - totals["samples"] if epoch_size else mb_size
-            if epoch_size and remaining <= 0:
-                break
-            minibatch = self.source.next_minibatch(min(mb_size, remaining) if epoch_size else mb_size)
-            if minibatch is None or minibatch.num_samples == 0:
-                break
-            crit, metrics, n = self.step(epoch, minibatch)
-            totals["samples"] += n
-            totals["criterion"] += crit
-            totals["minibatches"] += 1
-            window["samples"] += n
-            window["criterion"] += crit
-            for k, v in metrics.items():
-                totals["metrics"][k] = totals["metrics"].get(k, 0.0) + v
-                window["metrics"][k] = window["metrics"].get(k, 0.0) + v
-            self._maybe_report(epoch, totals, window, lr)
-            if getattr(minibatch, "end_of_epoch", False):
+            minibatch = self.source.next_minibatch(mb_size)
+            if minibatch.num_samples:
+                crit, metrics, n = self.step(epoch, minibatch)
+                totals["samples"] += n
+                totals["criterion"] += crit
+                totals["minibatches"] += 1
+                window["samples"] += n
+                window["criterion"] += crit
+                for k, v in metrics.items():
+                    totals["metrics"][k] = totals["metrics"].get(k, 0.0) + v
+                    window["metrics"][k] = window["metrics"].get(k, 0.0) + v
+                self._maybe_report(epoch, totals, window, lr)
+            if minibatch.end_of_epoch:
                 break
         seconds = time.perf_counter() - start
         samples = max(totals["samples"], 1)
         result = EpochResult(epoch, totals["samples"], totals["criterion"] / samples,
-                             {k: v / samples for k, v in totals["metrics"].items()}, seconds, lr)
+                             {k: v / samples for k, v in totals["metrics"].items()}, seconds, lr,
+                             criterion_name=self.criterion.name)
         if self.cv_source is not None:
             result.cv = evaluate(self.executor, self.network, self.cv_source, [self.criterion] + self.evaluations,
                                  mb_size, self.backend)["metrics"]
@@ -369,24 +378,23 @@ class Trainer:
 
 
 def evaluate(executor: Executor, network: Network, source, nodes: list[Node], mb_size: int,
-             backend: Backend, max_samples: int = 0) -> dict:
-    """Sum each node over the data (criteria and metrics are sums); report per-sample averages."""
+             backend: Backend, on_minibatch=None) -> dict:
+    """Sum each node over one epoch of `source` (criteria and metrics are sums); report
+    per-sample averages. `on_minibatch(outputs, minibatch)` sees every minibatch's values."""
     totals = {n.name: 0.0 for n in nodes}
     samples = 0
-    source.start_epoch(0, 0)
+    source.start_epoch(0)
     while True:
-        want = mb_size if not max_samples else min(mb_size, max_samples - samples)
-        if want <= 0:
-            break
-        minibatch = source.next_minibatch(want)
-        if minibatch is None or minibatch.num_samples == 0:
-            break
-        feeds = feeds_from_minibatch(network, minibatch, backend.dtype)
-        outputs, _ = executor.run(feeds, nodes, training=False)
-        for n in nodes:
-            totals[n.name] += float(backend.to_numpy(outputs[n.name]).sum())
-        samples += int(minibatch.num_samples)
-        if getattr(minibatch, "end_of_epoch", False):
+        minibatch = source.next_minibatch(mb_size)
+        if minibatch.num_samples:
+            feeds = feeds_from_minibatch(network, minibatch, backend.dtype)
+            outputs, _ = executor.run(feeds, nodes, training=False)
+            for n in nodes:
+                totals[n.name] += float(backend.to_numpy(outputs[n.name]).sum())
+            samples += int(minibatch.num_samples)
+            if on_minibatch is not None:
+                on_minibatch(outputs, minibatch)
+        if minibatch.end_of_epoch:
             break
     return {"metrics": {k: v / max(samples, 1) for k, v in totals.items()}, "samples": samples}
 

@@ -1,0 +1,94 @@
+"""What the train, eval and write actions share: backend, network or model, readers, seeds.
+
+Relative data and model paths are taken relative to the working directory, as CNTK does.
+"""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from netlang.compiler.ir import Network
+from netlang.errors import ConfigError, DataError, DataPosition, NetworkError
+from netlang.runtime import modelio
+from netlang.runtime.backend import Backend, select_backend
+
+
+def backend_for(view) -> Backend:
+    return select_backend(view.deviceId, view.precision)
+
+
+def top_seed(config) -> int:
+    return int(config.top.randomSeed or 0) + 1
+
+
+def build_network(view) -> Network | None:
+    from netlang.compiler import netbuild
+
+    ref = view.network_expr()
+    return None if ref is None else netbuild.build_action_network(ref)
+
+
+def load_model(path: str):
+    """A trained model file: its network and parameters (and node state such as statistics)."""
+    return modelio.load_model(path)
+
+
+def reader_settings(reader_view) -> dict:
+    """The reader block as plain values (what the reader factory reads)."""
+    return reader_view.to_dict()
+
+
+def create_reader(reader_view, network: Network, *, epoch_size: int | None = None, randomize: bool | None = None,
+                  dtype=np.float32, prefetch: bool = True):
+    """A minibatch source for `network`'s inputs; a stream that does not match its Input is an error
+    at the Input's line (CNTK: "InputValue operation had its row dimension changed by the reader")."""
+    from netlang.readers.factory import create_source
+    from netlang.runtime.trainer import check_streams
+
+    if reader_view is None:
+        raise ConfigError("this action needs a reader block", hint="add reader = { … }")
+    source = create_source(reader_settings(reader_view), os.getcwd(), epoch_size=epoch_size, randomize=randomize,
+                           dtype=dtype, prefetch=prefetch)
+    try:
+        check_streams(network, source.stream_infos(), reader_view.span)
+    except BaseException:
+        close = getattr(source, "close", None)
+        if close:
+            close()
+        raise
+    return source
+
+
+def select_nodes(network: Network, names, default_groups: tuple[str, ...], what: str, span=None) -> list:
+    from netlang.errors import suggest
+
+    if names:
+        nodes = []
+        for name in names:
+            node = network.node(name)
+            if node is None:
+                raise NetworkError(f"no node named '{name}' ({what})", span,
+                                   hint=suggest(name, [n.name for n in network.nodes], False))
+            nodes.append(node)
+        return nodes
+    nodes = []
+    for group in default_groups:
+        nodes += [n for n in network.groups.get(group, []) if n not in nodes]
+    if not nodes:
+        raise NetworkError(f"the model has no {' or '.join(default_groups)} nodes to use for {what}", span,
+                           hint=f"name them with {what}")
+    return nodes
+
+
+def model_for_evaluation(view, backend: Backend):
+    """(network, parameters, node state) of a trained model: `modelPath` (the file), as CNTK does."""
+    path = view.modelPath
+    if not path:
+        raise ConfigError("this action needs modelPath", hint="set modelPath at the top level or in the block")
+    model = load_model(path)
+    return model.network, {k: backend.asarray(v) for k, v in model.parameters.items()}, model.state
+
+
+def missing_file(path: str, what: str) -> DataError:
+    return DataError(f"{what} not found", DataPosition(path))

@@ -1,0 +1,82 @@
+"""The `test`/`eval` and `write` actions on a trained model file."""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from netlang.actions import common
+from netlang.errors import ConfigError, DataError, DataPosition
+from netlang.runtime.executor import Executor
+from netlang.runtime.modelio import atomic_write
+from netlang.runtime.trainer import evaluate, feeds_from_minibatch
+
+
+def _executor(view):
+    backend = common.backend_for(view)
+    network, params, state = common.model_for_evaluation(view, backend)
+    executor = Executor(network, backend, params)
+    executor.load_state_arrays(state)
+    return network, executor, backend
+
+
+def run_eval(config, name: str, view) -> dict:
+    """Each metric's per-sample average over the reader's data: {"metrics": {node: v}, "samples": N}."""
+    network, executor, backend = _executor(view)
+    names = list(view.evalNodeNames) if view.evalNodeNames else None
+    nodes = common.select_nodes(network, names, ("criterion", "evaluation"), "evalNodeNames", view.span_of("evalNodeNames"))
+    source = common.create_reader(view.reader, network, randomize=False, dtype=backend.dtype,
+                                  epoch_size=int(view.epochSize or 0))
+    try:
+        mb_size = int(view.minibatchSize.value(1)) if view.minibatchSize is not None else 40960
+        return evaluate(executor, network, source, nodes, mb_size, backend)
+    finally:
+        source.close()
+
+
+def _label_mapping(path: str | None) -> list[str] | None:
+    if not path:
+        return None
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return [line.rstrip("\r\n") for line in fh if line.strip()]
+    except OSError:
+        raise DataError("label mapping file not found", DataPosition(path)) from None
+
+
+def run_write(config, name: str, view) -> dict:
+    """Write each output node's values to `<outputPath>.<node>`: one line per sample, values
+    separated by spaces (`format.type = real`), or the arg-max's label (`category`)."""
+    if not view.outputPath:
+        raise view.block_error("the write action needs outputPath", hint="outputPath = \"out/result\" writes out/result.<node>")
+    network, executor, backend = _executor(view)
+    names = list(view.outputNodeNames) if view.outputNodeNames else None
+    nodes = common.select_nodes(network, names, ("output",), "outputNodeNames", view.span_of("outputNodeNames"))
+    fmt = view.format
+    kind = fmt.type if fmt is not None else "real"
+    labels = _label_mapping(fmt.labelMappingFile if fmt is not None else None)
+    if kind == "category" and labels is None:
+        raise ConfigError("format.type = category needs labelMappingFile", view.span_of("format"))
+    chunks: dict[str, list[str]] = {n.name: [] for n in nodes}
+
+    def collect(outputs, minibatch):
+        for node in nodes:
+            values = backend.to_numpy(outputs[node.name]).reshape(len(outputs[node.name]), -1)
+            if kind == "category":
+                chunks[node.name].extend(labels[i] if i < len(labels) else str(i) for i in values.argmax(1))
+            else:
+                chunks[node.name].extend(" ".join(f"{v:.7g}" for v in row) for row in values)
+
+    source = common.create_reader(view.reader, network, randomize=False, dtype=backend.dtype)
+    try:
+        mb_size = int(view.minibatchSize.value(1)) if view.minibatchSize is not None else 2048
+        result = evaluate(executor, network, source, nodes, mb_size, backend, on_minibatch=collect)
+    finally:
+        source.close()
+    written = {}
+    for node in nodes:
+        path = f"{view.outputPath}.{node.name}"
+        text = ("\n".join(chunks[node.name]) + "\n").encode("utf-8")
+        atomic_write(path, lambda fh, text=text: fh.write(text))
+        written[node.name] = path
+    return {"files": written, "samples": result["samples"]}
