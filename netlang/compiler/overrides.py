@@ -37,9 +37,21 @@ def apply_overrides(file_ast: ast.Record, overrides: Sequence[str]) -> ast.Recor
         value = _parse_value(value_text, line, value_offset, known)
         name_span = Span(COMMAND_LINE, line, 1, line, len(key) + 1)
         member_span = Span(COMMAND_LINE, line, 1, line, len(argument) + 1)
-        result = _assign(result, key.split("."), value, name_span, member_span)
+        for keys in _routes(result, key.split(".")):
+            result = _assign(result, keys, value, name_span, member_span)
     sources.register(COMMAND_LINE, "\n".join(overrides))
     return result
+
+
+def _routes(file_ast: ast.Record, keys: list[str]) -> list[list[str]]:
+    """Where a dotted override lands. `SGD.maxEpochs=3` names no top-level key, but the `SGD`
+    block of command blocks: it then applies to every top-level block that has such a member
+    (a command-line convenience; a top-level key of that name always wins)."""
+    if len(keys) < 2 or _find(file_ast.members, keys[0]) is not None:
+        return [keys]
+    blocks = [m.name for m in file_ast.members
+              if isinstance(m.expr, ast.Record) and _find(m.expr.members, keys[0]) is not None]
+    return [[block] + keys for block in blocks] or [keys]
 
 
 def _split(argument: str) -> tuple[str, str, int]:

@@ -1,0 +1,231 @@
+"""End-to-end training on small generated data: determinism, resume, interruption, eval, write, errors."""
+from __future__ import annotations
+
+import glob
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from contextlib import redirect_stderr, redirect_stdout
+
+import numpy as np
+import pytest
+
+from netlang.cli import main
+from netlang.datasets.synthetic import prepare_synthetic
+from netlang.runtime.modelio import load_model
+
+CONFIG = """
+command = train:test
+modelPath = "{out}/model.dnn"
+deviceId = "cpu"
+precision = "{precision}"
+train = {{
+    action = "train"
+    network = {{
+        features = Input {{2}} ; labels = Input {{3}}
+        h = DenseLayer {{8, activation=Tanh}} (features)
+        z = DenseLayer {{3}} (h)
+        ce = CrossEntropyWithSoftmax (labels, z) ; errs = ClassificationError (labels, z)
+        criterionNodes = (ce) ; evaluationNodes = (errs) ; outputNodes = (z)
+    }}
+    SGD = {{
+        maxEpochs = {epochs} ; minibatchSize = {mb} ; learningRatesPerSample = 0.01*2:0.005
+        momentumAsTimeConstant = 100 ; numMBsToShowResult = 50 ; dropoutRate = 0
+    }}
+    reader = {{ readerType = "CNTKTextFormatReader" ; file = "{data}/Train_cntk_text.txt"
+               input = {{ features = {{ dim = 2 }} ; labels = {{ dim = 3 }} }} }}
+}}
+test = {{
+    action = "test"
+    reader = {{ readerType = "CNTKTextFormatReader" ; file = "{data}/Test_cntk_text.txt" ; randomize = false
+               input = {{ features = {{ dim = 2 }} ; labels = {{ dim = 3 }} }} }}
+}}
+write = {{
+    action = "write"
+    outputPath = "{out}/result"
+    outputNodeNames = z
+    reader = {{ readerType = "CNTKTextFormatReader" ; file = "{data}/Test_cntk_text.txt"
+               input = {{ features = {{ dim = 2 }} ; labels = {{ dim = 3 }} }} }}
+}}
+"""
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    path = tmp_path_factory.mktemp("synthetic")
+    prepare_synthetic(str(path), seed=3, classes=3, dim=2, samples=2000)
+    return str(path)
+
+
+def write_config(tmp_path, data_dir, name="cfg.net", epochs=3, mb=32, precision="double", out=None):
+    out = out or str(tmp_path / "out")
+    path = tmp_path / name
+    path.write_text(CONFIG.format(out=out, data=data_dir, epochs=epochs, mb=mb, precision=precision))
+    return str(path), out
+
+
+def cli(*argv):
+    stdout, stderr = io.StringIO(), io.StringIO()
+    with redirect_stdout(stdout), redirect_stderr(stderr):
+        code = main(list(argv))
+    return code, stdout.getvalue(), stderr.getvalue()
+
+
+def epoch_losses(out):
+    with open(os.path.join(out, "metrics.jsonl")) as fh:
+        return [r["criterion"] for r in map(json.loads, fh) if r["event"] == "epoch"]
+
+
+def final_parameters(out):
+    return load_model(os.path.join(out, "model.dnn")).parameters
+
+
+# ---- training works and is deterministic -------------------------------------------------------
+
+def test_training_lowers_the_loss_and_eval_reports_json(tmp_path, data_dir):
+    cfg, out = write_config(tmp_path, data_dir)
+    code, _, err = cli("train", cfg, "--no-progress")
+    assert code == 0, err
+    losses = epoch_losses(out)
+    assert len(losses) == 3 and losses[-1] < losses[0]
+    code, stdout, err = cli("eval", cfg, "--json")
+    assert code == 0, err
+    result = json.loads(stdout)
+    assert set(result) == {"metrics", "samples"} and result["samples"] == 500
+    assert set(result["metrics"]) == {"ce", "errs"} and result["metrics"]["errs"] < 0.4   # chance is 0.67
+
+
+def test_same_seed_gives_identical_losses(tmp_path, data_dir):
+    a, out_a = write_config(tmp_path, data_dir, "a.net", out=str(tmp_path / "a"))
+    b, out_b = write_config(tmp_path, data_dir, "b.net", out=str(tmp_path / "b"))
+    assert cli("train", a, "-q")[0] == 0 and cli("train", b, "-q")[0] == 0
+    assert epoch_losses(out_a) == epoch_losses(out_b)
+    for name, value in final_parameters(out_a).items():
+        assert np.array_equal(value, final_parameters(out_b)[name])
+
+
+def test_epoch_models_and_checkpoints_are_written(tmp_path, data_dir):
+    cfg, out = write_config(tmp_path, data_dir, epochs=2)
+    assert cli("train", cfg, "-q")[0] == 0
+    assert sorted(os.path.basename(p) for p in glob.glob(os.path.join(out, "model.dnn*"))) == \
+        ["model.dnn", "model.dnn.1", "model.dnn.2", "model.dnn.2.ckp"]
+    assert os.path.exists(os.path.join(out, "config.resolved.yaml"))
+
+
+def test_finished_training_is_not_repeated_in_make_mode(tmp_path, data_dir):
+    cfg, out = write_config(tmp_path, data_dir, epochs=1)
+    assert cli("train", cfg, "-q")[0] == 0
+    code, _, err = cli("train", cfg)
+    assert code == 0 and "nothing to do" in err
+
+
+def test_write_action_writes_one_line_per_sample(tmp_path, data_dir):
+    cfg, out = write_config(tmp_path, data_dir, epochs=1)
+    assert cli("train", cfg, "-q")[0] == 0
+    code, _, err = cli("write", cfg, "command=write")
+    assert code == 0, err
+    lines = open(os.path.join(out, "result.z")).read().splitlines()
+    assert len(lines) == 500 and len(lines[0].split()) == 3
+
+
+# ---- resume and interruption -------------------------------------------------------------------
+
+def _spawn(cfg, *extra):
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    return subprocess.Popen([sys.executable, "-m", "netlang", "train", cfg, "--no-progress", *extra],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+
+
+def _wait_for(path, proc, timeout=120):
+    start = time.time()
+    while not os.path.exists(path):
+        assert proc.poll() is None, proc.communicate()
+        assert time.time() - start < timeout
+        time.sleep(0.005)
+
+
+def test_killed_run_resumes_from_last_checkpoint_and_matches_uninterrupted(tmp_path, data_dir):
+    ref_cfg, ref_out = write_config(tmp_path, data_dir, "ref.net", epochs=5, mb=4, out=str(tmp_path / "ref"))
+    assert cli("train", ref_cfg, "-q")[0] == 0
+
+    cfg, out = write_config(tmp_path, data_dir, "run.net", epochs=5, mb=4, out=str(tmp_path / "run"))
+    proc = _spawn(cfg)
+    _wait_for(os.path.join(out, "model.dnn.2.ckp"), proc)
+    proc.send_signal(signal.SIGKILL)               # during epoch 3
+    proc.wait()
+    assert not os.path.exists(os.path.join(out, "model.dnn"))
+    code, _, err = cli("train", cfg)
+    assert code == 0, err
+    assert "resuming from epoch 3" in err
+    for name, value in final_parameters(ref_out).items():
+        assert np.array_equal(value, final_parameters(out)[name]), name
+
+
+def test_sigint_writes_a_checkpoint_exits_130_and_resumes_exactly(tmp_path, data_dir):
+    ref_cfg, ref_out = write_config(tmp_path, data_dir, "ref.net", epochs=3, mb=4, out=str(tmp_path / "ref"))
+    assert cli("train", ref_cfg, "-q")[0] == 0
+
+    cfg, out = write_config(tmp_path, data_dir, "run.net", epochs=3, mb=4, out=str(tmp_path / "run"))
+    proc = _spawn(cfg)
+    _wait_for(os.path.join(out, "model.dnn.1.ckp"), proc)
+    time.sleep(0.2)                                 # well inside epoch 2
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130, stderr
+    assert "checkpoint written" in stderr and "Traceback" not in stderr
+    assert os.path.exists(os.path.join(out, "model.dnn.ckp"))
+    code, _, err = cli("train", cfg)
+    assert code == 0, err
+    assert "resuming from epoch 2" in err
+    for name, value in final_parameters(ref_out).items():
+        assert np.array_equal(value, final_parameters(out)[name]), name
+
+
+# ---- bad inputs: clear errors, the right exit code, no model file --------------------------------
+
+def _no_model_files(out):
+    return not glob.glob(os.path.join(out, "model.dnn*"))
+
+
+def test_ctf_line_with_wrong_dimension_is_a_data_error(tmp_path, data_dir):
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    lines = open(os.path.join(data_dir, "Train_cntk_text.txt")).read().splitlines()
+    lines[6] = "|features 0.5 |labels 0 1 0"
+    (bad / "Train_cntk_text.txt").write_text("\n".join(lines) + "\n")
+    (bad / "Test_cntk_text.txt").write_text(open(os.path.join(data_dir, "Test_cntk_text.txt")).read())
+    cfg, out = write_config(tmp_path, str(bad))
+    code, _, err = cli("train", cfg)
+    assert code == 65
+    assert "Train_cntk_text.txt:7:" in err and "features" in err and "expected 2" in err
+    assert _no_model_files(out)
+
+
+def test_missing_data_file_is_a_data_error(tmp_path):
+    cfg, out = write_config(tmp_path, str(tmp_path / "nowhere"))
+    code, _, err = cli("train", cfg)
+    assert code == 65 and "nowhere/Train_cntk_text.txt" in err
+    assert _no_model_files(out)
+
+
+def test_reader_dimension_different_from_input_is_a_config_error(tmp_path, data_dir):
+    cfg, out = write_config(tmp_path, data_dir)
+    text = open(cfg).read().replace("features = Input {2}", "features = Input {5}")
+    open(cfg, "w").write(text)
+    code, _, err = cli("train", cfg)
+    assert code == 78
+    assert "cfg.net:9:" in err and "dimension 2" in err and "'features'" in err
+    assert _no_model_files(out)
+
+
+def test_unknown_sgd_key_suggests_the_right_one(tmp_path, data_dir):
+    cfg, out = write_config(tmp_path, data_dir)
+    text = open(cfg).read().replace("maxEpochs = 3", "maxEpoch = 3")
+    open(cfg, "w").write(text)
+    code, _, err = cli("train", cfg)
+    assert code == 78 and "cfg.net:16:" in err and "maxEpoch" in err and "did you mean 'maxEpochs'" in err
+    assert _no_model_files(out)
