@@ -36,6 +36,18 @@ def test_onehidden_mnist_network_has_159010_learnable_parameters():
     assert doc["actions"]["train"]["parameters"] == 159_010
 
 
+def test_deeper_mnist_mlp_parameter_count():
+    doc = check_json(os.path.join(REPO, "configs", "vision", "mnist_mlp.net"))
+    # 784*512 + 512 + 512*256 + 256 + 256*10 + 10
+    assert doc["actions"]["train"]["parameters"] == 535_818
+
+
+def test_synthetic_example_parameter_count():
+    doc = check_json(os.path.join(REPO, "examples", "synthetic.net"))
+    # 2*16 + 16 + 16*3 + 3
+    assert doc["actions"]["train"]["parameters"] == 99
+
+
 def test_hello_example_network_parameter_count():
     doc = check_json(os.path.join(REPO, "examples", "hello.net"))
     # DenseLayer{2} on 2 features: W 2x2 + b 2
