@@ -1087,7 +1087,10 @@ def _check_unknown_keys(view: View, record, members: dict, context: ValidationCo
                 continue
             raise SchemaError(f"unknown key '{name}' in {schema.name}", record.span_of(name),
                               key=_join(view.path, name), hint=_key_hint(name, schema))
-        if context.is_referenced(name) or _is_unrun_action_block(view, record, name):
+        near = suggest(name, [k for f in schema.fields for k in f.keys()])
+        if context.is_referenced(name) or _is_unrun_action_block(view, record, name) or near is None:
+            # A variable of the user's own: used by name or as $name$, or at least not a near miss
+            # of a setting (CNTK configs carry such spare variables, e.g. imageLayout = "cudnn").
             view._user_names.append(name)
             continue
         where = f" in {view.path}" if view.path else ""
