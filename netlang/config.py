@@ -241,6 +241,40 @@ STREAM_SCHEMA = Schema("stream", [
     Field("transforms", AnyValue(), None, doc="image transforms"),
 ], doc="one input stream of a reader")
 
+# Image reader keys (netlang/readers/transforms.py): the records of a stream's `transforms = ( … )`,
+# and the same keys directly in a legacy ImageReader features block. No defaults here: the reader
+# tells "not given" from a value, and applies CNTK's defaults itself.
+_IMAGE_TRANSFORM_FIELDS = lambda: [  # noqa: E731  (a fresh list per schema: Fields are not shared)
+    Field("cropType", Enum(("Center", "RandomSide", "RandomArea", "MultiView10"), aliases={"Random": "RandomSide"}),
+          None),
+    Field("sideRatio", List(Float(min=0, max=1)), None, aliases=("cropRatio",), doc="r or min:max"),
+    Field("areaRatio", List(Float(min=0, max=1)), None, doc="r or min:max"),
+    Field("aspectRatio", List(Float(min=0, max=1)), None, doc="r or min:max (width/height or height/width)"),
+    Field("jitterType", Enum(("None", "UniRatio", "UniLength", "UniArea")), None),
+    Field("hflip", Bool(), None, doc="random horizontal flip (default: on for random crops)"),
+    Field("width", Int(min=1), None),
+    Field("height", Int(min=1), None),
+    Field("channels", Int(min=1), None),
+    Field("interpolations", List(Enum(("nearest", "linear", "cubic", "lanczos"))), None,
+          doc="one, or several separated by ':' chosen at random"),
+    Field("scaleMode", Enum(("fill", "crop", "pad")), None),
+    Field("padValue", Float(min=-1), None, doc="-1 repeats the border"),
+    Field("meanFile", Path(), None, doc="OpenCV XML mean image"),
+    Field("brightnessRadius", Float(min=0, max=1), None),
+    Field("contrastRadius", Float(min=0, max=1), None),
+    Field("saturationRadius", Float(min=0, max=1), None),
+    Field("intensityFile", Path(), None, doc="OpenCV XML EigVal/EigVec for PCA lighting"),
+    Field("intensityStdDev", Float(min=0), None),
+]
+
+TRANSFORM_SCHEMA = Schema("transform", [
+    Field("type", Enum(("Crop", "Scale", "Mean", "Color", "Intensity", "Transpose")), REQUIRED),
+    *_IMAGE_TRANSFORM_FIELDS(),
+], doc="one image transform")
+
+STREAM_SCHEMA.replace(Field("transforms", BlockList(TRANSFORM_SCHEMA), None, doc="image transforms, in order"))
+STREAM_SCHEMA.add(*_IMAGE_TRANSFORM_FIELDS())
+
 DESERIALIZER_TYPES = ("CNTKTextFormatDeserializer", "ImageDeserializer", "Base64ImageDeserializer",
                       "HTKFeatureDeserializer", "HTKMLFDeserializer", "CNTKBinaryFormatDeserializer")
 

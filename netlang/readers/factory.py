@@ -241,12 +241,19 @@ def create_source(reader_cfg: Mapping, base_dir: str, *, epoch_size: int | None 
         window = cfg.integer("randomizationWindow", None if sample_based else default_window, minimum=1)
     if epoch_size is None:
         epoch_size = cfg.integer("epochSize", 0, minimum=0)
+    seed = cfg.integer("randomizationSeed", 0, minimum=0)
+    for d in deserializers:
+        # Deserializers that randomize their own samples (image augmentation) follow the reader's
+        # settings, including the forced file order of the write action.
+        configure = getattr(d, "set_randomization", None)
+        if configure is not None:
+            configure(do_randomize, seed)
     source = MinibatchSource(
         deserializers,
         randomize=do_randomize,
         randomization_window=window,
         sample_based_window=sample_based,
-        seed=cfg.integer("randomizationSeed", 0, minimum=0),
+        seed=seed,
         epoch_size=epoch_size,
         streams=_check_wanted(deserializers, streams_wanted),
     )

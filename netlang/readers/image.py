@@ -12,7 +12,7 @@ preceded by a sequence key (`key<TAB>path<TAB>label`, for joining with other des
 `Base64ImageDeserializer` files hold the images inline: `[key<TAB>]label<TAB>base64-encoded image`.
 
 Each image is decoded with Pillow into HWC, channels in BGR order (as CNTK's OpenCV decoding gives
-them, so CNTK mean files and models fit), greyscale when the first Scale asks for one channel, then
+them, so CNTK mean files and models fit), greyscale when the Scale transforms ask for one channel, then
 run through the transforms (netlang/readers/transforms.py) in the configured order. The features
 stream holds what the chain outputs: CHW after `Transpose` (the layout of a `W:H:C` input), else HWC
 as in CNTK; the legacy `ImageReader` form always ends with Transpose, as CNTK's did. The output
@@ -21,14 +21,19 @@ deterministically; an image that comes out another size is an error. The labels 
 of `labelDim` (`dim`).
 
 Randomness is per sample: sample `i` of sweep `s` draws from a generator seeded with
-`(randomizationSeed, s, i)`, so the result does not depend on thread scheduling, chunk order or
-rank. `read_chunk(chunk, sweep)` takes the sweep from the caller (default 0). Random transforms
-run only when the reader randomizes (`randomize`, default true); otherwise crops are centred and
-Color/Intensity are off (see transforms.py). `cropType = MultiView10` makes 10 samples per image
-(consecutive sequences, keys `10 * key + view`).
+`(randomizationSeed, s, i)`, so the result does not depend on thread scheduling, chunking or rank,
+and every pass over the data gets fresh augmentations. `read_chunk(chunk, sweep)` takes the sweep
+from its caller (default 0); `sweep_dependent` says whether the data depend on it, i.e. whether a
+chunk read for one sweep may be reused in another. Random transforms run only when the reader
+randomizes (`randomize`, default true; `set_randomization` lets the reader pass its own setting and
+seed to a deserializer configured inside `deserializers = ( … )`); otherwise crops are centred and
+unflipped and Color/Intensity are off (see transforms.py). `cropType = MultiView10` makes 10
+samples per image (consecutive sequences, keys `10 * key + view`).
 
-Images are decoded in a thread pool: Pillow's decoders and resizers and NumPy's array operations
-release the GIL, so threads give real parallelism on a small machine.
+Images are decoded and transformed in a thread pool: Pillow's decoders and resizers and NumPy's
+array operations release the GIL, so large images decode in parallel (by default one thread per core,
+at most 8); small ones are mostly Python work, so for samples under 96×96 pixels the default is one
+thread (`num_threads` overrides both).
 """
 from __future__ import annotations
 
@@ -56,7 +61,11 @@ from netlang.readers.transforms import (MULTIVIEW_COPIES, Crop, Mean, Scale, Tra
 log = logging.getLogger("netlang.readers")
 
 DEFAULT_IMAGES_PER_CHUNK = 128
-DEFAULT_THREADS = min(8, os.cpu_count() or 1)
+# Decoding a small image is mostly Python work under the GIL, where a second thread only adds
+# contention (benchmarks/bench_image_reader.py: 32x32 PNGs are faster on one thread, 224x224 ones
+# nearly twice as fast on two); by default threads are used for samples of this many pixels or more.
+THREADED_MIN_PIXELS = 96 * 96
+MAX_DEFAULT_THREADS = 8
 
 
 # ---- map files ---------------------------------------------------------------------------------
@@ -204,7 +213,7 @@ def _sequence_keys(raw: list, lines: list, path: str) -> np.ndarray:
 # ---- reading image bytes -------------------------------------------------------------------------
 
 class _ThreadHandles:
-    """Open zip archives and files, one set per thread (a ZipFile must not be shared between threads)."""
+    """Open zip archives, one set per thread (a ZipFile must not be shared between threads)."""
 
     def __init__(self):
         self._local = threading.local()
@@ -242,7 +251,7 @@ class ImageDeserializer:
 
     def __init__(self, map_path: str, transforms: list[Transform], label_dim: int, *,
                  features_name: str = "features", labels_name: str = "labels", randomize: bool = True,
-                 seed: int = 0, dtype=np.float32, num_threads: int = DEFAULT_THREADS,
+                 seed: int = 0, dtype=np.float32, num_threads: int | None = None,
                  images_per_chunk: int = DEFAULT_IMAGES_PER_CHUNK, inline_base64: bool = False):
         if label_dim < 1:
             raise ConfigError(f"labelDim must be ≥ 1, not {label_dim}", key="labelDim")
@@ -258,12 +267,12 @@ class ImageDeserializer:
         self._label_dim = label_dim
         self._dtype = np.dtype(dtype)
         self._randomize, self._seed = randomize, seed
-        self._num_threads = max(1, num_threads)
         self._per_chunk = max(1, images_per_chunk)
         self._handles = _ThreadHandles()
         self._pool: ThreadPoolExecutor | None = None
         self._pool_lock = threading.Lock()
         self._shape = self._output_shape()
+        self._num_threads = max(1, num_threads if num_threads is not None else self._default_threads())
 
     # -- the Deserializer interface -------------------------------------------------------------
 
@@ -295,15 +304,18 @@ class ImageDeserializer:
         sequences = self._chunk_range(chunk)
         images = np.empty((len(sequences),) + self._shape, dtype=self._dtype)
 
-        def load(i: int) -> None:
-            images[i] = self.sample(int(sequences[i]), sweep)
+        def load(part: range) -> None:
+            for i in part:
+                images[i] = self.sample(int(sequences[i]), sweep)
 
-        if self._num_threads == 1 or len(sequences) == 1:
-            for i in range(len(sequences)):
-                load(i)
+        # One contiguous part per thread (fewer hand-overs than a task per image); list() re-raises the
+        # failure of the first part that failed, which is the first failing image in chunk order.
+        size = -(-len(sequences) // self._num_threads)
+        parts = [range(start, min(start + size, len(sequences))) for start in range(0, len(sequences), size)]
+        if len(parts) == 1:
+            load(parts[0])
         else:
-            # list() re-raises the first failure in sample order, so errors are reproducible.
-            list(self._executor().map(load, range(len(sequences))))
+            list(self._executor().map(load, parts))
         labels = np.zeros((len(sequences), self._label_dim), dtype=self._dtype)
         labels[np.arange(len(sequences)), self._map.labels[sequences // self._views]] = 1
         offsets = np.arange(len(sequences) + 1, dtype=np.int64)
@@ -322,6 +334,12 @@ class ImageDeserializer:
                             f"stream's samples are {_shape_text(self._shape)}", self._map.position(entry),
                             hint="end the transforms with a Scale so that every image gets the same size")
         return image
+
+    @property
+    def sweep_dependent(self) -> bool:
+        """Whether `read_chunk` gives different data for different sweeps (random transforms while
+        randomizing); when False a chunk's data can be cached across sweeps."""
+        return self._randomize and any(t.is_random for t in self._transforms)
 
     def set_randomization(self, randomize: bool, seed: int) -> None:
         """Follow the reader's `randomize` and `randomizationSeed` (a composite reader sets them here)."""
@@ -345,7 +363,8 @@ class ImageDeserializer:
         data = self._image_bytes(entry)
         try:
             with Image.open(io.BytesIO(data)) as img:
-                pixels = np.asarray(img.convert("L" if self._channels == 1 else "RGB"))
+                mode = "L" if self._channels == 1 else "RGB"
+                pixels = np.asarray(img if img.mode == mode else img.convert(mode))
         except Exception as err:  # noqa: BLE001 - Pillow raises many kinds; all mean a bad image
             raise DataError(f"cannot decode image '{where}': {err or type(err).__name__}", self._map.position(entry),
                             hint="the file is damaged or not an image format Pillow reads") from None
@@ -369,10 +388,14 @@ class ImageDeserializer:
             except (OSError, zipfile.BadZipFile, RuntimeError) as err:
                 raise DataError(f"cannot read '{where}': {err}", position) from None
         if isinstance(where, InlineImage):
-            fh = self._handles.get(self._map.path, partial(open, mode="rb"))
-            fh.seek(where.offset)
             try:
-                return base64.b64decode(fh.read(where.length), validate=False)
+                with open(self._map.path, "rb") as fh:      # opening per image costs little next to decoding
+                    fh.seek(where.offset)
+                    text = fh.read(where.length)
+            except OSError as err:
+                raise DataError(f"cannot read the map file: {err.strerror or err}", position) from None
+            try:
+                return base64.b64decode(text, validate=False)
             except (binascii.Error, ValueError) as err:
                 raise DataError(f"the image is not valid base64 ({err})", position) from None
         try:
@@ -394,6 +417,11 @@ class ImageDeserializer:
             if self._pool is None:
                 self._pool = ThreadPoolExecutor(self._num_threads, thread_name_prefix="netlang-image")
             return self._pool
+
+    def _default_threads(self) -> int:
+        channels_last = not (self._transforms and isinstance(self._transforms[-1], Transpose))
+        pixels = int(np.prod(self._shape[:2] if channels_last else self._shape[1:]))
+        return min(MAX_DEFAULT_THREADS, os.cpu_count() or 1) if pixels >= THREADED_MIN_PIXELS else 1
 
     def _check_labels(self, label_dim: int) -> None:
         too_big = np.flatnonzero(self._map.labels >= label_dim)
@@ -443,7 +471,6 @@ def _shape_text(shape: tuple) -> str:
 # ---- the config blocks ---------------------------------------------------------------------------
 
 _LABEL_KEYS = ("labelDim", "dim")
-_IMAGE_KEYS = ("width", "height", "channels", "transforms")
 
 
 def build_image_deserializer(cfg: ConfigView, base_dir: str, dtype, *, inline_base64: bool = False
@@ -498,7 +525,8 @@ def _feature_transforms(features: ConfigView, base_dir: str, legacy: bool) -> li
         raise ConfigError("expected an array of transform records ( [ type = \"Crop\" … ] : … )",
                           key=features.key_path("transforms"))
     path = features.key_path("transforms")
-    chain = [parse_transform(ConfigView(entry, f"{path}[{i}]"), base_dir) for i, entry in enumerate(entries)]
+    chain = [transform for i, entry in enumerate(entries)
+             for transform in parse_transform(ConfigView(entry, f"{path}[{i}]"), base_dir)]
     if legacy and not (chain and isinstance(chain[-1], Transpose)):
         chain.append(Transpose())                   # the legacy reader always delivers C×H×W
     return chain

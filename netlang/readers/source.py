@@ -267,6 +267,9 @@ class MinibatchSource:
             if self._cursor >= self._epoch_end:
                 self._epoch += 1
                 self._epoch_end = self._epoch_start(self._epoch + 1)
+            # Deserializers whose samples change per sweep (random image augmentation) read the
+            # sweep the minibatch starts in.
+            self._read_sweep = self._cursor[0]
             picked, sweep_end = self._take(num_samples)
             while not self._usable(picked).any() and self._cursor < self._epoch_end:
                 # Every sequence taken was dropped by its deserializer: take more, never hand out nothing.
@@ -363,11 +366,14 @@ class MinibatchSource:
 
     def _chunk(self, d: int, chunk: int) -> ChunkData:
         cache = self._caches[d]
-        if chunk in cache:
-            cache.move_to_end(chunk)
-            return cache[chunk]
-        data = self._deserializers[d].read_chunk(chunk)
-        cache[chunk] = data
+        deserializer = self._deserializers[d]
+        per_sweep = getattr(deserializer, "sweep_dependent", False)
+        key = (chunk, getattr(self, "_read_sweep", 0)) if per_sweep else chunk
+        if key in cache:
+            cache.move_to_end(key)
+            return cache[key]
+        data = deserializer.read_chunk(chunk, key[1]) if per_sweep else deserializer.read_chunk(chunk)
+        cache[key] = data
         return data
 
     def _evict(self) -> None:

@@ -45,6 +45,8 @@ _CROP_ATTEMPTS = 10
 
 
 class Transform(Protocol):
+    is_random: bool          # whether `apply` draws from `rng` (when it gets one)
+
     def apply(self, image: np.ndarray, rng: np.random.Generator | None, view: int) -> np.ndarray: ...
 
 
@@ -73,6 +75,12 @@ class Crop:
     aspect_ratio: tuple[float, float] = (1.0, 1.0)
     jitter: str = "none"
     hflip: bool = False
+
+    @property
+    def is_random(self) -> bool:
+        ranges = [r for r in (self.side_ratio, self.area_ratio, self.aspect_ratio) if r is not None]
+        jittered = self.jitter != "none" and any(lo < hi for lo, hi in ranges)
+        return self.kind in ("randomside", "randomarea") or self.hflip or jittered or self.aspect_ratio[0] < 1
 
     def apply(self, image, rng, view):
         height, width = image.shape[:2]
@@ -128,8 +136,9 @@ class Crop:
 class Scale:
     """Resize to `width` × `height` (Pillow's filters).
 
-    `fill` stretches; `crop` scales the shorter side to the target and cuts the centre; `pad` scales
-    the longer side to the target and pads the rest with `padValue` (-1 repeats the border pixels).
+    `fill` stretches; `crop` keeps the aspect ratio, scales until the target is covered and cuts the
+    centre; `pad` keeps the aspect ratio, scales until the image fits and pads the rest with `padValue`
+    (-1 repeats the border pixels).
     Several `interpolations` (`cubic:linear`) are chosen from at random per image.
     """
 
@@ -140,20 +149,25 @@ class Scale:
     mode: str = "fill"
     pad_value: float = -1
 
+    @property
+    def is_random(self) -> bool:
+        return len(self.interpolations) > 1
+
     def apply(self, image, rng, view):
         name = self.interpolations[0] if rng is None else self.interpolations[rng.integers(len(self.interpolations))]
         resample = INTERPOLATIONS[name]
-        height, width = image.shape[:2]
         if self.mode == "fill":
             return _resize(image, self.height, self.width, resample)
-        scale_width = width < height if self.mode == "crop" else width > height
-        if scale_width:
-            target_h, target_w = max(1, round(height * self.width / width)), self.width
-        else:
-            target_h, target_w = self.height, max(1, round(width * self.height / height))
+        # crop: the smallest scaling that covers the target; pad: the largest that fits in it (for a
+        # square target, CNTK's "shorter side" and "longer side" to the target size)
+        height, width = image.shape[:2]
+        bound = max if self.mode == "crop" else min
+        factor = bound(self.width / width, self.height / height)
+        target_h = bound(self.height, max(1, round(height * factor)))
+        target_w = bound(self.width, max(1, round(width * factor)))
         image = _resize(image, target_h, target_w, resample)
         if self.mode == "crop":
-            top, left = max(0, (target_h - self.height) // 2), max(0, (target_w - self.width) // 2)
+            top, left = (target_h - self.height) // 2, (target_w - self.width) // 2
             return image[top:top + self.height, left:left + self.width]
         return self._pad(image)
 
@@ -176,7 +190,7 @@ def _resize(image: np.ndarray, height: int, width: int, resample) -> np.ndarray:
         out = np.asarray(Image.fromarray(np.ascontiguousarray(planes)).resize((width, height), resample))
         return out[:, :, None] if out.ndim == 2 else out
     # Pillow resizes floats one plane at a time (mode "F").
-    planes = [np.asarray(Image.fromarray(np.ascontiguousarray(image[:, :, c], dtype=np.float32), mode="F")
+    planes = [np.asarray(Image.fromarray(np.ascontiguousarray(image[:, :, c], dtype=np.float32))
                          .resize((width, height), resample)) for c in range(image.shape[2])]
     return np.stack(planes, axis=2)
 
@@ -189,6 +203,7 @@ class Mean:
 
     mean: np.ndarray
     path: str = ""
+    is_random = False
 
     def apply(self, image, rng, view):
         if image.shape != self.mean.shape:
@@ -212,22 +227,34 @@ class Color:
     contrast_radius: float = 0.0
     saturation_radius: float = 0.0
 
+    @property
+    def is_random(self) -> bool:
+        return bool(self.brightness_radius or self.contrast_radius or self.saturation_radius)
+
     def apply(self, image, rng, view):
-        if rng is None or not (self.brightness_radius or self.contrast_radius or self.saturation_radius):
+        if rng is None or not self.is_random:
             return image
-        image = _as_float(image)
-        beta = rng.uniform(-self.brightness_radius, self.brightness_radius) * image.mean() \
-            if self.brightness_radius else 0.0
-        alpha = 1.0 + rng.uniform(-self.contrast_radius, self.contrast_radius) if self.contrast_radius else 1.0
+        image = image.astype(np.float32)                 # a copy: the changes below are in place
         if self.brightness_radius or self.contrast_radius:
-            image = np.clip(image * np.float32(alpha) + np.float32(beta), 0, 255)
+            beta = rng.uniform(-self.brightness_radius, self.brightness_radius) * float(image.mean()) \
+                if self.brightness_radius else 0.0
+            alpha = 1.0 + rng.uniform(-self.contrast_radius, self.contrast_radius) if self.contrast_radius else 1.0
+            image *= np.float32(alpha)
+            image += np.float32(beta)
+            np.clip(image, 0, 255, out=image)
         if self.saturation_radius and image.shape[2] == 3:
-            ratio = 1.0 + rng.uniform(-self.saturation_radius, self.saturation_radius)
-            top = image.max(axis=2, keepdims=True)
-            spread = top - image.min(axis=2, keepdims=True)
-            with np.errstate(divide="ignore", invalid="ignore"):
-                factor = np.where(spread > 0, np.minimum(np.float32(ratio), top / spread), 1).astype(np.float32)
-            image = top - (top - image) * factor
+            ratio = np.float32(1.0 + rng.uniform(-self.saturation_radius, self.saturation_radius))
+            # Plane by plane: NumPy reductions over a last axis of length 3 are slow.
+            planes = image[:, :, 0], image[:, :, 1], image[:, :, 2]
+            top = np.maximum(np.maximum(*planes[:2]), planes[2])[:, :, None]
+            factor = ratio
+            if ratio > 1:
+                # saturation is capped at 1: the channel furthest below the top may reach 0, no further
+                low = np.minimum(np.minimum(*planes[:2]), planes[2])[:, :, None]
+                factor = np.minimum(ratio, top / np.maximum(top - low, np.float32(1e-6)))
+            image -= top
+            image *= factor
+            image += top
         return image
 
 
@@ -242,6 +269,10 @@ class Intensity:
     eigval: np.ndarray
     eigvec: np.ndarray
 
+    @property
+    def is_random(self) -> bool:
+        return self.std_dev > 0
+
     def apply(self, image, rng, view):
         if rng is None or self.std_dev == 0 or image.shape[2] != 3:
             return image
@@ -253,6 +284,8 @@ class Intensity:
 @dataclass(frozen=True)
 class Transpose:
     """HWC → CHW, the layout of a `W:H:C` input."""
+
+    is_random = False
 
     def apply(self, image, rng, view):
         return image.transpose(2, 0, 1)
@@ -355,15 +388,17 @@ _CROP_KEYS = ("cropType", "sideRatio", "cropRatio", "areaRatio", "aspectRatio", 
 _SCALE_KEYS = ("width", "height", "channels", "interpolations", "scaleMode", "padValue")
 _COLOR_KEYS = ("brightnessRadius", "contrastRadius", "saturationRadius")
 _INTENSITY_KEYS = ("intensityFile", "intensityStdDev")
-TRANSFORM_KEYS = {"crop": _CROP_KEYS, "scale": _SCALE_KEYS, "mean": ("meanFile",), "color": _COLOR_KEYS,
-                  "intensity": _INTENSITY_KEYS, "transpose": ()}
+TRANSFORM_KEYS = {"crop": _CROP_KEYS, "scale": _SCALE_KEYS, "mean": ("meanFile",),
+                  "color": _COLOR_KEYS + _INTENSITY_KEYS, "intensity": _INTENSITY_KEYS, "transpose": ()}
 TRANSFORM_TYPES = ("Crop", "Scale", "Mean", "Color", "Intensity", "Transpose")
 # Keys a legacy ImageReader features block may hold besides the transform keys.
 LEGACY_FEATURE_KEYS = ("transforms", "type", "dim")
 
 
-def parse_transform(cfg: ConfigView, base_dir: str) -> Transform:
-    """One `[ type = "…" ; … ]` record of a stream's `transforms`."""
+def parse_transform(cfg: ConfigView, base_dir: str) -> list[Transform]:
+    """The transforms of one `[ type = "…" ; … ]` record of a stream's `transforms`: one, or for a
+    Color record with `intensityFile` (reference §5.5 lists PCA lighting under Color) Color then
+    Intensity."""
     kind = cfg.string("type").lower()
     if kind not in TRANSFORM_KEYS:
         raise ConfigError(f"unknown transform type '{cfg.get('type')}'", key=cfg.key_path("type"),
@@ -373,7 +408,9 @@ def parse_transform(cfg: ConfigView, base_dir: str) -> Transform:
         if name.lower() not in {k.lower() for k in known}:
             raise ConfigError(f"unknown key '{name}' in a {kind.capitalize()} transform", key=cfg.path,
                               hint=suggest(name, known) or "its keys are " + ", ".join(known[1:] or ("(none)",)))
-    return _BUILDERS[kind](cfg, base_dir)
+    if kind == "color" and cfg.has("intensityFile"):
+        return [_color(cfg, base_dir), _intensity(cfg, base_dir)]
+    return [_BUILDERS[kind](cfg, base_dir)]
 
 
 def legacy_transforms(cfg: ConfigView, base_dir: str) -> list[Transform]:

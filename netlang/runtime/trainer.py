@@ -7,6 +7,11 @@ learner, reader and random state; the last epoch also writes `<modelPath>`. A re
 `makeMode` resumes from the newest complete checkpoint. SIGINT/SIGTERM stop at the next minibatch
 boundary, write a checkpoint `<modelPath>.ckp` for the position reached, and raise
 TrainingInterrupted (exit 130); the next run resumes from there.
+
+With K > 1 workers (`mpiexec -n K netlang train`) the loop is the same on every worker; the
+parallel strategy (runtime/parallel.py) decides which share of each minibatch a worker reads and
+what is exchanged around the learner step. Totals (samples, criterion, metrics) are summed over the
+workers, so progress and epoch results are global; rank 0 alone writes models, checkpoints and logs.
 """
 from __future__ import annotations
 
@@ -29,6 +34,7 @@ from netlang.runtime.backend import Backend
 from netlang.runtime.executor import Executor, initial_parameters
 from netlang.runtime.flatbuffer import FlatParameters
 from netlang.runtime.learners import Learner, SGDSettings, create_learner
+from netlang.runtime.parallel import ParallelSettings, create_strategy
 from netlang.runtime.progress import Progress
 from netlang.runtime.ops import registry
 
@@ -82,7 +88,8 @@ def feeds_from_minibatch(network: Network, minibatch, dtype) -> dict[str, np.nda
                 array = padded[mask]
         else:
             array, _mask = stream.to_padded(dtype)
-        feeds[node.name] = array.reshape(array.shape[:-1] + to_runtime(node.shape))
+        lead = dyn_rank(node.layout) if dyn_rank(node.layout) else 1
+        feeds[node.name] = array.reshape(array.shape[:lead] + to_runtime(node.shape))
     return feeds
 
 
@@ -102,7 +109,8 @@ def check_streams(network: Network, stream_infos: dict, reader_span=None) -> Non
 
 class Trainer:
     def __init__(self, network: Network, backend: Backend, sgd: SGDSettings, settings: TrainSettings,
-                 source, cv_source=None, progress: Progress | None = None, comm=None):
+                 source, cv_source=None, progress: Progress | None = None, comm=None,
+                 parallel: ParallelSettings | None = None):
         self.network = network
         self.backend = backend
         self.settings = settings
@@ -121,6 +129,7 @@ class Trainer:
         self.learnable = [p for p in params if p.learning_rate_multiplier > 0]
         self.grad_views = {p.name: self.flat.grad_view(p.name) for p in self.learnable}
         self.learner: Learner = create_learner(sgd, self.flat)
+        self.parallel = create_strategy(parallel, comm, self.flat, self.learner, self.executor, settings.seed)
         self.start_epoch = 1
         self.resume_position: dict | None = None
         self._stop_signal: int | None = None
@@ -188,9 +197,13 @@ class Trainer:
 
     def save_checkpoint(self, epoch: int, position: dict | None) -> str:
         path = self.checkpoint_path(None if position else epoch)
+        parallel_state = self.parallel.checkpoint_arrays(mid_epoch=bool(position))  # every worker's part
         if self.comm is None or self.comm.rank == 0:
-            modelio.save_model(path, self.network, self.flat.to_dict(), state=self._state_arrays(),
+            state = self._state_arrays()
+            state.update(parallel_state)
+            modelio.save_model(path, self.network, self.flat.to_dict(), state=state,
                                training=self._training_state(epoch, position), meta=self.settings.meta)
+        self.parallel.barrier()   # the file is complete before any worker moves on (or stops)
         return path
 
     def save_model(self, path: str) -> None:
@@ -225,6 +238,9 @@ class Trainer:
                 learner_state[key[8:]] = self.backend.asarray(value) if value.dtype.kind == "f" else value
         self.learner.load_state_dict(learner_state)
         self.executor.load_state_arrays(ckpt.state)
+        note = self.parallel.restore_arrays(ckpt.state)
+        if note:
+            self.progress.message(note)
         self.source.restore(training["reader"])
         self.executor.rng.bit_generator.state = training["rng"]
         position = training.get("position")
@@ -246,6 +262,7 @@ class Trainer:
         results = []
         previous = self._install_signal_handlers()
         try:
+            self.parallel.begin()
             for epoch in range(self.start_epoch, self.settings.max_epochs + 1):
                 result = self.train_epoch(epoch)
                 results.append(result)
@@ -254,7 +271,7 @@ class Trainer:
                 self._remove_interrupt_checkpoint()
                 self._cleanup_checkpoints(epoch)
                 self.progress.epoch_done(result, self.settings.max_epochs)
-                self._log({"event": "epoch", **_result_dict(result)})
+                self._log({"event": "epoch", **_result_dict(result), **self.parallel.log_fields()})
             self.save_model(self.settings.model_path)
         finally:
             self._restore_signal_handlers(previous)
@@ -282,14 +299,17 @@ class Trainer:
         start = time.perf_counter() - totals["seconds"]
         lr = self.learner.learning_rate_per_sample(epoch)
         self.progress.epoch_start(epoch, self.settings.max_epochs, self.settings.epoch_size)
+        self.parallel.before_epoch(epoch, resumed=bool(position))
         if not position:
             self.source.start_epoch(epoch - 1)
+        rank, workers = self.parallel.reading()
         while True:
-            if self._stop_signal is not None:
+            if self.parallel.any_rank(self._stop_signal is not None):
                 totals["seconds"] = time.perf_counter() - start
                 self._interrupt(epoch, totals)
-            minibatch = self.source.next_minibatch(mb_size)
-            if minibatch.num_samples:
+            minibatch = self.source.next_minibatch(mb_size, rank, workers)
+            # Every worker steps while the global minibatch has samples, even with an empty share.
+            if (minibatch.global_num_samples if workers > 1 else minibatch.num_samples):
                 crit, metrics, n = self.step(epoch, minibatch)
                 totals["samples"] += n
                 totals["criterion"] += crit
@@ -302,6 +322,7 @@ class Trainer:
                 self._maybe_report(epoch, totals, window, lr)
             if minibatch.end_of_epoch:
                 break
+        self.parallel.end_epoch()
         seconds = time.perf_counter() - start
         samples = max(totals["samples"], 1)
         result = EpochResult(epoch, totals["samples"], totals["criterion"] / samples,
@@ -313,13 +334,23 @@ class Trainer:
         return result
 
     def step(self, epoch: int, minibatch) -> tuple[float, dict, int]:
-        feeds = feeds_from_minibatch(self.network, minibatch, self.backend.dtype)
-        outputs, _ = self.executor.run(feeds, self.evaluations, loss=self.criterion, wrt=self.learnable,
-                                       grads=self.grad_views, training=True)
-        n = int(minibatch.num_samples)
-        self.learner.step(epoch, n)
-        crit = float(self.backend.to_numpy(outputs[self.criterion.name]).sum())
-        metrics = {node.name: float(self.backend.to_numpy(outputs[node.name]).sum()) for node in self.evaluations}
+        """One update; returns the criterion and metric sums and the samples, over all workers."""
+        local = int(minibatch.num_samples)
+        if local:
+            feeds = feeds_from_minibatch(self.network, minibatch, self.backend.dtype)
+            outputs, _ = self.executor.run(feeds, self.evaluations, loss=self.criterion, wrt=self.learnable,
+                                           grads=self.grad_views, training=True)
+            crit = float(self.backend.to_numpy(outputs[self.criterion.name]).sum())
+            metrics = {node.name: float(self.backend.to_numpy(outputs[node.name]).sum())
+                       for node in self.evaluations}
+        else:  # this worker's share of the global minibatch is empty: it adds nothing
+            self.flat.zero_grad()
+            crit, metrics = 0.0, {node.name: 0.0 for node in self.evaluations}
+        crit, metrics, n = self.parallel.reduce_totals(crit, metrics, local)
+        samples = self.parallel.after_backward(self.flat.grad[self.flat.trainable], local, n)
+        if samples:
+            self.learner.step(epoch, samples)
+        self.parallel.after_update(local, n)
         if not math.isfinite(crit):
             raise NetworkError(f"the criterion '{self.criterion.name}' became {crit} in epoch {epoch}",
                                self.criterion.span, hint="lower the learning rate or check the data")
@@ -372,7 +403,7 @@ class Trainer:
 
     def _interrupt(self, epoch: int, totals: dict) -> None:
         path = self.save_checkpoint(epoch, {k: v for k, v in totals.items()})
-        name = signal.Signals(self._stop_signal).name
+        name = signal.Signals(self._stop_signal).name if self._stop_signal is not None else "another worker"
         raise TrainingInterrupted(f"stopped by {name} in epoch {epoch}; checkpoint written to {path}",
                                   hint="run the same command again to resume from there")
 
