@@ -63,7 +63,9 @@ def load_stdlib() -> ast.Record:
     # core.net includes the other library files (vision.net, sequences.net …): all of them key the cache.
     companions = "".join(p.read_text(encoding="utf-8") for p in sorted(STDLIB_PATH.parent.glob("*.net"))
                          if p != STDLIB_PATH)
-    key = hashlib.sha256((_front_end_fingerprint() + "\0" + text + "\0" + companions).encode()).hexdigest()
+    # The path is part of the key: spans in the cached AST name the library file they came from.
+    key = hashlib.sha256((_front_end_fingerprint() + "\0" + path + "\0" + text + "\0" + companions)
+                         .encode()).hexdigest()
     if _stdlib_memo is not None and _stdlib_memo[0] == key:
         return _stdlib_memo[1]
     sources.register(path, text)
