@@ -24,6 +24,12 @@ def position_of(text: str) -> str:
     raise AssertionError(f"{text!r} not in the example")
 
 
+@pytest.fixture(autouse=True)
+def in_examples_directory(monkeypatch):
+    # hello.net's data paths are relative to the working directory, as in CNTK.
+    monkeypatch.chdir(Path(EXAMPLE).parent)
+
+
 def run(capsys, *argv):
     code = cli.main(list(argv))
     out, err = capsys.readouterr()
@@ -130,7 +136,8 @@ def test_check_accepts_the_example(capsys):
 def test_check_json_is_one_json_document(capsys):
     code, out, _ = run(capsys, "check", EXAMPLE, "--json")
     document = json.loads(out)
-    assert code == 0 and set(document) == {"config", "actions"}
+    assert code == 0 and set(document) == {"config", "actions", "data"}
+    assert document["data"]["train.reader"] == {"samples": 16, "streams": ["features", "labels"]}
     assert document["config"]["command"] == ["train", "test"]
     assert document["actions"]["train"]["SGD"]["maxEpochs"] == 3
     assert document["actions"]["test"]["minibatchSize"] == 64
@@ -161,6 +168,16 @@ def test_check_bad_config_exits_78(capsys, tmp_path):
 def test_check_prints_each_network_with_its_parameter_count(capsys):
     code, out, _ = run(capsys, "check", EXAMPLE, "--no-color")
     assert code == 0 and "network of train" in out and "train: 6 learnable parameters" in out
+    assert "train.reader: read 16 samples (features, labels)" in out
+
+
+def test_check_reads_data_unless_told_not_to(capsys, tmp_path):
+    path = tmp_path / "hello.net"
+    path.write_text(Path(EXAMPLE).read_text().replace("hello_train.ctf", "missing.ctf"))
+    code, _, err = run(capsys, "check", str(path))
+    assert code == 65 and "missing.ctf" in err
+    code, _, _ = run(capsys, "check", str(path), "--no-data")
+    assert code == 0
 
 
 def test_internal_error_exits_70_without_traceback(capsys, monkeypatch):
@@ -231,7 +248,7 @@ def test_explain_yaml_file_is_the_resolved_config(capsys, tmp_path):
     target = tmp_path / "resolved.yaml"
     code, _, _ = run(capsys, "explain", EXAMPLE, "--yaml", str(target))
     resolved = yaml.safe_load(target.read_text())
-    _, out, _ = run(capsys, "check", EXAMPLE, "--json")
+    _, out, _ = run(capsys, "check", EXAMPLE, "--json", "--no-data")
     checked = json.loads(out)
     for action in checked["actions"].values():   # check adds the built networks to its report
         action.pop("parameters", None)

@@ -36,7 +36,7 @@ def check(capsys, path: str, *extra):
 
 
 def test_valid_base_config_passes(capsys, tmp_path):
-    code, err = check(capsys, config_with(tmp_path, "3"))
+    code, err = check(capsys, config_with(tmp_path, "3"), "--no-data")
     assert code == 0, err
 
 

@@ -16,7 +16,7 @@ CONFIGS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 def learnable_parameters(name: str) -> int:
     out, err = io.StringIO(), io.StringIO()
     with redirect_stdout(out), redirect_stderr(err):
-        code = main(["check", os.path.join(CONFIGS, name), "--json"])
+        code = main(["check", os.path.join(CONFIGS, name), "--json", "--no-data"])
     assert code == 0, err.getvalue()
     return json.loads(out.getvalue())["actions"]["train"]["parameters"]
 

@@ -25,6 +25,8 @@ def register(subparsers) -> None:
                                 "netlang check examples/hello.net train.SGD.maxEpochs=5 --json")
     add_config_arguments(parser)
     parser.add_argument("--json", action="store_true", help="print one JSON document {config, actions}")
+    parser.add_argument("--no-data", action="store_true",
+                        help="do not read a minibatch from each reader (check the config and networks only)")
     parser.set_defaults(func=run)
 
 
@@ -48,6 +50,34 @@ def build_networks(config: Config) -> dict:
     return networks
 
 
+def check_readers(config: Config, networks: dict) -> dict:
+    """Read one small minibatch from every reader of every action and feed it to the action's
+    network inputs, so data errors (missing files, wrong dimensions, bad lines) show up now."""
+    from netlang.actions.common import create_reader
+    from netlang.compiler import netbuild
+    from netlang.runtime.trainer import feeds_from_minibatch
+
+    report = {}
+    for name, view in config.actions():
+        ref = view.network_expr()
+        if ref is None:
+            continue  # the model comes from a file written by training: nothing to feed yet
+        network = netbuild.build_action_network(ref)
+        for key in ("reader", "cvReader"):
+            reader = view.get(key)
+            if reader is None:
+                continue
+            source = create_reader(reader, network, randomize=False, prefetch=False)
+            try:
+                minibatch = source.next_minibatch(16)
+                feeds_from_minibatch(network, minibatch, "float32")
+            finally:
+                source.close()
+            report[f"{name}.{key}"] = {"samples": int(minibatch.num_samples),
+                                       "streams": sorted(minibatch.streams)}
+    return report
+
+
 def run(args) -> int:
     overrides, extra = split_overrides(args.rest)
     if extra:
@@ -55,16 +85,21 @@ def run(args) -> int:
     config = load_config(args.config, overrides)
     resolved = resolved_config_dict(config)  # validates every command block
     networks = build_networks(config)
+    data = {} if args.no_data else check_readers(config, networks)
     if args.json:
         document = dict(resolved)
         actions = document.setdefault("actions", {})
         for name, net in networks.items():
             actions.setdefault(name, {}).update({"parameters": net["parameters"], "nodes": net["nodes"]})
+        if data:
+            document["data"] = data
         sys.stdout.write(json.dumps(document, indent=2) + "\n")
         return 0
     console = stdout_console(args)
     print_resolved(config, console, verbosity=getattr(args, "verbosity", 0))
     print_networks(networks, console, verbosity=getattr(args, "verbosity", 0))
+    for where, info in data.items():
+        console.print(f"{escape(where)}: read {info['samples']} samples ({', '.join(info['streams'])})")
     return 0
 
 
