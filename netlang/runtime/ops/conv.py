@@ -17,8 +17,9 @@ Semantics are CNTK's (reference §4.2, §4.4), in BrainScript shapes, first axis
   with a `5:5:1` kernel behaves as CNTK's documented `true:true:false`.
 * Output length per axis: with `autoPadding`, ceil(in / stride) ("same"); without, it is
   floor((in + lowerPad + upperPad - dilation·(k-1) - 1) / stride) + 1 (ceil with `ceilOutDim`,
-  which pooling uses). Unlike CNTK we do not insist that explicit pads make the windows fill the
-  padded input exactly; trailing cells no window reaches are ignored, as in PyTorch.
+  which pooling uses; a ceil window that would start past the input is dropped, as in PyTorch).
+  Unlike CNTK we do not insist that explicit pads make the windows fill the padded input
+  exactly; trailing cells no window reaches are ignored, as in PyTorch.
 * Automatic padding follows CNTK's ConvolveGeometry: the first window is centred at
   `extra // 2`, where `extra = in - ((out-1)·stride + 1)` (C++ truncation), so the lower padding is
   `dilation·((k-1)//2) - extra//2` and the upper padding is whatever the last window needs. For odd
@@ -81,7 +82,11 @@ def as_tuple(value) -> tuple:
 def as_ints(value, what: str) -> tuple:
     out = []
     for v in as_tuple(value):
-        if isinstance(v, bool) or float(v) != int(v):
+        try:
+            whole = not isinstance(v, bool) and float(v) == int(v)
+        except (TypeError, ValueError, OverflowError):
+            whole = False
+        if not whole:
             raise ShapeMismatch(f"{what} must be whole numbers, got {as_tuple(value)}")
         out.append(int(v))
     return tuple(out)
@@ -99,11 +104,16 @@ def per_axis(values: tuple, i: int, default):
 
 
 def freeze(value):
-    """A hashable copy of an attribute value (for caching geometries)."""
+    """A hashable copy of an attribute value (for caching geometries); what cannot be hashed is
+    kept by its repr, which only the cache key sees."""
     if isinstance(value, dict):
         return tuple(sorted((k, freeze(v)) for k, v in value.items()))
     if isinstance(value, (list, tuple)) or hasattr(value, "tolist"):
         return tuple(freeze(v) for v in as_tuple(value))
+    try:
+        hash(value)
+    except TypeError:
+        return repr(value)
     return value
 
 
@@ -185,7 +195,16 @@ def window_axis(size: int, kernel: int, stride: int = 1, dilation: int = 1, auto
         raise ShapeMismatch(f"a kernel of extent {span} does not fit an axis of {size} padded by "
                             f"{lower}+{upper}")
     steps = -(-(room - span) // stride) if ceil_out else (room - span) // stride
-    out = steps + 1
+    axis = _padded_axis(size, kernel, stride, dilation, auto_pad, lower, upper, steps + 1)
+    if ceil_out and axis.out > 1 and (axis.out - 1) * stride - axis.lower >= size:
+        # A ceilOutDim window that would start past the input is dropped (as PyTorch does).
+        axis = _padded_axis(size, kernel, stride, dilation, auto_pad, lower, upper, axis.out - 1)
+    return axis
+
+
+def _padded_axis(size: int, kernel: int, stride: int, dilation: int, auto_pad: bool, lower: int, upper: int,
+                 out: int) -> WindowAxis:
+    span = (kernel - 1) * dilation + 1
     if auto_pad:
         extra = size - ((out - 1) * stride + 1)
         lower = dilation * ((kernel - 1) // 2) - _trunc_half(extra)
@@ -550,20 +569,22 @@ def add_columns(cols, plan: ColumnPlan, batch: int, xp):
     return unpadded(target, axes, xp)
 
 
-def _lead_block(plan: ColumnPlan, row_stride: int) -> bool:
-    """Whether the first axis can be added as one block of rows (the channel axis): its windows'
-    rows must not overlap."""
+def _lead_block(plan: ColumnPlan, strides: tuple) -> bool:
+    """Whether the first axis can be added as one block (the channel axis, in one strided add per
+    offset of the others): the rows it adds at once must not overlap each other, within a sample
+    or into the next one. `strides` are the padded array's, in elements."""
     lead = plan.axes[0]
-    if plan.flat:
-        return plan.positions <= lead.dilation * row_stride
-    return lead.out == 1 and lead.kernel == lead.padded and lead.dilation == 1
+    if not plan.flat:
+        return lead.out == 1 and lead.kernel == lead.padded and lead.dilation == 1
+    step = lead.dilation * strides[1]
+    return plan.positions <= step and (lead.kernel - 1) * step + plan.positions <= strides[0]
 
 
 def _add_flat(buf, target, cols, plan: ColumnPlan, xp) -> None:
     axes = plan.axes
     item = target.itemsize
     strides = tuple(s // item for s in target.strides)
-    block = _lead_block(plan, strides[1])
+    block = _lead_block(plan, strides)
     rest, rest_strides = (axes[1:], strides[2:]) if block else (axes, strides[1:])
     for offsets in kernel_offsets(rest):
         start = sum(i * a.dilation * s for i, a, s in zip(offsets, rest, rest_strides))
@@ -578,7 +599,7 @@ def _add_flat(buf, target, cols, plan: ColumnPlan, xp) -> None:
 
 def _add_strided(buf, target, cols, plan: ColumnPlan, xp) -> None:
     axes = plan.axes
-    block = _lead_block(plan, 0)
+    block = _lead_block(plan, ())
     rest = axes[1:] if block else axes
     for offsets in kernel_offsets(rest):
         regions = tuple(a.region(i) for a, i in zip(rest, offsets))
@@ -589,10 +610,12 @@ def _add_strided(buf, target, cols, plan: ColumnPlan, xp) -> None:
             target[(slice(None),) + regions] += cols[offsets]
 
 
-def _block_size(batch: int, plan: ColumnPlan, itemsize: int, chunk: int) -> int:
+def _block_size(batch: int, plans, itemsize: int, chunk: int) -> int:
+    """Samples per block: `chunk` (maxTempMemSizeInSamples) if given, else as many as keep the
+    largest column matrix of `plans` within COLUMN_BLOCK_BYTES."""
     if chunk > 0:
         return max(1, min(batch, chunk))
-    per_sample = plan.kernel_elements * plan.positions * itemsize
+    per_sample = max(p.kernel_elements * p.positions for p in plans) * itemsize
     return max(1, min(batch, COLUMN_BLOCK_BYTES // max(per_sample, 1)))
 
 
@@ -610,10 +633,14 @@ def flipped_geometry(geo: ConvGeometry):
     When every sliding axis has stride 1 and the last axis is the whole channel axis, the data
     gradient is a stride-1 convolution of the output gradient with the kernel flipped in space and
     its two channel axes swapped, padded by span-1-lower below. That runs on the fast flat im2col
-    and one GEMM instead of a scatter-add per kernel offset.
+    and one GEMM instead of a scatter-add per kernel offset. Its columns have maps·k rows where
+    col2im scatters channels·k, so it pays only when there are at least as many input channels as
+    maps (not for a first layer's 3 colour channels).
     """
     *spatial, channel = geo.axes
     if channel.kernel != channel.size or channel.out != 1 or not channel.trivial_padding:
+        return None
+    if channel.size < geo.maps:
         return None
     if any(a.stride != 1 and a.out != 1 for a in spatial):
         return None
@@ -633,21 +660,33 @@ def flipped_weight(w2, geo: ConvGeometry, xp):
     return xp.ascontiguousarray(w.swapaxes(0, 1)).reshape(geo.axes[-1].size, -1)
 
 
-def _data_gradient(g_block, w2, geo: ConvGeometry, xp, flipped):
-    """conv's input gradient for one block of output gradients (B, *out_rm)."""
+def _data_gradient(g_block, w2, geo: ConvGeometry, xp, flipped, grid=None):
+    """conv's input gradient for one block of output gradients (B, *out_rm); `grid` is the block
+    already in column layout, when the caller has it."""
     if flipped is not None:
         geo_f, w_f = flipped
         plan_f = column_plan(geo_f)
         out = from_grid(xp.matmul(w_f, columns(g_block, plan_f, xp)), plan_f, g_block.shape[0], xp)
         return out.reshape((g_block.shape[0],) + tuple(reversed(geo.in_shape)))
     plan = column_plan(geo)
-    dcols = xp.matmul(w2.T, to_grid(g_block, plan, geo.maps, xp))
-    return add_columns(dcols, plan, g_block.shape[0], xp)
+    if grid is None:
+        grid = to_grid(g_block, plan, geo.maps, xp)
+    return add_columns(xp.matmul(w2.T, grid), plan, g_block.shape[0], xp)
 
 
 def _flipped(w2, geo: ConvGeometry, xp):
     geo_f = flipped_geometry(geo)
     return None if geo_f is None else (geo_f, flipped_weight(w2, geo, xp))
+
+
+def _plans(plan: ColumnPlan, flipped) -> list:
+    return [plan] if flipped is None else [plan, column_plan(flipped[0])]
+
+
+def _weight_product(cols, grid, xp):
+    """Σ over positions of grid ⊗ columns, as (M, K). Computed as (columns · gridᵀ)ᵀ: BLAS runs
+    this long, thin product markedly faster with the many-rowed matrix first."""
+    return xp.matmul(cols, grid.T).T
 
 
 # ---- the convolution itself, on (B, *sample) arrays ---------------------------------------------
@@ -657,7 +696,7 @@ def conv_forward(x, w2, geo: ConvGeometry, xp, chunk: int = 0):
     plan = column_plan(geo)
     out_rm = tuple(reversed(geo.out_shape))
     y = xp.empty((x.shape[0],) + out_rm, dtype=x.dtype)
-    for part in _blocks(x.shape[0], _block_size(x.shape[0], plan, x.itemsize, chunk)):
+    for part in _blocks(x.shape[0], _block_size(x.shape[0], [plan], x.itemsize, chunk)):
         block = from_grid(xp.matmul(w2, columns(x[part], plan, xp)), plan, part.stop - part.start, xp)
         y[part] = block.reshape((-1,) + out_rm)
     return y
@@ -669,10 +708,11 @@ def conv_backward(x, w2, gy, geo: ConvGeometry, xp, need_x: bool = True, chunk: 
     flipped = _flipped(w2, geo, xp) if need_x else None
     gw = xp.zeros(w2.shape, dtype=gy.dtype)
     gx = xp.empty(x.shape, dtype=gy.dtype) if need_x else None
-    for part in _blocks(x.shape[0], _block_size(x.shape[0], plan, x.itemsize, chunk)):
-        gw += xp.matmul(to_grid(gy[part], plan, geo.maps, xp), columns(x[part], plan, xp).T)
+    for part in _blocks(x.shape[0], _block_size(x.shape[0], _plans(plan, flipped), x.itemsize, chunk)):
+        grid = to_grid(gy[part], plan, geo.maps, xp)
+        gw += _weight_product(columns(x[part], plan, xp), grid, xp)
         if need_x:
-            gx[part] = _data_gradient(gy[part], w2, geo, xp, flipped)
+            gx[part] = _data_gradient(gy[part], w2, geo, xp, flipped, grid)
     return gx, gw
 
 
@@ -681,7 +721,7 @@ def conv_transpose_forward(x, w2, geo: ConvGeometry, xp, chunk: int = 0):
     plan = column_plan(geo)
     flipped = _flipped(w2, geo, xp)
     y = xp.empty((x.shape[0],) + tuple(reversed(geo.in_shape)), dtype=x.dtype)
-    for part in _blocks(x.shape[0], _block_size(x.shape[0], plan, x.itemsize, chunk)):
+    for part in _blocks(x.shape[0], _block_size(x.shape[0], _plans(plan, flipped), x.itemsize, chunk)):
         y[part] = _data_gradient(x[part], w2, geo, xp, flipped)
     return y
 
@@ -692,9 +732,9 @@ def conv_transpose_backward(x, w2, gy, geo: ConvGeometry, xp, need_x: bool = Tru
     out_rm = tuple(reversed(geo.out_shape))
     gw = xp.zeros(w2.shape, dtype=gy.dtype)
     gx = xp.empty(x.shape, dtype=gy.dtype) if need_x else None
-    for part in _blocks(x.shape[0], _block_size(x.shape[0], plan, x.itemsize, chunk)):
+    for part in _blocks(x.shape[0], _block_size(x.shape[0], [plan], x.itemsize, chunk)):
         cols = columns(gy[part], plan, xp)
-        gw += xp.matmul(to_grid(x[part], plan, geo.maps, xp), cols.T)
+        gw += _weight_product(cols, to_grid(x[part], plan, geo.maps, xp), xp)
         if need_x:
             gx[part] = from_grid(xp.matmul(w2, cols), plan, part.stop - part.start, xp).reshape((-1,) + out_rm)
     return gx, gw
@@ -719,8 +759,8 @@ def _shape_rule(transposed: bool):
     return rule
 
 
-def _samples_first(x, dyn: int):
-    """x with its dynamic axes merged into one leading batch axis."""
+def samples_first(x, dyn: int):
+    """x with its dynamic axes merged into one leading batch axis, and those axes."""
     sample = x.shape[dyn:]
     return x.reshape((-1,) + sample) if dyn else x.reshape((1,) + sample), x.shape[:dyn]
 
@@ -732,7 +772,7 @@ def _kernel_inputs(ctx, xs, attrs, transposed: bool):
     if ctx.dyn and ctx.dyn[0]:
         raise ShapeMismatch(f"{_op_name(transposed)}: the weight must be static (a parameter)")
     geo = geometry_for(to_bs(x.shape[dyn:]), to_bs(w.shape), attrs, transposed)
-    xb, lead = _samples_first(x, dyn)
+    xb, lead = samples_first(x, dyn)
     chunk = int(attr(attrs, CONV_ATTRS["chunk"], 0) or 0)
     return geo, weight_matrix(w, geo, _op_name(transposed)), xb, lead, transposed, chunk
 
@@ -755,10 +795,13 @@ def _make_kernels(transposed: bool):
 
 
 def _layout(op: str):
-    def layout(in_layouts, attrs):
-        if in_layouts[0] and in_layouts[0] != "none":
+    """The output has x's dynamic axes; W must be static. Shape inference passes the input nodes
+    (`.layout` None = static), the registry checks pass plain dynamic-axis counts (0 = static)."""
+    def layout(inputs, attrs):
+        weight, x = (getattr(item, "layout", item) for item in inputs)
+        if weight:
             raise ShapeMismatch(f"{op}: the weight (first input) must be static, a parameter or constant")
-        return in_layouts[1]
+        return x
     return layout
 
 
