@@ -229,3 +229,18 @@ def test_unknown_sgd_key_suggests_the_right_one(tmp_path, data_dir):
     code, _, err = cli("train", cfg)
     assert code == 78 and "cfg.net:16:" in err and "maxEpoch" in err and "did you mean 'maxEpochs'" in err
     assert _no_model_files(out)
+
+
+def test_a_trained_model_file_loads_as_a_network_value(tmp_path, data_dir):
+    cfg, out = write_config(tmp_path, data_dir, epochs=1)
+    assert cli("train", cfg, "-q")[0] == 0
+    loader = tmp_path / "load.net"
+    loader.write_text(f'command = look\nlook = {{ action = "test" ; modelPath = "{out}/model.dnn"\n'
+                      f'  network = (BS.Network.Load ("{out}/model.dnn"))\n'
+                      f'  reader = {{ readerType = "CNTKTextFormatReader" ; file = "{data_dir}/Test_cntk_text.txt"\n'
+                      f'             input = {{ features = {{ dim = 2 }} ; labels = {{ dim = 3 }} }} }} }}\n')
+    code, stdout, err = cli("check", str(loader), "--json")
+    assert code == 0, err
+    document = json.loads(stdout)
+    assert document["actions"]["look"]["parameters"] == 2 * 8 + 8 + 8 * 3 + 3
+    assert document["data"]["look.reader"]["samples"] == 16

@@ -6,7 +6,7 @@ several actions gives the same Network.
 """
 from __future__ import annotations
 
-from netlang.compiler import builtins  # noqa: F401  (installs the node hooks)
+from netlang.compiler import builtins, modelload  # noqa: F401  (install the node hooks and constructors)
 from netlang.compiler.hooks import BuildContext
 from netlang.compiler.ir import Network
 from netlang.compiler.network import build_network
