@@ -244,3 +244,50 @@ def test_a_trained_model_file_loads_as_a_network_value(tmp_path, data_dir):
     document = json.loads(stdout)
     assert document["actions"]["look"]["parameters"] == 2 * 8 + 8 + 8 * 3 + 3
     assert document["data"]["look.reader"]["samples"] == 16
+
+
+def test_precomputed_statistics_are_gathered_and_saved_with_the_model(tmp_path, data_dir):
+    cfg, out = write_config(tmp_path, data_dir, epochs=1)
+    text = open(cfg).read().replace(
+        "h = DenseLayer {{8, activation=Tanh}} (features)".format(),
+        "n = PerDimMeanVarNormalization (features, Mean (features), InvStdDev (features))\n"
+        "        h = DenseLayer {8, activation=Tanh} (n)")
+    open(cfg, "w").write(text)
+    code, _, err = cli("train", cfg)
+    assert code == 0, err
+    assert "precomputing" in err
+    model = load_model(os.path.join(out, "model.dnn"))
+    mean_node = next(n for n in model.network.nodes if n.op == "Mean")
+    means = [model.state[f"node/{mean_node.name}/value"]]
+    assert means[0].shape == (2,)
+    rows = np.loadtxt(os.path.join(data_dir, "Train_cntk_text.txt"), usecols=(1, 2))
+    np.testing.assert_allclose(means[0], rows.mean(axis=0), rtol=1e-5)
+    assert cli("eval", cfg, "--json")[0] == 0
+
+
+def test_cross_validation_runs_after_every_epoch(tmp_path, data_dir):
+    cfg, out = write_config(tmp_path, data_dir, epochs=2)
+    text = open(cfg).read().replace(
+        'train = {\n    action = "train"',
+        'train = {\n    action = "train"\n    cvReader = { readerType = "CNTKTextFormatReader" ; '
+        f'file = "{data_dir}/Test_cntk_text.txt" ; input = {{ features = {{ dim = 2 }} ; labels = {{ dim = 3 }} }} }}')
+    open(cfg, "w").write(text)
+    code, _, err = cli("train", cfg)
+    assert code == 0, err
+    assert "[Validate]" in err
+    with open(os.path.join(out, "metrics.jsonl")) as fh:
+        epochs = [r for r in map(json.loads, fh) if r["event"] == "epoch"]
+    assert [sorted(r["cv"]) for r in epochs] == [["ce", "errs"], ["ce", "errs"]]
+
+
+def test_write_category_format_maps_the_argmax_to_labels(tmp_path, data_dir):
+    cfg, out = write_config(tmp_path, data_dir, epochs=1)
+    labels = tmp_path / "labels.txt"
+    labels.write_text("red\ngreen\nblue\n")
+    text = open(cfg).read().replace('outputNodeNames = z',
+                                    f'outputNodeNames = z\n    format = {{ type = "category" ; labelMappingFile = "{labels}" }}')
+    open(cfg, "w").write(text)
+    assert cli("train", cfg, "-q")[0] == 0
+    assert cli("write", cfg, "command=write")[0] == 0
+    lines = open(os.path.join(out, "result.z")).read().splitlines()
+    assert len(lines) == 500 and set(lines) <= {"red", "green", "blue"} and len(set(lines)) > 1
