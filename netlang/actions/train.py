@@ -1,4 +1,11 @@
-"""The `train` action: network + SGD block + reader → epochs of training, checkpoints, resume."""
+"""The `train` action: network + SGD block + reader → epochs of training, checkpoints, resume.
+
+Parallel training: `mpiexec -n K netlang train cfg.net` with top-level `parallelTrain = true` and an
+`SGD.ParallelTrain` block starts K workers (runtime/parallel.py). Every worker builds the same
+network and reader; rank 0 alone prints progress and writes models, checkpoints and logs; a worker
+that fails ends the whole job (distributed/launch.py). Without mpiexec, or with K = 1, training is
+the single-process training, whatever the config says about parallelism.
+"""
 from __future__ import annotations
 
 import os
@@ -7,7 +14,11 @@ import yaml
 
 from netlang.actions import common
 from netlang.compiler import netbuild
+from netlang.errors import ConfigError, TrainingInterrupted
+from netlang.runtime.distributed import (LocalCommunicator, detect_launch, failure_guard, get_communicator,
+                                         install_failure_handlers)
 from netlang.runtime.learners import SGDSettings
+from netlang.runtime.parallel import FULL_PRECISION_BITS, QUANTIZED_BITS, ParallelSettings
 from netlang.runtime.progress import Progress
 from netlang.runtime.trainer import Trainer, TrainSettings
 
@@ -43,6 +54,76 @@ def train_settings(config, name: str, view) -> TrainSettings:
     )
 
 
+def parallel_settings(config, view) -> ParallelSettings | None:
+    """`SGD.ParallelTrain` as ParallelSettings; None unless the top level says parallelTrain = true."""
+    if not config.top.parallelTrain:
+        return None
+    block = view.SGD.ParallelTrain
+    if block is None:
+        return ParallelSettings()
+    method = block.parallelizationMethod
+    if method == "DataParallelASGD":
+        raise block.error("parallelizationMethod", "DataParallelASGD (CNTK's Multiverso parameter server) "
+                          "is not supported", hint="use DataParallelSGD, BlockMomentumSGD or ModelAveragingSGD")
+    values = {"method": method, "start_epoch": int(block.parallelizationStartEpoch)}
+    if method == "DataParallelSGD" and block.DataParallelSGD is not None:
+        values.update(_data_parallel_values(block.DataParallelSGD))
+    if method == "BlockMomentumSGD" and block.BlockMomentumSGD is not None:
+        values.update(_block_momentum_values(block.BlockMomentumSGD))
+    if method == "ModelAveragingSGD" and block.ModelAveragingSGD is not None:
+        values.update(_block_size_values(block.ModelAveragingSGD, ("syncPeriod", "syncFrequencyInFrames")))
+    return ParallelSettings(**values)
+
+
+def _data_parallel_values(block) -> dict:
+    values = {"zero_threshold": bool(block.useZeroThresholdFor1BitQuantization)}
+    schedule = block.gradientBits
+    if schedule is not None:
+        for bits in schedule.values:
+            if int(bits) not in QUANTIZED_BITS and int(bits) < FULL_PRECISION_BITS:
+                raise block.error("gradientBits", f"gradientBits = {bits} is not supported",
+                                  hint="use 1, 2, 4 or 8 for quantised aggregation, or 32 (64 in double "
+                                       "precision, the default) for full precision")
+        values["gradient_bits"] = lambda epoch: int(schedule.value(epoch))
+    return values
+
+
+def _block_momentum_values(block) -> dict:
+    values = _block_size_values(block, ("syncPeriod",))
+    values.update(block_learning_rate=float(block.blockLearningRate),
+                  block_momentum_per_sync=block.blockMomentumPerSync,
+                  block_momentum_as_time_constant=block.blockMomentumAsTimeConstant,
+                  use_nesterov=bool(block.useNesterovMomentum), reset_sgd_momentum=bool(block.resetSGDMomentum))
+    return values
+
+
+def _block_size_values(block, legacy_per_worker: tuple[str, ...]) -> dict:
+    """blockSize (all workers) or blockSizePerWorker; CNTK's legacy keys count per worker."""
+    per_worker = block.blockSizePerWorker
+    for key in legacy_per_worker:
+        if per_worker is None and block.blockSize is None and block[key] is not None:
+            per_worker = block[key]
+    return {"block_size": block.blockSize, "block_size_per_worker": per_worker}
+
+
+def communicator_for(config, parallel: ParallelSettings | None):
+    """The communicator of this worker: MPI when launched with K > 1 and parallel training is asked for."""
+    span = config.top.span_of("parallelTrain")
+    launch = detect_launch()
+    workers = launch.size if launch is not None else 1
+    if parallel is None:
+        if workers > 1:
+            raise ConfigError(f"started by an MPI launcher with {workers} processes, but parallelTrain is "
+                              f"not true: every process would train the same model into the same files",
+                              span, hint="set parallelTrain = true and choose SGD.ParallelTrain."
+                                         "parallelizationMethod, or run without mpiexec")
+        return LocalCommunicator()
+    if workers > 1 and parallel.method == "none":
+        raise ConfigError(f"parallelTrain = true with {workers} workers, but no parallelization method",
+                          span, hint="add SGD.ParallelTrain = { parallelizationMethod = \"DataParallelSGD\" }")
+    return get_communicator(True, span)
+
+
 def save_resolved_config(config, model_path: str) -> None:
     from netlang.config import resolved_config_dict
     from netlang.runtime.modelio import atomic_write
@@ -54,6 +135,26 @@ def save_resolved_config(config, model_path: str) -> None:
 
 def run_train(config, name: str, view, progress: Progress | None = None, comm=None) -> list:
     progress = progress or Progress()
+    parallel = parallel_settings(config, view)
+    comm = comm or communicator_for(config, parallel)
+    if comm.size <= 1:
+        return _train(config, name, view, progress, comm, parallel)
+    install_failure_handlers(comm)
+    if comm.rank != 0:
+        progress = Progress(enabled=False, console=progress.console)
+    with failure_guard(comm):
+        try:
+            return _train(config, name, view, progress, comm, parallel)
+        except TrainingInterrupted as stop:
+            # Every worker stopped at the same minibatch and the checkpoint is written: a clean
+            # exit with the interruption's code, not an abort of the job.
+            interrupted = stop
+    if comm.rank != 0:
+        raise SystemExit(interrupted.exit_code)   # rank 0 tells the user; the others just stop
+    raise interrupted
+
+
+def _train(config, name: str, view, progress: Progress, comm, parallel: ParallelSettings | None) -> list:
     ref = view.network_expr()
     if ref is None:
         raise view.block_error("the train action needs a network", hint="add network = { … } (or BrainScriptNetworkBuilder)")
@@ -71,8 +172,10 @@ def run_train(config, name: str, view, progress: Progress | None = None, comm=No
     try:
         if view.cvReader is not None:
             cv_source = common.create_reader(view.cvReader, network, randomize=False, dtype=backend.dtype)
-        trainer = Trainer(network, backend, sgd, settings, source, cv_source, progress, comm)
+        trainer = Trainer(network, backend, sgd, settings, source, cv_source, progress, comm, parallel)
         resume = trainer.find_resume_point() if settings.make_mode else None
+        if comm.size > 1:
+            resume = comm.bcast(resume, 0)   # rank 0's view of the files decides for everyone
         if resume:
             start = trainer.restore(resume)
             trainer.start_epoch = start
@@ -82,9 +185,12 @@ def run_train(config, name: str, view, progress: Progress | None = None, comm=No
                 progress.message(f"{name}: makeMode = false: starting fresh, ignoring existing checkpoints")
             trainer.initialize()
             trainer.precompute()
-        save_resolved_config(config, settings.model_path)
+        if comm.rank == 0:
+            save_resolved_config(config, settings.model_path)
+        workers = f" with {parallel.describe(comm.size)}" if comm.size > 1 and parallel is not None else ""
         progress.message(f"{name}: {network.parameter_count():,} learnable parameters; "
-                         f"training {settings.max_epochs} epochs on {backend.device} ({backend.dtype.__name__})")
+                         f"training {settings.max_epochs} epochs on {backend.device} ({backend.dtype.__name__})"
+                         f"{workers}")
         return trainer.train()
     finally:
         for s in (source, cv_source):

@@ -222,9 +222,10 @@ def convert_attr(value):
     return value
 
 
-def _record_attrs(record, exclude=("operation", "inputs", "tag")) -> dict:
+def _record_attrs(record, exclude=("operation", "inputs", "tag"), only: tuple | None = None) -> dict:
     """The attributes a C++ constructor would read: the record's members, then (CNTK's
-    "plus the function args" idiom) plain values of the enclosing function-argument scope."""
+    "plus the function args" idiom) plain values of the enclosing function-argument scope.
+    `only` limits the function arguments read to those names (a delay must not force its input)."""
     values = _values_module()
     attrs = {}
     for name in record.names():
@@ -232,7 +233,7 @@ def _record_attrs(record, exclude=("operation", "inputs", "tag")) -> dict:
             continue
         attrs[name] = record.get(name)
     for name, thunk in values.enclosing_argument_thunks(record):
-        if name in attrs or name in exclude:
+        if name in attrs or name in exclude or (only is not None and name not in only):
             continue
         try:
             attrs[name] = thunk.force()
@@ -259,6 +260,8 @@ def new_computation_node(record, ctx: BuildContext):
     operation = _lookup(record, "operation")
     if not isinstance(operation, str):
         raise EvalError("new ComputationNode needs a string 'operation'", ctx.span)
+    if operation in DELAY_OPS:
+        return new_delay_node(record, operation, ctx)
     raw_inputs = record.get("inputs") if record.has("inputs") else None
     inputs = [] if raw_inputs is None else _flatten(raw_inputs)
     inputs = [as_node(v, ctx, f"{ctx.path}.inputs[{i}]") for i, v in enumerate(inputs)]
@@ -269,8 +272,56 @@ def new_computation_node(record, ctx: BuildContext):
     if operation in leafnodes.LEAF_BUILDERS:
         node = leafnodes.LEAF_BUILDERS[operation](attrs, BuildContext(ctx.path, user_span(ctx.span)))
     else:
-        node = make_node(operation, inputs, attrs, ctx)
+        node = make_node(TIME_AXIS_FORMS.get(operation, operation) if _on_time_axis(attrs) else operation,
+                         inputs, attrs, ctx)
     leafnodes.apply_tag(node, tag, ctx)
+    return node
+
+
+# ---- recurrence: delays attach their input late (reference §3.2) -------------------------------
+
+DELAY_OPS = ("PastValue", "FutureValue")
+# The attributes a delay reads from its enclosing function's arguments; its input (and initial
+# state) are not among them: forcing them now would re-enter the loop being defined.
+DELAY_ATTRS = ("dims", "shape", "timeStep", "defaultHiddenActivation")
+# Primitives that act on the time axis when given axis < 0 (CNTK writes Slice(…, axis=-1)).
+TIME_AXIS_FORMS = {"Slice": "SequenceSlice"}
+
+
+def _on_time_axis(attrs: dict) -> bool:
+    axis = attrs.get("axis")
+    return isinstance(axis, (int, float)) and not isinstance(axis, bool) and axis < 0
+
+
+def new_delay_node(record, operation: str, ctx: BuildContext) -> Node:
+    """PastValue/FutureValue: the node exists before its input, which closes a loop through it.
+
+    Its shape comes from the declared dims (0: inferred later) and its layout is provisionally
+    BATCH, which combines with any sequence axis; validation gives it its input's layout. The
+    `inputs` thunk is forced when the network is assembled (`network._attach_late_inputs`).
+    """
+    from netlang.compiler import leafnodes
+
+    ctx = BuildContext(ctx.path, user_span(ctx.span))
+    attrs = _record_attrs(record, only=DELAY_ATTRS)
+    shape = attrs.get("shape", attrs.get("dims", ()))
+    shape = (int(shape),) if isinstance(shape, (int, float)) else tuple(shape or ())
+    known = bool(shape) and all(d > 0 for d in shape)
+    node = Node(operation, [], attrs, name=ctx.path, span=ctx.span, shape=shape if known else (),
+                layout=BATCH)
+    thunk = record.thunk_of("inputs") if record.has("inputs") else None
+
+    def attach() -> list[Node]:
+        if thunk is None:
+            raise NetworkError(f"{operation} needs an input", ctx.span, key=ctx.path)
+        items = _flatten(thunk.force())
+        if not 1 <= len(items) <= 2:
+            raise NetworkError(f"{operation} takes an input and an optional initial state, "
+                               f"{len(items)} inputs given", ctx.span, key=ctx.path)
+        return [as_node(v, ctx, f"{ctx.path}.inputs[{i}]") for i, v in enumerate(items)]
+
+    node.late_inputs = attach
+    leafnodes.apply_tag(node, _lookup(record, "tag", ""), ctx)
     return node
 
 

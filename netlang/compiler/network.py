@@ -9,14 +9,17 @@
 """
 from __future__ import annotations
 
-from netlang.compiler import shapeinfer
+from netlang.compiler import loops, shapeinfer
 from netlang.compiler.hooks import BuildContext
-from netlang.compiler.ir import BATCH, TAG_GROUPS, CycleError, Network, Node, SeqAxis, topological_order
+from netlang.compiler.ir import BATCH, TAG_GROUPS, CycleError, Network, Node, SeqAxis, is_delay, topological_order
 from netlang.errors import NetlangError, NetworkError
+from netlang.runtime.ops import registry
 
 GROUP_MEMBERS = {f"{g}Nodes": g for g in TAG_GROUPS}
 # Operations that need the time axis; without any of them, a network runs in frame mode.
-SEQUENCE_OPS = {"PastValue", "FutureValue"}
+SEQUENCE_OPS = {"PastValue", "FutureValue", "ReconcileDynamicAxis"} | loops.WHOLE_SEQUENCE_OPS
+# A product with a sparse input runs as a gather (runtime/ops/sparse.py), not a dense matmul.
+SPARSE_PRODUCTS = {"Times": "SparseTimes", "TransposeTimes": "SparseTransposeTimes"}
 
 
 def _values():
@@ -62,8 +65,13 @@ def build_network(record, ctx: BuildContext) -> Network:
                 groups[tag].append(node)
     _strip_prefix(nodes, getattr(record, "path", ""))
     _make_names_unique(nodes)
+    _guess_delay_shapes(nodes)
     shapeinfer.validate(nodes)
-    if not any(n.op in SEQUENCE_OPS for n in nodes):
+    _check_reduced_axes(nodes)
+    _check_delays(nodes)
+    loops.find_loops(nodes)           # every cycle passes a delay, no loop mixes directions
+    _use_sparse_products(nodes)
+    if not _needs_time_axis(nodes):
         _lower_to_frame_mode(nodes)
     return Network(nodes=nodes, groups=groups, span=ctx.span, record=record)
 
@@ -122,6 +130,74 @@ def _make_names_unique(nodes: list[Node]) -> None:
             candidate = f"{base}_{used[base]}"
         used[candidate] = 0
         node.name = candidate
+
+
+def _guess_delay_shapes(nodes: list[Node]) -> None:
+    """A delay declared with dims 0 in a loop (`Previous(h)` with h computed from it) has no shape
+    until its input has one, and the input needs the delay's. Guess the delay's shape from its input,
+    leaving out the loop's own unknowns where broadcasting allows (elementwise ops); validation then
+    checks the guess like any other shape."""
+    for node in nodes:
+        if is_delay(node) and node.inputs and not node.shape_known():
+            guess = _shape_guess(node.inputs[0], {node.id})
+            if guess:
+                node.shape = guess
+
+
+def _shape_guess(node: Node, visiting: set[int]) -> tuple | None:
+    if node.shape_known():
+        return node.shape
+    if node.id in visiting:
+        return None
+    visiting.add(node.id)
+    shapes = [_shape_guess(i, visiting) for i in node.inputs]
+    visiting.discard(node.id)
+    op = registry.get(node.op)
+    if is_delay(node):
+        return shapes[0]
+    if op is None or op.leaf:
+        return node.shape if node.is_parameter else None    # a parameter's 0s are the rule's to infer
+    if op.elementwise:
+        shapes = [s for s in shapes if s]
+    if not shapes or any(s is None for s in shapes):
+        return None
+    try:
+        result = op.shape(shapes, node.attrs)
+    except registry.ShapeMismatch:
+        return None
+    out = tuple(getattr(result, "out", result))
+    return out if out and all(d > 0 for d in out) else None
+
+
+def _needs_time_axis(nodes: list[Node]) -> bool:
+    """Sequence operations need the time axis; so do inputs on different dynamic axes."""
+    if any(n.op in SEQUENCE_OPS for n in nodes):
+        return True
+    return len({n.layout for n in nodes if n.op in ("InputValue", "SparseInputValue")}) > 1
+
+
+def _check_reduced_axes(nodes: list[Node]) -> None:
+    """Criteria combine their operands sample by sample: their dynamic axes must agree too (the
+    common layout rule, which other ops apply for their output, names both operands)."""
+    for node in nodes:
+        op = registry.get(node.op)
+        if op is not None and op.layout == "none" and len(node.inputs) > 1:
+            shapeinfer.common_layout(node)
+
+
+def _check_delays(nodes: list[Node]) -> None:
+    for node in nodes:
+        if is_delay(node) and not isinstance(node.layout, SeqAxis):
+            what = "a static value" if node.layout is None else "one value per sequence"
+            raise NetworkError(f"{node.op} '{node.name}' delays {what} ('{node.inputs[0].name}'), which has no "
+                               "time steps", node.span,
+                               hint="PastValue/FutureValue apply to sequences, e.g. an Input with a dynamic axis")
+
+
+def _use_sparse_products(nodes: list[Node]) -> None:
+    for node in nodes:
+        if node.op in SPARSE_PRODUCTS and node.inputs[1].op == "SparseInputValue":
+            node.op = SPARSE_PRODUCTS[node.op]
 
 
 def _lower_to_frame_mode(nodes: list[Node]) -> None:

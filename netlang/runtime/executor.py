@@ -3,7 +3,23 @@
 The executor owns nothing but run-time state: the parameter arrays it is given (views into flat
 buffers when a trainer drives it), the per-node persistent state of stateful ops, and an RNG. It
 binds input arrays by node name, walks the plan's steps, drops dead values as the plan says, and
-accumulates parameter gradients into the given gradient arrays.
+accumulates parameter gradients into the given gradient arrays. Recurrent loops are single steps
+of the plan, run over time by runtime/recurrence.py.
+
+What `feeds[name]` may be, for an input node `name`:
+
+* an array: `(N, *shape)` for an input without a sequence axis, `(T, N, *shape)` for a sequence
+  input (every step real), with the sample axes in run-time order (or flat, `dim` wide);
+* `(array, mask)`: a padded sequence input with its `(T, N)` boolean mask of real steps, as
+  `StreamBatch.to_padded()` returns it. Inputs on one dynamic axis must have equal masks. In frame
+  mode (the network has no sequence operation; inputs are batches) the real steps are packed into
+  one batch of frames;
+* a sparse input (`SparseInputValue`) may also be given as `SparseRows` (runtime/ops/sparse.py),
+  alone or with a mask: `SparseRows(indices, values, offsets, (T, N), sample_shape)` from
+  `StreamBatch.padded_csr()`; a dense array works too. `input_feed()` builds the right one from a
+  reader's `StreamBatch`.
+
+After a run, `output_masks[name]` is the `(T, N)` mask of each requested output that is a sequence.
 """
 from __future__ import annotations
 
@@ -11,14 +27,16 @@ from typing import Mapping
 
 import numpy as np
 
-from netlang.compiler.ir import Network, Node, dyn_rank
+from netlang.compiler.ir import BATCH, Network, Node, SeqAxis, dyn_rank
 from netlang.compiler.plan import Plan, make_plan
-from netlang.compiler.shapes import to_runtime
+from netlang.compiler.shapes import num_elements, to_runtime
 from netlang.errors import DataError
+from netlang.runtime import recurrence
 from netlang.runtime.backend import Backend, select_backend
 from netlang.runtime.initializers import SeedSequence, initial_value
 from netlang.runtime.ops import registry
 from netlang.runtime.ops.registry import OpContext, apply_backward, apply_forward
+from netlang.runtime.ops.sparse import SPARSE_KERNELS, SparseRows, densified
 
 
 def initial_parameters(network: Network, seed: int = 1) -> dict[str, np.ndarray]:
@@ -46,6 +64,7 @@ class Executor:
         self.rng = np.random.default_rng(seed)
         self.options: dict = {}
         self._plans: dict[tuple, Plan] = {}
+        self.output_masks: dict[str, object] = {}
 
     # ---- planning --------------------------------------------------------------------------------
     def plan(self, outputs: list[Node], loss: Node | None = None, wrt: list[Node] | None = None) -> Plan:
@@ -66,21 +85,32 @@ class Executor:
         buffer); they are overwritten unless `accumulate`.
         """
         plan = self.plan(outputs, loss, wrt)
-        xp = self.xp
+        xp, dtype = self.xp, self.backend.dtype
         values: dict[int, object] = {}
+        masks = _Masks()              # (T, N) mask of each sequence axis
         for leaf in plan.leaves:
-            values[leaf.id] = self._bind_leaf(leaf, feeds)
+            values[leaf.id] = self._bind_leaf(leaf, feeds, masks)
         grad_values: dict[int, object] = {}
-        saved: dict[int, dict] = {}   # what a forward kernel stashed for its own backward
+        saved: dict = {}              # what a forward kernel (or loop) stashed for its own backward
         wrt_ids = {n.id for n in plan.wrt}
+        run = recurrence.RunState(xp, dtype, values, grad_values, masks, saved,
+                                  lambda node, stash: self._context(node, training, stash, masks.of(node)))
         for step in plan.steps:
             node = step.node
-            op = registry.get(node.op)
-            ctx = self._context(node, training, saved.setdefault(node.id, {}))
-            xs = [values[i.id] for i in node.inputs]
-            if step.kind == "forward":
+            if step.kind == "loop":
+                recurrence.run_forward(step.loop, run)
+            elif step.kind == "loop_backward":
+                recurrence.run_backward(step.loop, run)
+            elif step.kind == "forward":
+                op = registry.get(node.op)
+                ctx = self._context(node, training, saved.setdefault(node.id, {}), masks.of(node))
+                xs = self._operands(node, values)
                 values[node.id] = apply_forward(op, ctx, xs, node.attrs, len(node.shape))
+                masks.made_by(node, ctx)
             else:
+                op = registry.get(node.op)
+                ctx = self._context(node, training, saved.setdefault(node.id, {}), masks.of(node))
+                xs = self._operands(node, values)
                 if node.id == plan.loss.id and node.id not in grad_values:
                     grad_values[node.id] = xp.ones_like(values[node.id])
                 gy = grad_values.get(node.id)
@@ -99,6 +129,8 @@ class Executor:
                 if nid not in wrt_ids:
                     grad_values.pop(nid, None)
         out_values = {n.name: values[n.id] for n in plan.outputs}
+        self.output_masks = {n.name: masks.axes[n.layout] for n in plan.outputs
+                             if isinstance(n.layout, SeqAxis) and n.layout in masks.axes}
         if plan.loss is not None:
             out_values.setdefault(plan.loss.name, values[plan.loss.id])
         out_grads = {}
@@ -137,22 +169,126 @@ class Executor:
                 on_device = self.backend.asarray(value) if value.dtype.kind == "f" else value
                 self.state.setdefault(node.id, {})[field_name] = on_device
 
-    def _context(self, node: Node, training: bool, saved: dict) -> OpContext:
+    def _context(self, node: Node, training: bool, saved: dict, mask=None) -> OpContext:
         return OpContext(xp=self.xp, dyn=[dyn_rank(i.layout) for i in node.inputs], out_dyn=dyn_rank(node.layout),
-                         training=training, rng=self.rng, state=self.state.setdefault(node.id, {}),
+                         training=training, rng=self.rng, mask=mask, state=self.state.setdefault(node.id, {}),
                          saved=saved, node_name=node.name, options=self.options)
 
-    def _bind_leaf(self, leaf: Node, feeds: Mapping[str, object]):
+    def _operands(self, node: Node, values: dict) -> list:
+        xs = [values[i.id] for i in node.inputs]
+        if node.op in SPARSE_KERNELS:
+            return xs
+        return [densified(x, self.xp, self.backend.dtype) for x in xs]
+
+    def _bind_leaf(self, leaf: Node, feeds: Mapping[str, object], masks: "_Masks"):
         if leaf.is_parameter:
             return self.parameters[leaf.name]
         if leaf.name not in feeds:
             raise DataError(f"no data given for input '{leaf.name}'",
                             hint=f"the inputs of this network are: {', '.join(n.name for n in self.network.inputs)}")
-        array = self.xp.asarray(feeds[leaf.name], dtype=self.backend.dtype)
+        value, mask = _split_feed(feeds[leaf.name])
+        if mask is not None:
+            mask = self.xp.asarray(mask, dtype=bool)
+        if isinstance(value, SparseRows):
+            return self._bind_sparse(leaf, value, mask, masks)
+        array = self.xp.asarray(value, dtype=self.backend.dtype)
         expected = to_runtime(leaf.shape)
         lead = dyn_rank(leaf.layout)
+        if leaf.layout is BATCH and mask is not None:
+            array = array[mask]             # frame mode: the real steps of all sequences are the batch
         if array.ndim == lead + 1 and array.shape[lead:] != expected and array.shape[-1] == int(np.prod(expected)):
             array = array.reshape(array.shape[:lead] + expected)   # flat reader samples
         if tuple(array.shape[lead:]) != expected:
             raise DataError(f"input '{leaf.name}' expects samples of shape {expected} (row-major), got {array.shape[lead:]}")
+        if lead == 2:
+            masks.bind(leaf, array.shape[:2], mask, self.xp)
         return array
+
+    def _bind_sparse(self, leaf: Node, rows: SparseRows, mask, masks: "_Masks") -> SparseRows:
+        if leaf.layout is BATCH and mask is not None:
+            rows = rows.select(mask.reshape(-1), self.xp)
+        if rows.row_size != num_elements(leaf.shape):
+            raise DataError(f"sparse input '{leaf.name}' has samples of {rows.row_size} elements, "
+                            f"the network expects {num_elements(leaf.shape)}")
+        if len(rows.lead) != dyn_rank(leaf.layout):
+            raise DataError(f"sparse input '{leaf.name}' is laid out over {len(rows.lead)} dynamic axes, "
+                            f"the network expects {dyn_rank(leaf.layout)}")
+        xp = self.xp
+        rows = SparseRows(xp.asarray(rows.indices), xp.asarray(rows.values, dtype=self.backend.dtype),
+                          xp.asarray(rows.offsets), tuple(rows.lead), to_runtime(leaf.shape))
+        if len(rows.lead) == 2:
+            masks.bind(leaf, tuple(rows.lead), mask, self.xp)
+        return rows
+
+
+def _split_feed(feed):
+    """(value, mask or None) of one feed (see the module doc for the accepted forms)."""
+    if isinstance(feed, tuple) and len(feed) == 2:
+        return feed
+    return feed, None
+
+
+class _Masks:
+    """The masks of one run: one per sequence axis, given with the inputs or made by an op that
+    creates a new axis (Where, Slice on the time axis), which reports it in `ctx.saved["out_mask"]`.
+
+    A kernel's `ctx.mask` is the mask of its output's axis when an input shares that axis, else (a
+    per-sequence output, or an op making a new axis) the mask of its first sequence input; it is
+    chosen once per node and run, so an op's forward and backward see the same mask.
+    """
+
+    def __init__(self):
+        self.axes: dict = {}          # SeqAxis -> (T, N) bool
+        self.owner: dict = {}         # SeqAxis -> name of the input that gave the mask
+        self.chosen: dict = {}        # node id -> mask for ctx.mask
+
+    def __getitem__(self, axis):
+        return self.axes[axis]
+
+    def of(self, node: Node):
+        if node.id not in self.chosen:
+            axes = [i.layout for i in node.inputs if isinstance(i.layout, SeqAxis)]
+            if isinstance(node.layout, SeqAxis) and (node.layout in axes or not axes):
+                self.chosen[node.id] = self.axes.get(node.layout)
+            else:
+                self.chosen[node.id] = self.axes.get(axes[0]) if axes else None
+        return self.chosen[node.id]
+
+    def made_by(self, node: Node, ctx: OpContext) -> None:
+        if isinstance(node.layout, SeqAxis) and node.layout not in self.axes:
+            mask = ctx.saved.pop("out_mask", None)
+            if mask is None:
+                raise RuntimeError(f"{node.op} '{node.name}' creates the sequence axis '{node.layout}' "
+                                   "but reported no mask for it")
+            self.axes[node.layout] = mask
+
+    def bind(self, leaf: Node, lead: tuple, mask, xp) -> None:
+        if mask is None:
+            mask = xp.ones(tuple(lead), dtype=bool)
+        if tuple(mask.shape) != tuple(lead):
+            raise DataError(f"input '{leaf.name}': the mask has shape {tuple(mask.shape)}, the data {tuple(lead)} "
+                            "(steps, sequences)")
+        axis = leaf.layout
+        known = self.axes.get(axis)
+        if known is None:
+            self.axes[axis], self.owner[axis] = mask, leaf.name
+        elif known.shape != mask.shape or not bool((known == mask).all()):
+            raise DataError(f"inputs '{self.owner[axis]}' and '{leaf.name}' share the dynamic axis '{axis}', "
+                            "but their sequences have different lengths",
+                            hint="a per-sequence input (e.g. an intent label) needs its own axis: "
+                                 "Input{…, dynamicAxis=DynamicAxis()}")
+
+
+def input_feed(node: Node, stream, dtype=np.float32):
+    """The feed for input `node` from a reader's `StreamBatch` (readers/batch.py), by the input's layout."""
+    if dyn_rank(node.layout) == 1 and stream.max_length <= 1:
+        return stream.to_dense_batch(dtype)
+    if stream.is_sparse:
+        lengths = stream.lengths()
+        indices, values, offsets = stream.padded_csr()
+        steps = int(lengths.max()) if len(lengths) else 0
+        mask = np.arange(steps)[:, None] < lengths[None, :]
+        return SparseRows(indices, values.astype(dtype, copy=False), offsets, (steps, len(lengths)),
+                          to_runtime(node.shape)), mask
+    array, mask = stream.to_padded(dtype)
+    return array.reshape(array.shape[:2] + to_runtime(node.shape)), mask

@@ -31,7 +31,7 @@ from netlang.compiler.shapes import num_elements, to_runtime
 from netlang.errors import DataError, DataPosition, NetworkError, TrainingInterrupted
 from netlang.runtime import modelio
 from netlang.runtime.backend import Backend
-from netlang.runtime.executor import Executor, initial_parameters
+from netlang.runtime.executor import Executor, initial_parameters, input_feed
 from netlang.runtime.flatbuffer import FlatParameters
 from netlang.runtime.learners import Learner, SGDSettings, create_learner
 from netlang.runtime.parallel import ParallelSettings, create_strategy
@@ -80,16 +80,12 @@ def feeds_from_minibatch(network: Network, minibatch, dtype) -> dict[str, np.nda
         if stream is None:
             raise DataError(f"the reader has no stream named '{node.name}' for the network input",
                             hint=f"reader streams: {', '.join(sorted(minibatch.streams))}")
-        if dyn_rank(node.layout) == 1:
-            if stream.max_length == 1:
-                array = stream.to_dense_batch(dtype)
-            else:  # frame mode: every frame of every sequence is one sample
-                padded, mask = stream.to_padded(dtype)
-                array = padded[mask]
+        if dyn_rank(node.layout) == 1 and stream.max_length > 1 and not stream.is_sparse:
+            # frame mode: every frame of every sequence is one sample
+            padded, mask = stream.to_padded(dtype)
+            feeds[node.name] = padded[mask].reshape((-1,) + to_runtime(node.shape))
         else:
-            array, _mask = stream.to_padded(dtype)
-        lead = dyn_rank(node.layout) if dyn_rank(node.layout) else 1
-        feeds[node.name] = array.reshape(array.shape[:lead] + to_runtime(node.shape))
+            feeds[node.name] = input_feed(node, stream, dtype)
     return feeds
 
 
@@ -403,7 +399,8 @@ class Trainer:
 
     def _interrupt(self, epoch: int, totals: dict) -> None:
         path = self.save_checkpoint(epoch, {k: v for k, v in totals.items()})
-        name = signal.Signals(self._stop_signal).name if self._stop_signal is not None else "another worker"
+        stopped_here = self._stop_signal is not None   # or another worker was signalled
+        name = signal.Signals(self._stop_signal).name if stopped_here else "a signal to another worker"
         raise TrainingInterrupted(f"stopped by {name} in epoch {epoch}; checkpoint written to {path}",
                                   hint="run the same command again to resume from there")
 
