@@ -59,6 +59,8 @@ DATA_PARALLEL_SGD_SCHEMA = Schema("DataParallelSGD", [
           doc="bits per gradient value: 1 = 1-bit SGD; default 32 (float) / 64 (double) = no quantisation"),
     Field("useZeroThresholdFor1BitQuantization", Bool(), True),
     Field("useBufferedAsyncGradientAggregation", Bool(), False),
+    Field("quantizeAlongLongerAxis", Bool(), False,
+          doc="netlang: quantise each weight matrix along its longer axis (fewer bytes than CNTK's columns)"),
 ])
 
 MODEL_AVERAGING_SGD_SCHEMA = Schema("ModelAveragingSGD", [

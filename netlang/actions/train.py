@@ -18,7 +18,7 @@ from netlang.errors import ConfigError, TrainingInterrupted
 from netlang.runtime.distributed import (LocalCommunicator, detect_launch, failure_guard, get_communicator,
                                          install_failure_handlers)
 from netlang.runtime.learners import SGDSettings
-from netlang.runtime.parallel import FULL_PRECISION_BITS, QUANTIZED_BITS, ParallelSettings
+from netlang.runtime.parallel import FULL_PRECISION_BITS, QUANTIZED_BITS, SUPPORTED_METHODS, ParallelSettings
 from netlang.runtime.progress import Progress
 from netlang.runtime.trainer import Trainer, TrainSettings
 
@@ -62,10 +62,8 @@ def parallel_settings(config, view) -> ParallelSettings | None:
     if block is None:
         return ParallelSettings()
     method = block.parallelizationMethod
-    if method == "DataParallelASGD":
-        raise block.error("parallelizationMethod", "DataParallelASGD (CNTK's Multiverso parameter server) "
-                          "is not supported", hint="use DataParallelSGD, BlockMomentumSGD or ModelAveragingSGD")
-    values = {"method": method, "start_epoch": int(block.parallelizationStartEpoch)}
+    values = {"method": method, "start_epoch": int(block.parallelizationStartEpoch),
+              "span": block.span_of("parallelizationMethod")}
     if method == "DataParallelSGD" and block.DataParallelSGD is not None:
         values.update(_data_parallel_values(block.DataParallelSGD))
     if method == "BlockMomentumSGD" and block.BlockMomentumSGD is not None:
@@ -76,7 +74,8 @@ def parallel_settings(config, view) -> ParallelSettings | None:
 
 
 def _data_parallel_values(block) -> dict:
-    values = {"zero_threshold": bool(block.useZeroThresholdFor1BitQuantization)}
+    values = {"zero_threshold": bool(block.useZeroThresholdFor1BitQuantization),
+              "longer_axis": bool(block.quantizeAlongLongerAxis)}
     schedule = block.gradientBits
     if schedule is not None:
         for bits in schedule.values:
@@ -121,6 +120,10 @@ def communicator_for(config, parallel: ParallelSettings | None):
     if workers > 1 and parallel.method == "none":
         raise ConfigError(f"parallelTrain = true with {workers} workers, but no parallelization method",
                           span, hint="add SGD.ParallelTrain = { parallelizationMethod = \"DataParallelSGD\" }")
+    if workers > 1 and parallel.method not in SUPPORTED_METHODS:
+        raise ConfigError(f"parallelizationMethod {parallel.method} (CNTK's Multiverso parameter server) is not "
+                          f"supported", parallel.span, key="parallelizationMethod",
+                          hint="use DataParallelSGD, BlockMomentumSGD or ModelAveragingSGD")
     return get_communicator(True, span)
 
 
@@ -139,7 +142,7 @@ def run_train(config, name: str, view, progress: Progress | None = None, comm=No
     comm = comm or communicator_for(config, parallel)
     if comm.size <= 1:
         return _train(config, name, view, progress, comm, parallel)
-    install_failure_handlers(comm)
+    install_failure_handlers(comm, announce=progress.enabled)   # pid -> rank, to name a killed rank
     if comm.rank != 0:
         progress = Progress(enabled=False, console=progress.console)
     with failure_guard(comm):

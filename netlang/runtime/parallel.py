@@ -39,7 +39,8 @@ Conventions (CNTK's where it has one):
 * Random numbers: rank 0 keeps the single-process stream, rank r > 0 draws dropout masks from
   its own stream seeded by (seed, r).
 * `gradientBits` >= 32 is a full-precision all-reduce (also 32 in double precision); 1, 2, 4 and
-  8 use the striped k-bit aggregation of distributed/aggregation.py with its two residuals.
+  8 use the striped k-bit aggregation of distributed/aggregation.py with its two residuals, on
+  CNTK's columns or, with `quantizeAlongLongerAxis`, along each matrix's longer axis (WireLayout).
 * Block methods sync when the samples processed by all workers since the last sync reach
   `blockSize` (every worker sees the same global count, so they agree without asking), and at
   the end of every epoch, so epoch models are always the synchronised model. BMUF follows the
@@ -72,7 +73,9 @@ from netlang.runtime.distributed import (BlockMomentum, GradientAggregator, Mode
                                          resolve_block_size)
 from netlang.runtime.distributed.blockmomentum import (DEFAULT_BLOCK_SIZE_PER_WORKER_BMUF,
                                                        DEFAULT_BLOCK_SIZE_PER_WORKER_MA)
+from netlang.runtime.distributed.quantization import column_dims
 
+SUPPORTED_METHODS = ("none", "DataParallelSGD", "BlockMomentumSGD", "ModelAveragingSGD")
 FULL_PRECISION_BITS = 32          # gradientBits at or above this: a plain all-reduce
 QUANTIZED_BITS = (1, 2, 4, 8)
 MOMENTUM_STATES = ("smoothed_gradient", "mean")   # learner buffers resetSGDMomentum zeroes
@@ -86,6 +89,7 @@ class ParallelSettings:
     start_epoch: int = 1                                  # parallelizationStartEpoch (1-based)
     gradient_bits: Callable[[int], int] | None = None     # epoch -> bits; None: full precision
     zero_threshold: bool = True                           # useZeroThresholdFor1BitQuantization
+    longer_axis: bool = False                             # quantizeAlongLongerAxis (netlang)
     block_size: int | None = None                         # samples over all workers
     block_size_per_worker: int | None = None
     block_learning_rate: float = 1.0
@@ -93,6 +97,7 @@ class ParallelSettings:
     block_momentum_as_time_constant: float | None = None
     use_nesterov: bool = True
     reset_sgd_momentum: bool = True
+    span: object = None                                   # where the method is chosen, for errors
 
     def bits(self, epoch: int) -> int:
         return FULL_PRECISION_BITS if self.gradient_bits is None else int(self.gradient_bits(epoch))
@@ -102,6 +107,8 @@ class ParallelSettings:
         if self.method == "DataParallelSGD":
             bits = self.bits(max(self.start_epoch, 1))
             text += " (full precision)" if bits >= FULL_PRECISION_BITS else f" ({bits}-bit)"
+            if bits < FULL_PRECISION_BITS and self.longer_axis:
+                text += " along the longer axis"
         if self.start_epoch > 1:
             text += f" from epoch {self.start_epoch}"
         return text
@@ -234,6 +241,10 @@ class _Workers(ParallelStrategy):
     def _shared_arrays(self) -> dict:
         return {}
 
+    def _info(self) -> dict:
+        """What a checkpoint's per-worker state depends on."""
+        return {"method": self.name, "workers": self.workers}
+
     def _load(self, shared: dict, own: dict) -> None:
         if "rng" in own:
             self.executor.rng.bit_generator.state = _from_json_array(own["rng"])
@@ -243,7 +254,7 @@ class _Workers(ParallelStrategy):
     def checkpoint_arrays(self, mid_epoch: bool) -> dict:
         """This checkpoint's parallel state: shared parts and every worker's own (collective)."""
         arrays = {f"parallel/{k}": v for k, v in self._shared_arrays().items()}
-        arrays["parallel/info"] = _json_array({"method": self.name, "workers": self.workers})
+        arrays["parallel/info"] = _json_array(self._info())
         for rank, own in enumerate(_gather_arrays(self.comm, self._own_arrays(mid_epoch))):
             arrays.update({f"rank{rank}/{k}": v for k, v in own.items()})
         return arrays
@@ -253,9 +264,10 @@ class _Workers(ParallelStrategy):
         if "parallel/info" not in arrays:
             return None     # written by a single process: nothing per worker to restore
         info = _from_json_array(arrays["parallel/info"])
-        if info.get("workers") != self.workers or info.get("method") != self.name:
+        if info != self._info():
             return (f"the checkpoint was written by {info.get('workers')} workers with "
-                    f"{info.get('method')}; this run has {self.workers} with {self.name}: "
+                    f"{info.get('method')}; this run has {self.workers} with {self.name}"
+                    f"{' (other settings)' if info.get('method') == self.name else ''}: "
                     f"per-worker state (random streams, residuals, block state) starts afresh")
         own_prefix = f"rank{self.comm.rank}/"
         self._restored = {
@@ -287,6 +299,52 @@ class _Workers(ParallelStrategy):
         self._bytes += self.comm.bytes_sent - before
 
 
+class WireLayout:
+    """How the trainable gradient is laid out for the k-bit aggregator.
+
+    By default the aggregator sees the buffer as it is, so it quantises CNTK's columns: a weight
+    (200:784) has 784 columns of 200 values (its output axis), exactly as CNTK's quantiser does.
+    Each column costs two float values besides its bits, so short columns cost more per value: the
+    200-value columns send 1.32 bits per value and the (10:200) output weight's 10-value columns
+    7.4. With `longer_axis` (`quantizeAlongLongerAxis = true`, a netlang addition) a matrix whose
+    columns are shorter than its rows is transposed into a wire buffer first, so it is quantised
+    along its longer axis (200 columns of 784 values: 1.08 bits per value); the aggregate comes
+    back transposed. The residuals are kept in the wire layout.
+    """
+
+    def __init__(self, flat, longer_axis: bool):
+        self.segments, self.flipped = [], []
+        for name in flat.trainable_names:
+            shape = flat.shape(name)
+            rows, cols = column_dims(shape)
+            if longer_axis and rows < cols:
+                # run-time shape (rows, cols): the aggregator's columns are now the old rows
+                self.segments.append((flat.offset(name), (rows, cols)))
+                self.flipped.append((flat.segment(name), (cols, rows)))
+            else:
+                self.segments.append((flat.offset(name), shape))
+        self._buffer = None
+
+    def pack(self, grad: np.ndarray) -> np.ndarray:
+        """The gradient in wire layout (`grad` itself when nothing is transposed)."""
+        if not self.flipped:
+            return grad
+        if self._buffer is None:
+            self._buffer = np.empty_like(grad)
+        wire = self._buffer
+        wire[...] = grad
+        for segment, matrix in self.flipped:
+            wire[segment] = grad[segment].reshape(matrix).T.ravel()
+        return wire
+
+    def unpack(self, wire: np.ndarray, grad: np.ndarray) -> None:
+        if wire is grad:
+            return
+        grad[...] = wire
+        for segment, (cols, rows) in self.flipped:
+            grad[segment] = wire[segment].reshape(rows, cols).T.ravel()
+
+
 class DataParallel(_Workers):
     """DataParallelSGD: every step, the workers' gradients are summed before the learner runs."""
 
@@ -294,8 +352,8 @@ class DataParallel(_Workers):
 
     def _create(self) -> None:
         flat = self.flat
-        segments = [(flat.offset(name), flat.shape(name)) for name in flat.trainable_names]
-        self.aggregator = GradientAggregator(self.comm, segments, flat.num_trainable, flat.dtype,
+        self.wire = WireLayout(flat, self.settings.longer_axis)
+        self.aggregator = GradientAggregator(self.comm, self.wire.segments, flat.num_trainable, flat.dtype,
                                              bits=QUANTIZED_BITS[0],
                                              zero_threshold=self.settings.zero_threshold)
         self.bits = FULL_PRECISION_BITS
@@ -321,8 +379,13 @@ class DataParallel(_Workers):
     def _sum(self, grad: np.ndarray) -> None:
         if self.bits >= FULL_PRECISION_BITS:
             self.comm.allreduce_sum(grad)
-        else:
-            self.aggregator.aggregate(grad, 0)   # the sample count is summed with the totals
+            return
+        wire = self.wire.pack(grad)
+        self.aggregator.aggregate(wire, 0)   # the sample count is summed with the totals
+        self.wire.unpack(wire, grad)
+
+    def _info(self) -> dict:
+        return {**super()._info(), "longer_axis": self.settings.longer_axis}
 
     def log_fields(self) -> dict:
         fields = super().log_fields()

@@ -40,6 +40,7 @@ from netlang.errors import EXIT_INTERNAL
 LIVENESS_INTERVAL_S = 0.5  # how often a waiting rank checks that its local peers still exist
 SPIN_S = 0.002             # busy-poll this long before yielding the CPU between polls
 TIMEOUT_ENV = "NETLANG_MPI_TIMEOUT"  # seconds a collective may wait before the job is aborted
+ABORT_GRACE_S = 0.2  # between printing why the job is aborted and aborting it
 
 
 class Communicator:
@@ -190,6 +191,9 @@ class MPICommunicator(Communicator):
 
     def abort(self, message: str, code: int = EXIT_INTERNAL) -> None:
         _write_stderr(message)
+        # MPICH's hydra may tear the job down before it has forwarded this rank's last output
+        # (seen in about 1 of 12 aborts): give it a moment to read the message first.
+        time.sleep(ABORT_GRACE_S)
         self._comm.Abort(code)
         # MPICH's Abort may return once the launcher was told; this rank must not run on.
         os._exit(code)
