@@ -17,6 +17,7 @@ from netlang.compiler import netbuild
 from netlang.errors import ConfigError, TrainingInterrupted
 from netlang.runtime.distributed import (LocalCommunicator, detect_launch, failure_guard, get_communicator,
                                          install_failure_handlers)
+from netlang.runtime.autoadjust import AutoAdjustSettings
 from netlang.runtime.learners import SGDSettings
 from netlang.runtime.parallel import FULL_PRECISION_BITS, QUANTIZED_BITS, SUPPORTED_METHODS, ParallelSettings
 from netlang.runtime.progress import Progress
@@ -49,6 +50,7 @@ def train_settings(config, name: str, view) -> TrainSettings:
         seed=common.top_seed(config),
         metrics_log=os.path.join(out_dir, "metrics.jsonl"),
         criterion=sgd.trainCriterionNodeName,
+        auto_adjust=AutoAdjustSettings.from_view(sgd.AutoAdjust),
         evaluation=evaluation,
         meta={"config": config.path, "action": name},
     )

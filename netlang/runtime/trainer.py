@@ -35,6 +35,7 @@ from netlang.runtime.executor import Executor, initial_parameters, input_feed
 from netlang.runtime.flatbuffer import FlatParameters
 from netlang.runtime.learners import Learner, SGDSettings, create_learner
 from netlang.runtime.parallel import ParallelSettings, create_strategy
+from netlang.runtime.autoadjust import AutoAdjustSettings, LearningRateAdjuster
 from netlang.runtime.progress import Progress
 from netlang.runtime.ops import registry
 
@@ -56,7 +57,7 @@ class TrainSettings:
     metrics_log: str | None = None                # JSON lines, one per report and per epoch
     criterion: str | None = None                  # trainCriterionNodeName
     evaluation: list[str] | None = None           # evalCriterionNodeName(s)
-    auto_adjust: dict | None = None               # {"kind": "adjustAfterEpoch", ...}
+    auto_adjust: AutoAdjustSettings | None = None  # AutoAdjust with adjustAfterEpoch
     meta: dict = field(default_factory=dict)
 
 
@@ -126,6 +127,7 @@ class Trainer:
         self.grad_views = {p.name: self.flat.grad_view(p.name) for p in self.learnable}
         self.learner: Learner = create_learner(sgd, self.flat)
         self.parallel = create_strategy(parallel, comm, self.flat, self.learner, self.executor, settings.seed)
+        self.adjuster = LearningRateAdjuster(settings.auto_adjust) if settings.auto_adjust else None
         self.start_epoch = 1
         self.resume_position: dict | None = None
         self._stop_signal: int | None = None
@@ -183,7 +185,8 @@ class Trainer:
     def _training_state(self, epoch: int, position: dict | None) -> dict:
         return {"epoch": epoch, "position": position, "reader": self.source.state(),
                 "rng": self.executor.rng.bit_generator.state,
-                "learner": {k: v for k, v in self.learner.state_dict().items() if not _is_array(v)}}
+                "learner": {k: v for k, v in self.learner.state_dict().items() if not _is_array(v)},
+                "autoAdjust": self.adjuster.state() if self.adjuster else None}
 
     def _state_arrays(self) -> dict:
         arrays = {f"learner/{k}": self.backend.to_numpy(v)
@@ -239,6 +242,8 @@ class Trainer:
             self.progress.message(note)
         self.source.restore(training["reader"])
         self.executor.rng.bit_generator.state = training["rng"]
+        if self.adjuster is not None and training.get("autoAdjust"):
+            self.adjuster.load_state(training["autoAdjust"])
         position = training.get("position")
         self.resume_position = position
         epoch = int(training["epoch"])
@@ -262,6 +267,8 @@ class Trainer:
             for epoch in range(self.start_epoch, self.settings.max_epochs + 1):
                 result = self.train_epoch(epoch)
                 results.append(result)
+                if self.adjuster is not None:
+                    self._adjust_learning_rate(result)
                 self.save_model(self.epoch_model_path(epoch))
                 self.save_checkpoint(epoch, None)
                 self._remove_interrupt_checkpoint()
@@ -272,6 +279,18 @@ class Trainer:
         finally:
             self._restore_signal_handlers(previous)
         return results
+
+    def _adjust_learning_rate(self, result: EpochResult) -> None:
+        """AutoAdjust after an epoch: maybe go back to the best epoch's model, then scale the rate."""
+        action, best_epoch = self.adjuster.after_epoch(result)
+        if action is None:
+            return
+        if best_epoch is not None and best_epoch != result.epoch:
+            self.flat.copy_from(modelio.load_model(self.epoch_model_path(best_epoch)).parameters)
+            self.progress.message(f"AutoAdjust: epoch {result.epoch} did worse; back to the model of epoch {best_epoch}")
+        self.learner.learning_rate_factor *= self.adjuster.factor(action)
+        self.progress.message(f"AutoAdjust: learning rate {action}d to "
+                              f"{self.learner.learning_rate_per_sample(result.epoch + 1):.6g} per sample")
 
     def _remove_interrupt_checkpoint(self) -> None:
         if self.comm is None or self.comm.rank == 0:
