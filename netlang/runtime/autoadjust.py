@@ -36,6 +36,9 @@ class AutoAdjustSettings:
     @classmethod
     def from_view(cls, view) -> "AutoAdjustSettings | None":
         """Settings from a validated `AutoAdjust` block, or None unless it asks for adjustAfterEpoch."""
+        if view is not None and view.autoAdjustLR == "searchBeforeEpoch":
+            raise view.error("autoAdjustLR", "autoAdjustLR = searchBeforeEpoch (learning-rate search) is not "
+                             "available in netlang yet", hint="use adjustAfterEpoch, or a schedule")
         if view is None or view.autoAdjustLR != "adjustAfterEpoch":
             return None
         return cls(float(view.reduceLearnRateIfImproveLessThan), bool(view.continueReduce),
