@@ -8,7 +8,7 @@ data errors carry a DataPosition (file, line or record, stream). The CLI renders
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 # Exit codes (BSD sysexits where one fits).
 EXIT_OK = 0

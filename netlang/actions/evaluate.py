@@ -1,15 +1,11 @@
 """The `test`/`eval` and `write` actions on a trained model file."""
 from __future__ import annotations
 
-import os
-
-import numpy as np
-
 from netlang.actions import common
 from netlang.errors import ConfigError, DataError, DataPosition
 from netlang.runtime.executor import Executor
 from netlang.runtime.modelio import atomic_write
-from netlang.runtime.trainer import evaluate, feeds_from_minibatch
+from netlang.runtime.trainer import evaluate
 
 
 def _executor(view):

@@ -18,7 +18,7 @@ import numpy as np
 
 from netlang.compiler import hooks
 from netlang.compiler.hooks import BuildContext
-from netlang.compiler.ir import BATCH, DEFAULT_SEQ, Node, SeqAxis
+from netlang.compiler.ir import BATCH, Node, SeqAxis
 from netlang.compiler import shapeinfer
 from netlang.errors import EvalError, NetworkError, suggest
 from netlang.runtime.ops import registry

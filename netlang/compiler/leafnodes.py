@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from netlang.compiler.hooks import BuildContext
-from netlang.compiler.ir import BATCH, DEFAULT_SEQ, LEGACY_TAGS, TAG_GROUPS, Node, SeqAxis
+from netlang.compiler.ir import DEFAULT_SEQ, LEGACY_TAGS, TAG_GROUPS, Node, SeqAxis
 from netlang.errors import EvalError
 
 INIT_KINDS = ("uniform", "gaussian", "heNormal", "heUniform", "glorotNormal", "glorotUniform", "xavier",

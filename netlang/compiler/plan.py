@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from netlang.compiler.ir import Network, Node, dyn_rank
+from netlang.compiler.ir import Network, Node
 from netlang.compiler.loops import Loop, execution_units
 from netlang.runtime.ops import registry
 

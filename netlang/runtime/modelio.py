@@ -13,7 +13,6 @@ and is renamed into place, so a crash never leaves a half-written model behind.
 """
 from __future__ import annotations
 
-import io
 import json
 import os
 import tempfile
@@ -23,7 +22,7 @@ from typing import Mapping
 import numpy as np
 
 from netlang.compiler.ir import BATCH, TAG_GROUPS, Network, Node, SeqAxis
-from netlang.errors import ConfigError, DataError, DataPosition
+from netlang.errors import DataError, DataPosition
 
 FORMAT = "netlang-model"
 FORMAT_VERSION = 1

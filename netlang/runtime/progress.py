@@ -8,7 +8,6 @@ Lines go to stderr (results and `--json` documents own stdout):
 from __future__ import annotations
 
 import os
-import sys
 
 
 def _is_error_metric(name: str) -> bool:

@@ -22,13 +22,13 @@ import re
 import signal
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Callable
 
 import numpy as np
 
 from netlang.compiler.ir import Network, Node, dyn_rank
-from netlang.compiler.shapes import num_elements, to_runtime
-from netlang.errors import DataError, DataPosition, NetworkError, TrainingInterrupted
+from netlang.compiler.shapes import to_runtime
+from netlang.errors import DataError, NetworkError, TrainingInterrupted
 from netlang.runtime import modelio
 from netlang.runtime.backend import Backend
 from netlang.runtime.executor import Executor, initial_parameters, input_feed
