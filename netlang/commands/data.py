@@ -3,21 +3,29 @@
     netlang data prepare mnist --source DIR --out DIR [--no-png]
     netlang data prepare fashion-mnist --source DIR --out DIR [--no-png]
     netlang data prepare synthetic --out DIR [--seed N --classes K --dim D --samples N]
+    netlang data prepare atis --source DIR --out DIR [--min-count N]
+    netlang data score-slots PREDICTIONS REFERENCE [--labels slots.wl] [--json] [--per-type]
 
 MNIST and Fashion-MNIST share the IDX layout and the output files (CNTK's
 `Train-28x28_cntk_text.txt`/`Test-28x28_cntk_text.txt`, plus PNGs and map files for the image reader).
-Nothing is downloaded: `--source` is a directory holding the four IDX files.
+Nothing is downloaded: `--source` is a directory holding the four IDX files (MNIST) or the two
+IOB files (ATIS). `score-slots` scores slot tagging with conlleval's chunk rules
+(netlang/datasets/conlleval.py): the labels the `write` action wrote against a reference CTF file
+(or an ATIS IOB file).
 """
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import sys
 import time
 
 from netlang.commands import add_command_parser, stdout_console
 
 DESCRIPTION = """Prepare data for netlang's readers: convert MNIST or Fashion-MNIST IDX files to
-CNTKTextFormat (+ PNG files and map files), or write a small synthetic classification set."""
+CNTKTextFormat (+ PNG files and map files), ATIS IOB files to CTF sequences with vocabularies, or
+write a small synthetic classification set; score slot tagging output (score-slots)."""
 
 EXAMPLE = "netlang data prepare synthetic --out data/synthetic --classes 3 --dim 2"
 
@@ -49,9 +57,46 @@ def register(subparsers) -> None:
     synthetic.add_argument("--classes", type=int, default=3, help="number of classes (default 3)")
     synthetic.add_argument("--dim", type=int, default=2, help="feature dimension (default 2)")
     synthetic.add_argument("--samples", type=int, default=2000, help="training samples (default 2000)")
-    for leaf in (prepare, *datasets.choices.values()):
+    _add_atis_parser(datasets)
+    score = _add_score_slots_parser(actions)
+    for leaf in (prepare, score, *datasets.choices.values()):
         _accept_global_flags(leaf)
     parser.set_defaults(func=run)
+
+
+def _add_atis_parser(datasets) -> None:
+    atis = datasets.add_parser(
+        "atis", help="ATIS air travel queries: slot tags and intents, from IOB files",
+        description="ATIS: IOB files → CTF sequences (query, prevWord, nextWord, slotLabels, intent) "
+                    "and the vocabularies query.wl, slots.wl, intent.wl.",
+        epilog="example:\n  netlang data prepare atis --source ../shared/data/atis --out data/atis",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    atis.add_argument("--source", required=True, metavar="DIR",
+                      help="directory with atis.train.w-intent.iob and atis.test.w-intent.iob")
+    atis.add_argument("--out", required=True, metavar="DIR", help="output directory")
+    atis.add_argument("--min-count", type=int, default=1, metavar="N",
+                      help="training words seen fewer than N times become <unk> (default 1: none)")
+
+
+def _add_score_slots_parser(actions):
+    score = actions.add_parser(
+        "score-slots", help="slot tagging precision, recall and F1 (conlleval rules)",
+        description="Score predicted slot labels against a reference with conlleval's chunk rules. "
+                    "PREDICTIONS has one label per line and word (the write action's output with "
+                    "format.type = \"category\"; the last word of a line counts, blank lines may "
+                    "separate sentences). REFERENCE is a CTF file with a one-hot slot stream (its "
+                    "labels are read from --labels) or an ATIS .iob file.",
+        epilog="example:\n  netlang data score-slots out/atis_slots_lstm/slots.z data/atis/atis.test.ctf",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    score.add_argument("predictions", metavar="PREDICTIONS", help="predicted labels, one per line")
+    score.add_argument("reference", metavar="REFERENCE", help="reference CTF file (or .iob file)")
+    score.add_argument("--labels", metavar="FILE",
+                       help="label list of the CTF reference (default: slots.wl next to it)")
+    score.add_argument("--stream", default="slotLabels",
+                       help="the reference's slot stream (default slotLabels; S2 for CNTK's SLU data)")
+    score.add_argument("--per-type", action="store_true", help="also print the scores of each slot type")
+    score.add_argument("--json", action="store_true", help="print the scores as one JSON document")
+    return score
 
 
 def _accept_global_flags(parser) -> None:
@@ -65,9 +110,15 @@ def _accept_global_flags(parser) -> None:
 
 
 def run(args) -> int:
+    if args.data_action == "score-slots":
+        return run_score_slots(args)
     console = stdout_console(args)
     started = time.perf_counter()
-    if args.dataset in ("mnist", "fashion-mnist"):
+    if args.dataset == "atis":
+        from netlang.datasets.atis import prepare_atis
+
+        counts = prepare_atis(os.path.expanduser(args.source), args.out, min_count=args.min_count)
+    elif args.dataset in ("mnist", "fashion-mnist"):
         from netlang.datasets.mnist import prepare_mnist
 
         counts = prepare_mnist(os.path.expanduser(args.source), args.out, pngs=not args.no_png)
@@ -78,6 +129,37 @@ def run(args) -> int:
                                    samples=args.samples)
     if getattr(args, "verbosity", 0) >= 0:
         for name, count in counts.items():
-            console.print(f"wrote {os.path.join(args.out, name)} ({count} samples)", markup=False)
+            unit = "entries" if name.endswith(".wl") else "sequences" if args.dataset == "atis" else "samples"
+            console.print(f"wrote {os.path.join(args.out, name)} ({count} {unit})", markup=False)
         console.print(f"{args.dataset}: done in {time.perf_counter() - started:.1f} s", markup=False)
     return 0
+
+
+def run_score_slots(args) -> int:
+    from netlang.datasets import conlleval
+
+    reference, labels = _slot_reference(args)
+    predictions = conlleval.read_predictions(args.predictions)
+    if labels is not None:
+        conlleval.check_labels_known(predictions, labels)
+    result = conlleval.score(zip(reference, conlleval.split_like(predictions, reference)))
+    if args.json:
+        sys.stdout.write(json.dumps(result.as_dict()) + "\n")
+        return 0
+    console = stdout_console(args)
+    console.print(result.summary(), markup=False)
+    if args.per_type:
+        for line in result.type_lines():
+            console.print(line, markup=False)
+    return 0
+
+
+def _slot_reference(args) -> tuple[list[list[str]], list[str] | None]:
+    """The reference label sequences, and the label list the predictions must come from (CTF only)."""
+    from netlang.datasets import atis
+
+    if args.reference.endswith(".iob"):
+        return [list(u.slots) for u in atis.read_iob(args.reference)], None
+    labels_path = args.labels or os.path.join(os.path.dirname(args.reference), atis.SLOT_LABELS)
+    labels = atis.Vocabulary.read(labels_path)
+    return atis.read_slot_references(args.reference, labels, args.stream), labels.entries
