@@ -48,6 +48,9 @@ def create_reader(reader_view, network: Network, *, epoch_size: int | None = Non
 
     if reader_view is None:
         raise ConfigError("this action needs a reader block", hint="add reader = { … }")
+    if reader_view.get("truncated"):
+        raise reader_view.error("truncated", "truncated BPTT (truncated = true) is not available in netlang yet",
+                                hint="whole sequences are packed into minibatches; remove `truncated`")
     source = create_source(reader_settings(reader_view), os.getcwd(), epoch_size=epoch_size, randomize=randomize,
                            dtype=dtype, prefetch=prefetch)
     try:
