@@ -313,7 +313,8 @@ class Trainer:
             self.executor.options["dropoutRate"] = float(self.settings.dropout_rate(epoch))
         start = time.perf_counter() - totals["seconds"]
         lr = self.learner.learning_rate_per_sample(epoch)
-        self.progress.epoch_start(epoch, self.settings.max_epochs, self.settings.epoch_size)
+        epoch_samples = self.settings.epoch_size or getattr(self.source, "samples_per_sweep", 0)
+        self.progress.epoch_start(epoch, self.settings.max_epochs, epoch_samples)
         self.parallel.before_epoch(epoch, resumed=bool(position))
         if not position:
             self.source.start_epoch(epoch - 1)
