@@ -163,6 +163,9 @@ def _train(config, name: str, view, progress: Progress, comm, parallel: Parallel
     ref = view.network_expr()
     if ref is None:
         raise view.block_error("the train action needs a network", hint="add network = { … } (or BrainScriptNetworkBuilder)")
+    if view.SGD.truncated:
+        raise view.SGD.error("truncated", "truncated BPTT (SGD.truncated = true) is not available in netlang yet",
+                             hint="whole sequences are packed into minibatches; remove `truncated`")
     network = netbuild.build_action_network(ref)
     netbuild.require_training_nodes(network, ref.span)
     backend = common.backend_for(view)
