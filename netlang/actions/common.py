@@ -40,19 +40,18 @@ def reader_settings(reader_view) -> dict:
 
 
 def create_reader(reader_view, network: Network, *, epoch_size: int | None = None, randomize: bool | None = None,
-                  dtype=np.float32, prefetch: bool = True):
+                  dtype=np.float32, prefetch: bool = True, truncation: tuple | None = None):
     """A minibatch source for `network`'s inputs; a stream that does not match its Input is an error
-    at the Input's line (CNTK: "InputValue operation had its row dimension changed by the reader")."""
+    at the Input's line (CNTK: "InputValue operation had its row dimension changed by the reader").
+    `truncation` (from `truncation_settings`) packs windows for truncated BPTT; only training asks for
+    it — evaluation reads whole sequences whatever the reader block says."""
     from netlang.readers.factory import create_source
     from netlang.runtime.trainer import check_streams
 
     if reader_view is None:
         raise ConfigError("this action needs a reader block", hint="add reader = { … }")
-    if reader_view.get("truncated"):
-        raise reader_view.error("truncated", "truncated BPTT (truncated = true) is not available in netlang yet",
-                                hint="whole sequences are packed into minibatches; remove `truncated`")
     source = create_source(reader_settings(reader_view), os.getcwd(), epoch_size=epoch_size, randomize=randomize,
-                           dtype=dtype, prefetch=prefetch)
+                           dtype=dtype, prefetch=prefetch, truncation=truncation)
     try:
         check_streams(network, source.stream_infos(), reader_view.span)
     except BaseException:

@@ -14,7 +14,7 @@ import yaml
 
 from netlang.actions import common
 from netlang.compiler import netbuild
-from netlang.errors import ConfigError, TrainingInterrupted
+from netlang.errors import ConfigError, NetworkError, TrainingInterrupted
 from netlang.runtime.distributed import (LocalCommunicator, detect_launch, failure_guard, get_communicator,
                                          install_failure_handlers)
 from netlang.runtime.autoadjust import AutoAdjustSettings
@@ -159,23 +159,55 @@ def run_train(config, name: str, view, progress: Progress | None = None, comm=No
     raise interrupted
 
 
+def truncation_settings(view, settings, network) -> tuple[int, int | None] | None:
+    """(window length, parallel sequences or None = minibatchSize / length) for truncated BPTT, or None.
+
+    The reader's `truncated = true` takes `truncationLength`; CNTK's older spelling, SGD `truncated =
+    true` without it, makes the window `minibatchSize` steps and runs the reader's
+    `nbruttsineachrecurrentiter` sequences in parallel.
+    """
+    reader = view.reader
+    in_reader = bool(reader is not None and reader.truncated)
+    if not (view.SGD.truncated or in_reader):
+        return None
+    for node in network.nodes:
+        if node.op == "FutureValue":
+            raise NetworkError(f"truncated BPTT cannot run FutureValue '{node.name}': it would read steps of the "
+                               "next window, which is not there yet", node.span,
+                               hint="train a network with FutureValue (a backward or bidirectional layer) on "
+                                    "whole sequences: truncated = false")
+        if node.op == "OptimizedRNNStack":
+            raise NetworkError(f"truncated BPTT cannot carry the state of the fused OptimizedRNNStack "
+                               f"'{node.name}' across minibatches", node.span,
+                               hint="use the composed layers (RecurrentLSTMLayer, BS.RNNs.RecurrentLSTMPStack …), "
+                                    "which carry it, or truncated = false")
+    length = reader.truncationLength if reader is not None else 0
+    if length:
+        return length, None
+    if in_reader and not view.SGD.truncated:
+        raise reader.error("truncationLength", "truncated = true needs truncationLength (steps per window)",
+                           hint="e.g. truncationLength = 20; minibatchSize / truncationLength sequences run "
+                                "in parallel")
+    parallel = reader.nbruttsineachrecurrentiter if reader is not None else 1
+    return int(settings.minibatch_size(1)), int(parallel or 1)
+
+
 def _train(config, name: str, view, progress: Progress, comm, parallel: ParallelSettings | None) -> list:
     ref = view.network_expr()
     if ref is None:
         raise view.block_error("the train action needs a network", hint="add network = { … } (or BrainScriptNetworkBuilder)")
-    if view.SGD.truncated:
-        raise view.SGD.error("truncated", "truncated BPTT (SGD.truncated = true) is not available in netlang yet",
-                             hint="whole sequences are packed into minibatches; remove `truncated`")
     network = netbuild.build_action_network(ref)
     netbuild.require_training_nodes(network, ref.span)
     backend = common.backend_for(view)
     settings = train_settings(config, name, view)
+    truncation = truncation_settings(view, settings, network)
     sgd = SGDSettings.from_cntk(sgd_values(view.SGD), view.SGD.span)
     if os.path.exists(settings.model_path) and settings.make_mode:
         progress.message(f"{name}: the final model {settings.model_path} exists; nothing to do "
                          f"(makeMode = true; delete it or set makeMode = false to train again)")
         return []
-    source = common.create_reader(view.reader, network, epoch_size=settings.epoch_size, dtype=backend.dtype)
+    source = common.create_reader(view.reader, network, epoch_size=settings.epoch_size, dtype=backend.dtype,
+                                  truncation=truncation)
     cv_source = None
     try:
         if view.cvReader is not None:

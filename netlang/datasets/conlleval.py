@@ -8,11 +8,11 @@ groups together; with IOB tags:
   word's (so `I-X` after `B-Y` starts a new chunk of type X);
 * it ends before `B-…`, before `O`, before a change of type, and at the end of the sentence.
 
-conlleval also knows IOE tags (`E-X`); their rules are in the tables below too. `O` words belong to
-no chunk. A guessed chunk is correct when a reference chunk has exactly its first word, last word and
-type. Precision = correct / guessed chunks, recall = correct / reference chunks, F1 their harmonic
-mean, all in percent (0 when undefined, as conlleval prints them); token accuracy counts words whose
-whole label is right.
+conlleval also knows IOE tags (`E-X`); their rules are in the tables below too (its `[`/`]` tags
+for bracketed chunks are left out). `O` words belong to no chunk. A guessed chunk is correct when a
+reference chunk has exactly its first word, last word and type. Precision = correct / guessed
+chunks, recall = correct / reference chunks, F1 their harmonic mean, all in percent (0 when
+undefined, as conlleval prints them); token accuracy counts words whose whole label is right.
 
 Counting exact (start, end, type) matches is what conlleval's one-pass `inCorrect` bookkeeping
 computes, because under these rules a chunk always ends before the next one starts.

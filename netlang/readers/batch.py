@@ -262,7 +262,10 @@ class Minibatch:
     `num_samples` counts samples in the stream that defines the minibatch size (else the longest
     stream of each sequence); the `global_` counts are over the whole minibatch of all ranks.
     `end_of_epoch` marks the last minibatch of an epoch; `sweep_end` is set when a pass over the
-    data ended inside this minibatch.
+    data ended inside this minibatch. In truncated BPTT (readers/truncation.py) sequence `i` is a
+    window of the sequence in parallel slot `slots[i]` that starts at its step `steps_before[i]`
+    (> 0: it goes on from that slot's window in the previous minibatch); both are None for whole
+    sequences.
     """
 
     streams: dict[str, StreamBatch]
@@ -274,6 +277,8 @@ class Minibatch:
     end_of_epoch: bool
     sweep_end: bool
     keys: list = field(default_factory=list)
+    slots: np.ndarray | None = None
+    steps_before: np.ndarray | None = None
 
     def __getitem__(self, name: str) -> StreamBatch:
         return self.streams[name]

@@ -25,6 +25,7 @@ from netlang.errors import ConfigError, suggest
 from netlang.readers.ctf import DEFAULT_CHUNK_SIZE, CtfDeserializer, CtfStream
 from netlang.readers.prefetch import PrefetchingSource
 from netlang.readers.source import Deserializer, MinibatchSource
+from netlang.readers.truncation import TruncatedSource
 
 # CNTKTextFormatReader's default window: 128 chunks of 32 MB, about 4 GB of text.
 CTF_DEFAULT_WINDOW_CHUNKS = 128
@@ -221,14 +222,15 @@ register_deserializer("CNTKTextFormatDeserializer", build_ctf)
 
 def create_source(reader_cfg: Mapping, base_dir: str, *, epoch_size: int | None = None,
                   streams_wanted: Mapping[str, int] | None = None, randomize: bool | None = None,
-                  dtype=np.float32, prefetch: bool = False) -> MinibatchSource | PrefetchingSource:
+                  dtype=np.float32, prefetch: bool = False, truncation: tuple | None = None):
     """The minibatch source a reader block describes.
 
     `epoch_size` (from SGD) overrides the reader's `epochSize`; `streams_wanted` maps the network's
     input names to their dimensions (an int or a shape tuple; 0 = not known): the source then
     carries just those streams, and a name or dimension that does not match the reader is an error.
-    `randomize=False` forces file order (the `write` action). `prefetch=True` wraps the source in a
-    read-ahead thread.
+    `randomize=False` forces file order (the `write` action). `truncation=(length, parallel)` cuts
+    the sequences into windows for truncated BPTT (readers/truncation.py). `prefetch=True` wraps the
+    source in a read-ahead thread.
     """
     cfg = ConfigView(reader_cfg, "reader")
     deserializers, default_window = _deserializers(cfg, base_dir, dtype)
@@ -257,6 +259,8 @@ def create_source(reader_cfg: Mapping, base_dir: str, *, epoch_size: int | None 
         epoch_size=epoch_size,
         streams=_check_wanted(deserializers, streams_wanted),
     )
+    if truncation is not None:
+        source = TruncatedSource(source, *truncation)
     return PrefetchingSource(source) if prefetch else source
 
 

@@ -27,11 +27,11 @@ from typing import Mapping
 
 import numpy as np
 
-from netlang.compiler.ir import BATCH, Network, Node, SeqAxis, dyn_rank
+from netlang.compiler.ir import BATCH, Network, Node, SeqAxis, dyn_rank, is_delay
 from netlang.compiler.plan import Plan, make_plan
 from netlang.compiler.shapes import num_elements, to_runtime
 from netlang.errors import DataError
-from netlang.runtime import recurrence
+from netlang.runtime import recurrence, truncation
 from netlang.runtime.backend import Backend, select_backend
 from netlang.runtime.initializers import SeedSequence, initial_value
 from netlang.runtime.ops import registry
@@ -65,6 +65,7 @@ class Executor:
         self.options: dict = {}
         self._plans: dict[tuple, Plan] = {}
         self.output_masks: dict[str, object] = {}
+        self._carry = None
 
     # ---- planning --------------------------------------------------------------------------------
     def plan(self, outputs: list[Node], loss: Node | None = None, wrt: list[Node] | None = None) -> Plan:
@@ -78,12 +79,14 @@ class Executor:
     # ---- running ---------------------------------------------------------------------------------
     def run(self, feeds: Mapping[str, object], outputs: list[Node], *, loss: Node | None = None,
             wrt: list[Node] | None = None, grads: Mapping[str, object] | None = None,
-            training: bool = False, accumulate: bool = False):
+            training: bool = False, accumulate: bool = False, carry=None):
         """Forward (and backward when `loss` is given). Returns (output values, gradients by name).
 
         `grads` supplies destination arrays for parameter gradients (e.g. views of a flat gradient
-        buffer); they are overwritten unless `accumulate`.
+        buffer); they are overwritten unless `accumulate`. `carry` (runtime/truncation.CarryOver) makes
+        the delays continue the sequences of the previous run (truncated BPTT).
         """
+        self._carry = carry
         plan = self.plan(outputs, loss, wrt)
         xp, dtype = self.xp, self.backend.dtype
         values: dict[int, object] = {}
@@ -94,7 +97,8 @@ class Executor:
         saved: dict = {}              # what a forward kernel (or loop) stashed for its own backward
         wrt_ids = {n.id for n in plan.wrt}
         run = recurrence.RunState(xp, dtype, values, grad_values, masks, saved,
-                                  lambda node, stash: self._context(node, training, stash, masks.of(node)))
+                                  lambda node, stash: self._context(node, training, stash, masks.of(node)),
+                                  carry, lambda node: self.state.setdefault(node.id, {}))
         for step in plan.steps:
             node = step.node
             if step.kind == "loop":
@@ -159,6 +163,10 @@ class Executor:
                     arrays[f"node/{node.name}/{key}"] = self.backend.to_numpy(value)
         return arrays
 
+    def forget_carried(self) -> None:
+        """Drop the recurrent state carried across minibatches (truncated BPTT): a new epoch starts afresh."""
+        truncation.forget(self.state)
+
     def load_state_arrays(self, arrays: Mapping[str, np.ndarray]) -> None:
         for key, value in arrays.items():
             if not key.startswith("node/"):
@@ -172,7 +180,8 @@ class Executor:
     def _context(self, node: Node, training: bool, saved: dict, mask=None) -> OpContext:
         return OpContext(xp=self.xp, dyn=[dyn_rank(i.layout) for i in node.inputs], out_dyn=dyn_rank(node.layout),
                          training=training, rng=self.rng, mask=mask, state=self.state.setdefault(node.id, {}),
-                         saved=saved, node_name=node.name, options=self.options)
+                         saved=saved, node_name=node.name, options=self.options,
+                         carry=self._carry if is_delay(node) else None)
 
     def _operands(self, node: Node, values: dict) -> list:
         xs = [values[i.id] for i in node.inputs]

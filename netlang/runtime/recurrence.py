@@ -48,6 +48,8 @@ class RunState:
     masks: dict                                    # SeqAxis -> (T, N) bool
     saved: dict                                    # what forward keeps for backward
     context: Callable[[Node, dict], OpContext]     # a kernel context for a node
+    carry: Any = None                              # truncated BPTT: runtime/truncation.CarryOver
+    state: Callable[[Node], dict] | None = None    # a node's persistent state (where carried steps live)
 
 
 @dataclass
@@ -74,6 +76,8 @@ class _Trace:
     saved: dict = field(default_factory=dict)           # (node id, t) -> ctx.saved
     valid: dict = field(default_factory=dict)           # delay id -> (T, N, 1, …) bool
     initial: dict = field(default_factory=dict)         # delay id -> (N, …) initial state
+    carried: dict = field(default_factory=dict)         # delay id -> (T, N, 1, …) bool: reads the previous window
+    history: dict = field(default_factory=dict)         # delay id -> (k, N, …) what it reads there
 
 
 def _prepare(node: Node, loop: Loop, run: RunState) -> _NodeStep:
@@ -122,6 +126,11 @@ def _prepare_delay(run: RunState, step: _NodeStep, trace: _Trace, mask) -> None:
     xs = [None] + [trace.inputs[i.id] for i in node.inputs[1:]]
     init = initial_state(ctx, xs, node.attrs, like, lead=1)
     trace.initial[node.id] = xp.broadcast_to(init, like.shape)
+    if run.carry is not None and step.offset > 0:
+        carried, history = run.carry.read(run.state(node), step.offset, mask, xp)
+        if carried is not None:
+            trace.carried[node.id] = carried.reshape(carried.shape + (1,) * len(sample))
+            trace.history[node.id] = history
 
 
 def run_forward(loop: Loop, run: RunState) -> None:
@@ -146,12 +155,20 @@ def run_forward(loop: Loop, run: RunState) -> None:
                 y = trace.initial[node.id]
                 if 0 <= source_t < T:
                     y = xp.where(trace.valid[node.id][t], outputs[node.inputs[0].id][source_t], y)
+                elif source_t < 0 and node.id in trace.carried:
+                    y = xp.where(trace.carried[node.id][t], trace.history[node.id][t], y)
             else:
                 step.ctx.saved = saved = {}
                 y = apply_forward(step.op, step.ctx, _operands(step, t, trace), node.attrs, step.rank)
                 if saved:
                     trace.saved[(node.id, t)] = saved
             outputs[node.id][t] = y
+    if run.carry is not None:
+        for step in trace.steps:
+            if step.delay and step.offset > 0:
+                k = step.offset
+                last = xp.stack(outputs[step.node.inputs[0].id][max(T - k, 0):])
+                run.carry.write(run.state(step.node), last, k, trace.history.get(step.node.id), xp)
     for node in loop.nodes:
         if node.id in loop.exported:
             run.values[node.id] = xp.stack(outputs[node.id])
@@ -189,7 +206,9 @@ def run_backward(loop: Loop, run: RunState) -> None:
                     sent = crossing[node.inputs[0].id]
                     sent[source_t] = _add(sent[source_t], xp.where(valid, gy, 0))
                 if len(node.inputs) > 1:
-                    initial[node.id] = _add(initial.get(node.id), xp.where(valid, 0, gy))
+                    # Steps that read the previous window (truncated BPTT) pass no gradient on.
+                    took = valid if node.id not in trace.carried else valid | trace.carried[node.id][t]
+                    initial[node.id] = _add(initial.get(node.id), xp.where(took, 0, gy))
                 continue
             step.ctx.saved = trace.saved.get((node.id, t), {})
             in_grads = apply_backward(step.op, step.ctx, _operands(step, t, trace), outputs[node.id][t], gy,

@@ -32,6 +32,7 @@ from netlang.errors import DataError, NetworkError, TrainingInterrupted
 from netlang.runtime import modelio
 from netlang.runtime.backend import Backend
 from netlang.runtime.executor import Executor, initial_parameters, input_feed
+from netlang.runtime.truncation import CarryOver
 from netlang.runtime.flatbuffer import FlatParameters
 from netlang.runtime.learners import Learner, SGDSettings, create_learner
 from netlang.runtime.parallel import ParallelSettings, create_strategy
@@ -318,6 +319,7 @@ class Trainer:
         self.parallel.before_epoch(epoch, resumed=bool(position))
         if not position:
             self.source.start_epoch(epoch - 1)
+            self.executor.forget_carried()
         rank, workers = self.parallel.reading()
         while True:
             if self.parallel.any_rank(self._stop_signal is not None):
@@ -339,6 +341,7 @@ class Trainer:
             if minibatch.end_of_epoch:
                 break
         self.parallel.end_epoch()
+        self.executor.forget_carried()      # every slot ran dry; nothing carried belongs in the model
         seconds = time.perf_counter() - start
         samples = max(totals["samples"], 1)
         result = EpochResult(epoch, totals["samples"], totals["criterion"] / samples,
@@ -354,8 +357,11 @@ class Trainer:
         local = int(minibatch.num_samples)
         if local:
             feeds = feeds_from_minibatch(self.network, minibatch, self.backend.dtype)
+            carry = None
+            if minibatch.slots is not None:   # truncated BPTT: windows continue the previous minibatch's
+                carry = CarryOver.of(minibatch.slots, minibatch.steps_before, self.backend.xp)
             outputs, _ = self.executor.run(feeds, self.evaluations, loss=self.criterion, wrt=self.learnable,
-                                           grads=self.grad_views, training=True)
+                                           grads=self.grad_views, training=True, carry=carry)
             crit = float(self.backend.to_numpy(outputs[self.criterion.name]).sum())
             metrics = {node.name: float(self.backend.to_numpy(outputs[node.name]).sum())
                        for node in self.evaluations}

@@ -109,6 +109,7 @@ class OpContext:
     saved: dict = field(default_factory=dict)
     node_name: str = ""
     options: dict = field(default_factory=dict)  # run-time options: dropoutRate, precompute_pass, …
+    carry: Any = None                # truncated BPTT: runtime/truncation.CarryOver of this minibatch
 
 
 _REGISTRY: dict[str, OpDef] = {}

@@ -197,10 +197,22 @@ def _shifted(x, k: int, future: bool, xp):
 
 def _make_delay(future: bool):
     def forward(ctx, xs, attrs):
-        x = xs[0]
-        valid = _expand(delay_valid(valid_steps(ctx, x), time_step(attrs), future, ctx.xp), x.ndim)
+        x, k, xp = xs[0], time_step(attrs), ctx.xp
+        mask = valid_steps(ctx, x)
+        valid = _expand(delay_valid(mask, k, future, xp), x.ndim)
         init = initial_state(ctx, xs, attrs, x, lead=2)
-        return ctx.xp.where(valid, _shifted(x, time_step(attrs), future, ctx.xp), init).astype(x.dtype, copy=False)
+        y = xp.where(valid, _shifted(x, k, future, xp), init).astype(x.dtype, copy=False)
+        if ctx.carry is not None and not future:
+            # Truncated BPTT: a continuing sequence's first k steps read the previous window.
+            carried, history = ctx.carry.read(ctx.state, k, mask, xp)
+            if carried is not None:
+                padded = xp.zeros_like(x)
+                steps = min(k, x.shape[0])
+                padded[:steps] = history[:steps]
+                y = xp.where(_expand(carried, x.ndim), padded, y)
+                ctx.saved["carried"] = carried
+            ctx.carry.write(ctx.state, x, k, history, xp)
+        return y
 
     def backward(ctx, xs, y, gy, attrs):
         x, k = xs[0], time_step(attrs)
@@ -210,7 +222,10 @@ def _make_delay(future: bool):
         gx = _shifted(read, k, not future, ctx.xp)
         grads = [gx]
         if len(xs) > 1:
-            grads.append(initial_state_gradient(ctx, xs, ctx.xp.where(valid, 0, gy), lead=2))
+            # Steps that read the previous window (truncated BPTT) pass no gradient on.
+            carried = ctx.saved.get("carried")
+            took_initial = ~valid if carried is None else ~(valid | _expand(carried, x.ndim))
+            grads.append(initial_state_gradient(ctx, xs, ctx.xp.where(took_initial, gy, 0), lead=2))
         return grads
 
     return forward, backward
