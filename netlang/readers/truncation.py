@@ -145,12 +145,11 @@ class TruncatedSource:
         if len(self._slots) < parallel:
             self._slots += [None] * (parallel - len(self._slots))
         for n, held in enumerate(self._slots):
-            if held is None or held.position >= held.length:
+            if held is None:               # the slot's sequence ended: the next one starts there
                 self._slots[n] = self._pull() if n < parallel else None
         active = [n for n, held in enumerate(self._slots) if held is not None]
-        steps_before = np.array([self._slots[n].position for n in local_of(active, rank, num_ranks)],
-                                dtype=np.int64)
         local = local_of(active, rank, num_ranks)
+        steps_before = np.array([self._slots[n].position for n in local], dtype=np.int64)
         windows = {n: self._window(self._slots[n]) for n in active}
         keys = [self._slots[n].key for n in local]
         for n in active:
@@ -177,11 +176,8 @@ class TruncatedSource:
         )
 
     def _refill_possible(self) -> bool:
-        if self._queue:
-            return True
-        if self._inner_done:
-            return False
-        self._fetch()
+        while not self._queue and not self._inner_done:
+            self._fetch()
         return bool(self._queue)
 
     def _pull(self) -> _Sequence | None:
