@@ -10,7 +10,7 @@ decoding threads, a fresh deserializer runs CNTK's usual training chain and the 
 * `decode`: decoding only (no transforms), read_chunk over every chunk;
 * `train chain`: decoding plus RandomSide crop, Scale (cubic:linear), Color, Mean, Transpose;
 * `source sweep`: one randomized sweep of minibatches of 128 through MinibatchSource (the train chain,
-  plus the chunk shuffling and the minibatch assembly into dense arrays).
+  plus the shuffling, the per-minibatch `read_sequences` calls and the assembly into dense arrays).
 
 32x32 images are scaled 32→32 after a 0.8–1.0 crop (CIFAR style); 224x224 images are cropped with
 RandomArea 0.08–1.0 and scaled to 224 (ImageNet style).

@@ -3,7 +3,10 @@ from __future__ import annotations
 
 import base64
 import colorsys
+import threading
+import weakref
 import zipfile
+from collections import Counter
 
 import numpy as np
 import pytest
@@ -12,6 +15,7 @@ from PIL import Image
 from netlang.errors import EXIT_DATA, ConfigError, DataError
 from netlang.readers.factory import ConfigView, create_source
 from netlang.readers.image import ImageDeserializer, build_image_deserializer
+from netlang.readers.source import MinibatchSource
 from netlang.readers.transforms import (Color, Crop, Intensity, Mean, Scale, Transpose, parse_transform,
                                         read_mean_file, write_mean_file)
 
@@ -477,6 +481,147 @@ def test_an_image_of_another_size_without_a_final_scale_is_a_data_error(tmp_path
     (tmp_path / "map.txt").write_text("a.png\t0\nb.png\t0\n")
     err = _error(lambda: reader(str(tmp_path / "map.txt")).sample(1))
     assert err.position.line == 2 and "Scale" in err.hint
+
+
+# ---- per-sequence reading through the minibatch source -----------------------------------------
+
+class ChunkWise:
+    """An image deserializer without `read_sequences`: the source falls back to reading whole chunks."""
+
+    def __init__(self, inner: ImageDeserializer):
+        self.inner, self.description = inner, inner.description
+
+    def __getattr__(self, name):
+        if name == "read_sequences":
+            raise AttributeError(name)
+        return getattr(self.inner, name)
+
+
+class WatchedImages(ImageDeserializer):
+    """Counts the decodes of each image and the decoded images still alive in the data it handed out."""
+
+    def __init__(self, *args, **options):
+        super().__init__(*args, **options)
+        self.decodes: Counter = Counter()
+        self.peak_held = 0
+        self._handed_out: list = []
+        self._lock = threading.Lock()
+
+    def _decode(self, entry: int) -> np.ndarray:
+        with self._lock:
+            self.decodes[entry] += 1
+        return super()._decode(entry)
+
+    def read_chunk(self, chunk: int, sweep: int = 0):
+        return self._watch(super().read_chunk(chunk, sweep))
+
+    def read_sequences(self, chunks, positions, sweep: int = 0):
+        return self._watch(super().read_sequences(chunks, positions, sweep))
+
+    def held(self) -> int:
+        return sum(len(data.valid) for data in (ref() for ref in self._handed_out) if data is not None)
+
+    def _watch(self, data):
+        self._handed_out.append(weakref.ref(data))
+        self.peak_held = max(self.peak_held, self.held())
+        return data
+
+
+def read_epochs(src: MinibatchSource, sizes: list[int], epochs: int) -> list[tuple]:
+    """(epoch, keys, features, labels, end_of_epoch) of every minibatch of `epochs` epochs, sizes in turn."""
+    out = []
+    for _ in range(epochs):
+        while True:
+            mb = src.next_minibatch(sizes[len(out) % len(sizes)])
+            out.append((mb.epoch, mb.keys, mb["features"].to_dense_batch(), mb["labels"].to_dense_batch(),
+                        mb.end_of_epoch))
+            if mb.end_of_epoch:
+                break
+    return out
+
+
+@pytest.mark.parametrize("options", [
+    {"seed": 5},                                           # one window: the whole data set
+    {"seed": 2, "randomization_window": 2, "epoch_size": 23},
+    {"randomize": False, "epoch_size": 17},
+])
+def test_reading_per_sequence_gives_the_minibatches_of_reading_whole_chunks(tmp_path, options):
+    map_path, _ = image_set(tmp_path, count=40)
+
+    def source(per_sequence: bool) -> MinibatchSource:
+        d = reader(map_path, RANDOM_CHAIN, seed=options.get("seed", 0), randomize=options.get("randomize", True),
+                   num_threads=2, images_per_chunk=6)
+        return MinibatchSource([d if per_sequence else ChunkWise(d)], **options)
+
+    lazy, whole = read_epochs(source(True), [7, 3, 11], 4), read_epochs(source(False), [7, 3, 11], 4)
+    assert len(lazy) == len(whole) >= 8
+    for (e1, k1, x1, y1, end1), (e2, k2, x2, y2, end2) in zip(lazy, whole):
+        assert (e1, k1, end1) == (e2, k2, end2)
+        np.testing.assert_array_equal(x1, x2)
+        np.testing.assert_array_equal(y1, y2)
+
+
+def test_a_sweep_decodes_each_image_once_and_holds_only_the_minibatch(tmp_path):
+    for i in range(300):
+        save_png(tmp_path / f"t{i}.png", rgb_image(i, 4, 4))
+    (tmp_path / "map.txt").write_text("".join(f"t{i}.png\t{i % 3}\n" for i in range(300)))
+    chain = [Crop("randomside", (0.5, 1.0), hflip=True), Scale(4, 4, 3), Transpose()]
+
+    def sweeps(per_sequence: bool, count: int) -> WatchedImages:
+        d = WatchedImages(str(tmp_path / "map.txt"), chain, 3, seed=1, num_threads=1, images_per_chunk=16)
+        src = MinibatchSource([d if per_sequence else ChunkWise(d)], seed=1)   # window: the whole data set
+        for _ in range(count):
+            while not src.next_minibatch(10).end_of_epoch:
+                pass
+        return d
+
+    lazy = sweeps(True, 2)
+    assert set(lazy.decodes) == set(range(300)) and set(lazy.decodes.values()) == {2}
+    assert lazy.peak_held <= 2 * 10
+    # What the per-sequence path avoids: whole chunks are cached for the window, i.e. every image.
+    assert sweeps(False, 1).peak_held == 300
+
+
+def test_through_the_source_a_missing_image_names_its_map_line_and_path(tmp_path):
+    map_path, _ = image_set(tmp_path, count=12)
+    (tmp_path / "img7.png").unlink()
+    src = MinibatchSource([reader(map_path, [Scale(4, 4, 3)], num_threads=2)], seed=3)
+    err = _error(lambda: [src.next_minibatch(4) for _ in range(3)])
+    assert (err.position.file, err.position.line) == (map_path, 8)
+    assert "img7.png" in err.message
+
+
+def test_through_the_source_a_corrupt_image_names_its_map_line_and_path(tmp_path):
+    map_path, _ = image_set(tmp_path, count=12)
+    data = (tmp_path / "img4.png").read_bytes()
+    (tmp_path / "img4.png").write_bytes(data[:len(data) // 2])
+    src = MinibatchSource([reader(map_path, [Scale(4, 4, 3)])], randomize=False)
+    src.next_minibatch(4)                               # images 0-3 only: img4 is not decoded yet
+    err = _error(lambda: src.next_minibatch(4))
+    assert (err.position.line, "img4.png" in err.message, "cannot decode" in err.message) == (5, True, True)
+
+
+def test_of_several_bad_images_in_a_minibatch_the_first_in_map_order_is_reported(tmp_path):
+    map_path, _ = image_set(tmp_path, count=12)
+    for i in (9, 3):
+        (tmp_path / f"img{i}.png").unlink()
+    for threads in (1, 3):
+        src = MinibatchSource([reader(map_path, num_threads=threads)], seed=4)
+        assert _error(lambda: src.next_minibatch(12)).position.line == 4
+
+
+def test_a_minibatch_that_failed_is_read_again_on_retry(tmp_path):
+    map_path, _ = image_set(tmp_path, count=8)
+    reference = MinibatchSource([reader(map_path)], seed=6)
+    expected = [reference.next_minibatch(3).keys for _ in range(3)]
+    failing = next(i for i, keys in enumerate(expected) if 5 in keys)
+    data = (tmp_path / "img5.png").read_bytes()
+    (tmp_path / "img5.png").unlink()
+    src = MinibatchSource([reader(map_path)], seed=6)
+    assert [src.next_minibatch(3).keys for _ in range(failing)] == expected[:failing]
+    _error(lambda: src.next_minibatch(3))
+    (tmp_path / "img5.png").write_bytes(data)
+    assert src.next_minibatch(3).keys == expected[failing]
 
 
 # ---- config blocks and the factory -------------------------------------------------------------

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from netlang.errors import ConfigError, DataError
-from netlang.readers.batch import StreamBatch, StreamInfo, SparseSequence
+from netlang.readers.batch import ChunkData, StreamBatch, StreamInfo, SparseSequence
 from netlang.readers.ctf import CtfDeserializer, CtfStream
 from netlang.readers.factory import create_source
 from netlang.readers.prefetch import PrefetchingSource
@@ -261,6 +261,72 @@ def test_a_minibatch_whose_sequences_were_all_dropped_takes_more(tmp_path):
     path.write_text("|x 0\n|x 1 0\n|x 2 0\n")
     src = MinibatchSource([CtfDeserializer(str(path), [X], max_errors=1)], randomize=False)
     assert keys_of(src.next_minibatch(1)) == [1]
+
+
+# ---- deserializers that read single sequences --------------------------------------------------
+
+class PerSequence:
+    """Wraps a deserializer and offers `read_sequences` (as the image deserializer does); whole chunks
+    must then never be asked for. Records how many sequences each request asked for."""
+
+    def __init__(self, inner):
+        self.inner, self.description, self.requests = inner, inner.description, []
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    def read_chunk(self, chunk):
+        raise AssertionError("a deserializer that reads single sequences was asked for a whole chunk")
+
+    def read_sequences(self, chunks, positions, sweep):
+        self.requests.append(len(chunks))
+        read = [(self.inner.read_chunk(int(c)), np.array([p])) for c, p in zip(chunks, positions)]
+        streams = {name: type(stream).concat([data.streams[name].take(p) for data, p in read])
+                   for name, stream in read[0][0].streams.items()}
+        return ChunkData(streams, np.concatenate([data.valid[p] for data, p in read]))
+
+
+def test_a_deserializer_read_per_sequence_gives_the_minibatches_of_whole_chunks(tmp_path):
+    path = write_sequences(tmp_path, lengths_for(90))
+
+    def minibatches(wrap, rank):
+        d = CtfDeserializer(path, [X, Y], chunk_size_bytes=200)
+        src = MinibatchSource([wrap(d)], seed=3, epoch_size=70, randomization_window=3)
+        return [src.next_minibatch(size, rank=rank, num_ranks=2) for size in [9, 4, 13] * 8]
+
+    for rank in (0, 1):
+        for a, b in zip(minibatches(PerSequence, rank), minibatches(lambda d: d, rank)):
+            assert (a.keys, a.num_samples, a.global_num_samples, a.end_of_epoch) == \
+                (b.keys, b.num_samples, b.global_num_samples, b.end_of_epoch)
+            assert [s.tolist() for s in a["x"].sequences] == [s.tolist() for s in b["x"].sequences]
+            assert [s.indices.tolist() for s in a["y"].sequences] == [s.indices.tolist() for s in b["y"].sequences]
+
+
+def test_a_deserializer_read_per_sequence_is_asked_for_each_minibatchs_sequences_only(tmp_path):
+    d = PerSequence(CtfDeserializer(write_sequences(tmp_path, lengths_for(60)), [X, Y], chunk_size_bytes=200))
+    src = MinibatchSource([d], seed=1)
+    counts = [src.next_minibatch(8).num_sequences for _ in range(10)]
+    assert d.requests == counts
+
+
+def test_a_deserializer_read_per_sequence_joins_one_read_by_chunks(tmp_path):
+    (tmp_path / "f.ctf").write_text("".join(f"{k} |x {k} 0\n" for k in range(6)))
+    (tmp_path / "l.ctf").write_text("".join(f"{k} |y {k % 4}:1\n" for k in (5, 3, 1, 0, 2, 4)))
+    src = MinibatchSource([PerSequence(CtfDeserializer(str(tmp_path / "f.ctf"), [X])),
+                           CtfDeserializer(str(tmp_path / "l.ctf"), [Y])], seed=2)
+    mb = src.next_minibatch(100)
+    assert sorted(keys_of(mb)) == list(range(6))
+    assert [int(s.indices[0]) for s in mb["y"].sequences] == [k % 4 for k in keys_of(mb)]
+
+
+def test_sequences_a_deserializer_read_per_sequence_drops_are_left_out(tmp_path):
+    path = tmp_path / "bad.ctf"
+    path.write_text("|x 0 0\n|x 1\n|x 2 0\n")
+    src = MinibatchSource([PerSequence(CtfDeserializer(str(path), [X], max_errors=1))], randomize=False)
+    mb = src.next_minibatch(100)
+    assert keys_of(mb) == [0, 2] and mb.num_samples == 2
+    src = MinibatchSource([PerSequence(CtfDeserializer(str(path), [X], max_errors=1))], randomize=False)
+    assert keys_of(src.next_minibatch(1)) == [0] and keys_of(src.next_minibatch(1)) == [2]
 
 
 # ---- prefetch ----------------------------------------------------------------------------------

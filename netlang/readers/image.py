@@ -20,15 +20,22 @@ shape comes from the last Scale, or, without one, from the first image run throu
 deterministically; an image that comes out another size is an error. The labels stream is one-hot
 of `labelDim` (`dim`).
 
+Images are read per sequence: a chunk is only a range of map-file lines, and the minibatch source
+asks `read_sequences(chunks, positions, sweep)` for exactly the images of one minibatch and keeps
+none of them afterwards. Holding decoded chunks instead would need memory for the whole
+randomization window, by default the whole data set (ImageNet at 224×224 in float32: 770 GB); this
+way memory is bounded by the minibatch, and each image is decoded once per sweep. `read_chunk` (a
+whole chunk) remains for tools and for sources that read chunk-wise.
+
 Randomness is per sample: sample `i` of sweep `s` draws from a generator seeded with
-`(randomizationSeed, s, i)`, so the result does not depend on thread scheduling, chunking or rank,
-and every pass over the data gets fresh augmentations. `read_chunk(chunk, sweep)` takes the sweep
-from its caller (default 0); `sweep_dependent` says whether the data depend on it, i.e. whether a
-chunk read for one sweep may be reused in another. Random transforms run only when the reader
-randomizes (`randomize`, default true; `set_randomization` lets the reader pass its own setting and
-seed to a deserializer configured inside `deserializers = ( … )`); otherwise crops are centred and
-unflipped and Color/Intensity are off (see transforms.py). `cropType = MultiView10` makes 10
-samples per image (consecutive sequences, keys `10 * key + view`).
+`(randomizationSeed, s, i)`, so the result does not depend on thread scheduling, chunking, which
+images are read together, or rank, and every pass over the data gets fresh augmentations. The read
+methods take the sweep from their caller (default 0); `sweep_dependent` says whether the data
+depend on it, i.e. whether data read for one sweep may be reused in another. Random transforms run
+only when the reader randomizes (`randomize`, default true; `set_randomization` lets the reader
+pass its own setting and seed to a deserializer configured inside `deserializers = ( … )`);
+otherwise crops are centred and unflipped and Color/Intensity are off (see transforms.py).
+`cropType = MultiView10` makes 10 samples per image (consecutive sequences, keys `10 * key + view`).
 
 Images are decoded and transformed in a thread pool: Pillow's decoders and resizers and NumPy's
 array operations release the GIL, so large images decode in parallel (by default one thread per core,
@@ -301,20 +308,37 @@ class ImageDeserializer:
 
     def read_chunk(self, chunk: int, sweep: int = 0) -> ChunkData:
         """Decode and transform the chunk's images; `sweep` selects the random draws (see above)."""
-        sequences = self._chunk_range(chunk)
+        return self._read(self._chunk_range(chunk), sweep)
+
+    def read_sequences(self, chunks: np.ndarray, positions: np.ndarray, sweep: int = 0) -> ChunkData:
+        """Decode and transform only the images at `positions[i]` of chunk `chunks[i]`, in that order
+        (what one minibatch needs; see the module docstring)."""
+        chunks, positions = np.asarray(chunks, dtype=np.int64), np.asarray(positions, dtype=np.int64)
+        sequences = chunks * self._per_chunk + positions
+        outside = ((chunks < 0) | (positions < 0) | (positions >= self._per_chunk)
+                   | (sequences >= self.num_sequences))
+        if outside.any():
+            i = int(np.flatnonzero(outside)[0])
+            raise IndexError(f"chunk {int(chunks[i])} has no sequence {int(positions[i])}")
+        return self._read(sequences, sweep)
+
+    def _read(self, sequences: np.ndarray, sweep: int) -> ChunkData:
+        """Sequences `sequences` (in that order), decoded and transformed in the thread pool."""
         images = np.empty((len(sequences),) + self._shape, dtype=self._dtype)
 
-        def load(part: range) -> None:
-            for i in part:
+        def load(part: np.ndarray) -> None:
+            for i in part.tolist():
                 images[i] = self.sample(int(sequences[i]), sweep)
 
-        # One contiguous part per thread (fewer hand-overs than a task per image); list() re-raises the
-        # failure of the first part that failed, which is the first failing image in chunk order.
-        size = -(-len(sequences) // self._num_threads)
-        parts = [range(start, min(start + size, len(sequences))) for start in range(0, len(sequences), size)]
+        # Decoded in map order: files are read in the order they were listed, and of several bad
+        # images the first in the map file is reported. One contiguous run per thread (fewer hand-overs
+        # than a task per image); list() re-raises the failure of the first run that failed.
+        order = np.argsort(sequences, kind="stable")
+        size = max(1, -(-len(order) // self._num_threads))
+        parts = [order[start:start + size] for start in range(0, len(order), size)]
         if len(parts) == 1:
             load(parts[0])
-        else:
+        elif parts:
             list(self._executor().map(load, parts))
         labels = np.zeros((len(sequences), self._label_dim), dtype=self._dtype)
         labels[np.arange(len(sequences)), self._map.labels[sequences // self._views]] = 1

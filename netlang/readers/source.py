@@ -8,8 +8,15 @@ Three things happen here, in this order:
 * **Randomization (per sweep).** A sweep is one pass over the data. Sweep `s` permutes the chunks
   with a generator seeded by `(randomizationSeed, s)`, groups the permuted chunks into windows
   (`randomizationWindow` chunks, or about that many samples with `sampleBasedRandomizationWindow`),
-  and shuffles the sequences within each window. Only the chunks of the windows in use are held in
-  memory. With `randomize = false` the order is the file order.
+  and shuffles the sequences within each window. With `randomize = false` the order is the file order.
+* **Reading.** A deserializer that can read single sequences (`read_sequences`, the image
+  deserializer) is asked once per minibatch for just the minibatch's sequences, and nothing of it is
+  kept: a window of decoded images does not fit in memory (the default window is the whole data set;
+  ImageNet decoded is ~770 GB), and reading whole chunks for a minibatch of shuffled images would
+  decode a chunk per image. So what such a deserializer holds is the minibatch being read (times the
+  read-ahead depth), whatever the data-set size and window. Other deserializers are read by whole
+  chunks, kept in an LRU cache with room for two windows (the one being read and the next one);
+  their decoded form is about the size of the file.
 * **Epochs and minibatches.** The sweeps are concatenated into one endless stream of sequences.
   `epochSize` samples make an epoch (0: one sweep): epoch `e` starts at the first sequence that
   begins at or after sample `e * epochSize`, so an epoch may cross a sweep boundary and the next
@@ -24,7 +31,7 @@ from __future__ import annotations
 
 import logging
 from collections import OrderedDict
-from typing import Protocol, Sequence
+from typing import NamedTuple, Protocol, Sequence
 
 import numpy as np
 
@@ -43,6 +50,11 @@ class Deserializer(Protocol):
     deserializer knows, without reading it, the sequence keys (to join deserializers) and sizes (in
     samples of the stream that defines the minibatch size, else of the longest stream);
     `read_chunk` returns the data of all its streams.
+
+    Optional: `read_sequences(chunks, positions, sweep)` returns a `ChunkData` of just the sequences
+    at `positions[i]` of chunk `chunks[i]`, in that order; the source then reads only what each
+    minibatch needs (see the module docstring). `sweep_dependent` (default False) says the data
+    depend on the sweep; `read_chunk(chunk, sweep)` then takes the sweep too.
     """
 
     description: str
@@ -56,6 +68,16 @@ class Deserializer(Protocol):
     def chunk_sizes(self, chunk: int) -> np.ndarray: ...
 
     def read_chunk(self, chunk: int) -> ChunkData: ...
+
+
+class ReadPart(NamedTuple):
+    """Some of a minibatch's sequences as read from one deserializer: the data they are in (a whole
+    chunk, or a `read_sequences` answer), which of the minibatch's sequences they are, and their
+    positions in `data`."""
+
+    data: ChunkData
+    which: np.ndarray
+    positions: np.ndarray
 
 
 # ---- composition -------------------------------------------------------------------------------
@@ -191,6 +213,8 @@ class MinibatchSource:
         self._epoch_size = epoch_size
         self._sweeps: OrderedDict[int, tuple[np.ndarray, np.ndarray]] = OrderedDict()
         self._caches = [OrderedDict() for _ in self._deserializers]
+        self._reads_sequences = [callable(getattr(d, "read_sequences", None)) for d in self._deserializers]
+        self._read_sweep = 0
         self._cache_capacity = chunk_cache or self._default_cache_capacity()
         self.start_epoch(0)
 
@@ -271,11 +295,14 @@ class MinibatchSource:
             # sweep the minibatch starts in.
             self._read_sweep = self._cursor[0]
             picked, sweep_end = self._take(num_samples)
-            while not self._usable(picked).any() and self._cursor < self._epoch_end:
+            parts = self._read(picked)
+            while not self._usable(len(picked), parts).any() and self._cursor < self._epoch_end:
                 # Every sequence taken was dropped by its deserializer: take more, never hand out nothing.
                 more, more_sweep_end = self._take(num_samples)
+                parts = [mine + [ReadPart(p.data, p.which + len(picked), p.positions) for p in extra]
+                         for mine, extra in zip(parts, self._read(more))]
                 picked, sweep_end = np.concatenate([picked, more]), sweep_end or more_sweep_end
-            return self._assemble(picked, rank, num_ranks, sweep_end)
+            return self._assemble(picked, parts, rank, num_ranks, sweep_end)
         except BaseException:
             # A failed read leaves the position unchanged, so a retry reads the same minibatch.
             self._epoch, self._cursor, self._epoch_end = before
@@ -305,12 +332,15 @@ class MinibatchSource:
                 break                     # the next sequence does not fit
         return np.concatenate(parts), sweep_end
 
-    def _assemble(self, picked: np.ndarray, rank: int, num_ranks: int, sweep_end: bool) -> Minibatch:
+    def _assemble(self, picked: np.ndarray, parts: list[list[ReadPart]], rank: int, num_ranks: int,
+                  sweep_end: bool) -> Minibatch:
         # Position i of the global minibatch goes to rank i % num_ranks; dropped sequences go nowhere.
-        usable = np.flatnonzero(self._usable(picked))
+        # Every rank reads the whole global minibatch, so a bad image stops all ranks at the same step.
+        usable = np.flatnonzero(self._usable(len(picked), parts))
         local = usable[usable % num_ranks == rank]
-        sizes = self._sizes(picked)
-        streams = {name: StreamBatch(info, self._gather(name, picked[local])) for name, info in self._infos.items()}
+        sizes = self._sizes(len(picked), parts)
+        streams = {name: StreamBatch(info, self._gather(name, parts[self._owner[name]], local))
+                   for name, info in self._infos.items()}
         self._evict()
         return Minibatch(
             streams=streams,
@@ -324,42 +354,59 @@ class MinibatchSource:
             keys=self._table.keys[picked[local]].tolist(),
         )
 
-    def _by_chunk(self, d: int, seqs: np.ndarray):
-        """Table sequences `seqs` grouped by chunk of deserializer `d`: (chunk data, which of seqs, positions)."""
-        chunks, positions = self._table.chunk[d][seqs], self._table.pos[d][seqs]
-        for chunk in np.unique(chunks).tolist():
-            which = np.flatnonzero(chunks == chunk)
-            yield self._chunk(d, chunk), which, positions[which]
+    def _read(self, seqs: np.ndarray) -> list[list[ReadPart]]:
+        """The data of table sequences `seqs`, per deserializer: one part per chunk touched, or one
+        `read_sequences` answer for all of them (see the module docstring)."""
+        parts = []
+        for d, deserializer in enumerate(self._deserializers):
+            chunks, positions = self._table.chunk[d][seqs], self._table.pos[d][seqs]
+            if self._reads_sequences[d]:
+                every = np.arange(len(seqs))
+                data = deserializer.read_sequences(chunks, positions, self._sweep_of(d))
+                parts.append([ReadPart(data, every, every)])
+                continue
+            by_chunk = []
+            for chunk in np.unique(chunks).tolist():
+                which = np.flatnonzero(chunks == chunk)
+                by_chunk.append(ReadPart(self._chunk(d, chunk), which, positions[which]))
+            parts.append(by_chunk)
+        return parts
 
-    def _usable(self, seqs: np.ndarray) -> np.ndarray:
-        """Which of `seqs` every deserializer delivered (none dropped them as invalid)."""
-        usable = np.ones(len(seqs), dtype=bool)
-        for d in range(len(self._deserializers)):
-            for data, which, positions in self._by_chunk(d, seqs):
-                usable[which] &= data.valid[positions]
+    def _sweep_of(self, d: int) -> int:
+        """The sweep deserializer `d` reads for: the minibatch's if its data depend on it, else 0."""
+        return self._read_sweep if getattr(self._deserializers[d], "sweep_dependent", False) else 0
+
+    @staticmethod
+    def _usable(count: int, parts: list[list[ReadPart]]) -> np.ndarray:
+        """Which of the `count` sequences read every deserializer delivered (none dropped them as invalid)."""
+        usable = np.ones(count, dtype=bool)
+        for part in (p for d_parts in parts for p in d_parts):
+            usable[part.which] &= part.data.valid[part.positions]
         return usable
 
-    def _sizes(self, seqs: np.ndarray) -> np.ndarray:
-        """Samples of each of `seqs`: in the stream that defines the minibatch size, else the longest."""
-        sizes = np.zeros(len(seqs), dtype=np.int64)
-        for d in range(len(self._deserializers)):
-            for data, which, positions in self._by_chunk(d, seqs):
-                for name, stream in data.streams.items():
-                    if self._defining_stream in (None, name):
-                        sizes[which] = np.maximum(sizes[which], stream.lengths()[positions])
+    def _sizes(self, count: int, parts: list[list[ReadPart]]) -> np.ndarray:
+        """Samples of each of the `count` sequences read: in the stream that defines the minibatch
+        size, else the longest."""
+        sizes = np.zeros(count, dtype=np.int64)
+        for part in (p for d_parts in parts for p in d_parts):
+            for name, stream in part.data.streams.items():
+                if self._defining_stream in (None, name):
+                    sizes[part.which] = np.maximum(sizes[part.which], stream.lengths()[part.positions])
         return sizes
 
-    def _gather(self, name: str, seqs: np.ndarray):
-        """Stream `name` of table sequences `seqs`, packed in that order."""
-        parts, order = [], []
-        for data, which, positions in self._by_chunk(self._owner[name], seqs):
-            parts.append(data.streams[name].take(positions))
-            order.append(which)
-        if not parts:
+    def _gather(self, name: str, parts: list[ReadPart], local: np.ndarray):
+        """Stream `name` of the sequences read whose indices are `local` (ascending), packed in that order."""
+        taken, order = [], []
+        for part in parts:
+            mine = np.isin(part.which, local)
+            if mine.any():
+                taken.append(part.data.streams[name].take(part.positions[mine]))
+                order.append(part.which[mine])
+        if not taken:
             return StreamBatch.from_sequences(self._infos[name], []).data
-        if len(parts) == 1:
-            return parts[0]          # one chunk: `which` is 0..n-1 in order already
-        merged = type(parts[0]).concat(parts)
+        if len(taken) == 1:
+            return taken[0]          # one part: its `which` ascends, so the order is right already
+        merged = type(taken[0]).concat(taken)
         return merged.take(np.argsort(np.concatenate(order)))
 
     # -- chunk cache ----------------------------------------------------------------------------
@@ -368,7 +415,7 @@ class MinibatchSource:
         cache = self._caches[d]
         deserializer = self._deserializers[d]
         per_sweep = getattr(deserializer, "sweep_dependent", False)
-        key = (chunk, getattr(self, "_read_sweep", 0)) if per_sweep else chunk
+        key = (chunk, self._read_sweep) if per_sweep else chunk
         if key in cache:
             cache.move_to_end(key)
             return cache[key]
@@ -382,7 +429,8 @@ class MinibatchSource:
                 cache.popitem(last=False)
 
     def _default_cache_capacity(self) -> int:
-        """Room for two randomization windows: the one being read and the next one."""
+        """Room for two randomization windows: the one being read and the next one (for the
+        deserializers read by whole chunks)."""
         num_chunks = self._deserializers[0].num_chunks()
         if not self._randomize:
             return 2
