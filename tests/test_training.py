@@ -95,7 +95,8 @@ def test_training_lowers_the_loss_and_eval_reports_json(tmp_path, data_dir):
     code, stdout, err = cli("eval", cfg, "--json")
     assert code == 0, err
     result = json.loads(stdout)
-    assert set(result) == {"metrics", "samples"} and result["samples"] == 500
+    assert set(result) == {"metrics", "samples", "counts"} and result["samples"] == 500
+    assert result["counts"] == {"ce": 500, "errs": 500}       # one label per sample
     assert set(result["metrics"]) == {"ce", "errs"} and result["metrics"]["errs"] < 0.4   # chance is 0.67
 
 
@@ -291,3 +292,53 @@ def test_write_category_format_maps_the_argmax_to_labels(tmp_path, data_dir):
     assert cli("write", cfg, "command=write")[0] == 0
     lines = open(os.path.join(out, "result.z")).read().splitlines()
     assert len(lines) == 500 and set(lines) <= {"red", "green", "blue"} and len(set(lines)) > 1
+
+
+# ---- what a criterion is averaged over ---------------------------------------------------------
+
+def test_a_per_sequence_label_is_counted_once_per_sequence(tmp_path):
+    """An intent-style model (one label per word sequence) is averaged over sequences, as CNTK
+    counts samples with labels; the reader's word count stays the minibatch's size."""
+    rng = np.random.default_rng(0)
+    lines, words = [], 0
+    for key in range(40):
+        length = int(rng.integers(2, 7))
+        label = key % 2
+        for t in range(length):
+            word = int(rng.integers(0, 5)) + 5 * label      # the label is readable from any word
+            lines.append(f"{key} |w {word}:1" + (f" |c {label}:1" if t == 0 else ""))
+        words += length
+    (tmp_path / "seqs.ctf").write_text("\n".join(lines) + "\n")
+    cfg = tmp_path / "intent.net"
+    cfg.write_text(f"""
+command = train:test
+deviceId = "cpu"
+precision = "double"
+modelPath = "{tmp_path}/model.dnn"
+reader = {{ readerType = "CNTKTextFormatReader" ; file = "{tmp_path}/seqs.ctf" ; randomize = false
+           input = {{ w = {{ dim = 10 ; format = "sparse" }} ; c = {{ dim = 2 ; format = "sparse" }} }} }}
+train = {{
+    action = "train"
+    network = {{
+        w = SparseInput {{10}}
+        c = Input {{2, dynamicAxis=DynamicAxis()}}
+        z = DenseLayer {{2}} (BS.Sequences.Last (EmbeddingLayer {{4}} (w)))
+        ce = CrossEntropyWithSoftmax (c, z)
+        errs = ClassificationError (c, z)
+        criterionNodes = (ce) ; evaluationNodes = (errs)
+    }}
+    SGD = {{ minibatchSize = 30 ; maxEpochs = 2 ; learningRatesPerSample = 0.1 }}
+}}
+test = {{ action = "test" }}
+""")
+    code, _, err = cli("train", str(cfg), "--no-progress")
+    assert code == 0, err
+    with open(tmp_path / "metrics.jsonl") as fh:
+        epochs = [r for r in map(json.loads, fh) if r["event"] == "epoch"]
+    assert [r["samples"] for r in epochs] == [40, 40]          # sequences, not the words
+    code, stdout, err = cli("eval", str(cfg), "--json")
+    assert code == 0, err
+    result = json.loads(stdout)
+    assert result["samples"] == words and result["counts"] == {"ce": 40, "errs": 40}
+    errors = result["metrics"]["errs"] * 40
+    assert abs(errors - round(errors)) < 1e-9                  # a whole number of wrong sequences

@@ -44,5 +44,8 @@ def progress_for(args):
 def print_metrics(console, name: str, result: dict) -> None:
     from netlang.runtime.progress import _fmt_metric
 
-    parts = "; ".join(_fmt_metric(k, v) for k, v in result["metrics"].items())
+    counts = result.get("counts", {})
+    # A metric over per-sequence labels (an intent) is averaged over fewer samples: say how many.
+    parts = "; ".join(_fmt_metric(k, v) + (f" (over {counts[k]})" if counts.get(k, result["samples"]) != result["samples"]
+                                           else "") for k, v in result["metrics"].items())
     console.print(f"{name}: {parts} ({result['samples']} samples)", markup=False)

@@ -19,7 +19,10 @@ What `feeds[name]` may be, for an input node `name`:
   `StreamBatch.padded_csr()`; a dense array works too. `input_feed()` builds the right one from a
   reader's `StreamBatch`.
 
-After a run, `output_masks[name]` is the `(T, N)` mask of each requested output that is a sequence.
+After a run, `output_masks[name]` is the `(T, N)` mask of each requested output that is a sequence,
+and `sample_counts[name]` says over how many samples each requested output (and the loss) summed:
+the real samples of its first input's layout — the labels of a criterion — so a per-sequence label
+(an intent) counts sequences and a label per word counts words, as CNTK counts "samples with labels".
 """
 from __future__ import annotations
 
@@ -65,6 +68,7 @@ class Executor:
         self.options: dict = {}
         self._plans: dict[tuple, Plan] = {}
         self.output_masks: dict[str, object] = {}
+        self.sample_counts: dict[str, int] = {}
         self._carry = None
 
     # ---- planning --------------------------------------------------------------------------------
@@ -96,6 +100,8 @@ class Executor:
         grad_values: dict[int, object] = {}
         saved: dict = {}              # what a forward kernel (or loop) stashed for its own backward
         wrt_ids = {n.id for n in plan.wrt}
+        counted = {n.id for n in plan.outputs} | ({plan.loss.id} if plan.loss is not None else set())
+        self.sample_counts = {}
         run = recurrence.RunState(xp, dtype, values, grad_values, masks, saved,
                                   lambda node, stash: self._context(node, training, stash, masks.of(node)),
                                   carry, lambda node: self.state.setdefault(node.id, {}))
@@ -111,6 +117,8 @@ class Executor:
                 xs = self._operands(node, values)
                 values[node.id] = apply_forward(op, ctx, xs, node.attrs, len(node.shape))
                 masks.made_by(node, ctx)
+                if node.id in counted and node.inputs:
+                    self.sample_counts[node.name] = _samples_in(node.inputs[0], xs[0], masks)
             else:
                 op = registry.get(node.op)
                 ctx = self._context(node, training, saved.setdefault(node.id, {}), masks.of(node))
@@ -228,6 +236,17 @@ class Executor:
         if len(rows.lead) == 2:
             masks.bind(leaf, tuple(rows.lead), mask, self.xp)
         return rows
+
+
+def _samples_in(node: Node, value, masks: "_Masks") -> int:
+    """The real samples of `node`'s value `value`: steps under its axis' mask, or its batch size."""
+    lead = value.lead if isinstance(value, SparseRows) else getattr(value, "shape", ())
+    if isinstance(node.layout, SeqAxis):
+        mask = masks.axes.get(node.layout)
+        return int(mask.sum()) if mask is not None else int(np.prod(lead[:2]))
+    if node.layout is BATCH:
+        return int(lead[0])
+    return 1
 
 
 def _split_feed(feed):

@@ -362,6 +362,9 @@ class Trainer:
                 carry = CarryOver.of(minibatch.slots, minibatch.steps_before, self.backend.xp)
             outputs, _ = self.executor.run(feeds, self.evaluations, loss=self.criterion, wrt=self.learnable,
                                            grads=self.grad_views, training=True, carry=carry)
+            # The criterion sums over its labels' samples (per-sequence labels: sequences); the
+            # learning rate and the reported averages are per such sample, as in CNTK.
+            local = self.executor.sample_counts.get(self.criterion.name, local)
             crit = float(self.backend.to_numpy(outputs[self.criterion.name]).sum())
             metrics = {node.name: float(self.backend.to_numpy(outputs[node.name]).sum())
                        for node in self.evaluations}
@@ -436,6 +439,7 @@ def evaluate(executor: Executor, network: Network, source, nodes: list[Node], mb
     """Sum each node over one epoch of `source` (criteria and metrics are sums); report
     per-sample averages. `on_minibatch(outputs, minibatch)` sees every minibatch's values."""
     totals = {n.name: 0.0 for n in nodes}
+    counts = {n.name: 0 for n in nodes}      # the samples each node summed over (its labels')
     samples = 0
     source.start_epoch(0)
     while True:
@@ -445,12 +449,14 @@ def evaluate(executor: Executor, network: Network, source, nodes: list[Node], mb
             outputs, _ = executor.run(feeds, nodes, training=False)
             for n in nodes:
                 totals[n.name] += float(backend.to_numpy(outputs[n.name]).sum())
+                counts[n.name] += executor.sample_counts.get(n.name, int(minibatch.num_samples))
             samples += int(minibatch.num_samples)
             if on_minibatch is not None:
                 on_minibatch(outputs, minibatch)
         if minibatch.end_of_epoch:
             break
-    return {"metrics": {k: v / max(samples, 1) for k, v in totals.items()}, "samples": samples}
+    return {"metrics": {k: v / max(counts[k], 1) for k, v in totals.items()}, "samples": samples,
+            "counts": counts}
 
 
 def _is_array(value) -> bool:
