@@ -455,7 +455,8 @@ def test_stabilizer_starts_as_the_identity_and_learns_a_gain():
     ex = executor(net)
     x, mask = padded(np.random.default_rng(21), LENGTHS, 3)
     stabilized = ex.run({"x": (x, mask)}, [net.node("h.x")])[0]["h.x"]
-    np.testing.assert_allclose(stabilized, x[mask], rtol=1e-12, atol=1e-12)     # frame mode: real steps
+    # Frame mode: the real steps, sequence after sequence (the reader's order).
+    np.testing.assert_allclose(stabilized, x.swapaxes(0, 1)[mask.T], rtol=1e-12, atol=1e-12)
     assert_gradients_match_finite_differences(net, sequence_feeds(np.random.default_rng(22)))
 
 
@@ -466,8 +467,8 @@ def test_transposed_embedding_gathers_rows_of_its_matrix():
     ex = executor(net)
     values = ex.run({"w": input_feed(net.node("w"), word_batch(), np.float64)}, [net.node("e")])[0]
     E = ex.parameters["e.E"]                                   # run-time (4, 10): column k is word k
-    # Frame mode packs the real steps time-major: t0 of both sentences, then t1, t2 of the first.
-    np.testing.assert_allclose(values["e"], E[:, [1, 7, 4, 2]].T)
+    # Frame mode packs the real steps in the reader's order: the first sentence, then the second.
+    np.testing.assert_allclose(values["e"], E[:, [1, 4, 2, 7]].T)
 
 
 def test_delay_of_a_value_without_time_steps_is_an_error():

@@ -16,7 +16,10 @@ import pytest
 
 from netlang.cli import main
 from netlang.datasets.synthetic import prepare_synthetic
-from netlang.runtime.modelio import load_model
+from netlang.compiler import network
+from netlang.compiler.evaluator import evaluate_text
+from netlang.compiler.hooks import BuildContext
+from netlang.runtime.modelio import load_model, save_model
 
 CONFIG = """
 command = train:test
@@ -342,3 +345,37 @@ test = {{ action = "test" }}
     assert result["samples"] == words and result["counts"] == {"ce": 40, "errs": 40}
     errors = result["metrics"]["errs"] * 40
     assert abs(errors - round(errors)) < 1e-9                  # a whole number of wrong sequences
+
+
+def test_write_gives_sequence_outputs_one_line_per_step_in_reader_order(tmp_path):
+    lengths = [3, 1, 4, 2]
+    rows = []
+    lines = []
+    for key, length in enumerate(lengths):
+        for t in range(length):
+            row = [key + 0.1 * t, -key - 0.01 * t]
+            rows.append(row)
+            lines.append(f"{key} |x {row[0]} {row[1]}")
+    (tmp_path / "seqs.ctf").write_text("\n".join(lines) + "\n")
+    model = tmp_path / "model.dnn"
+    net = network.build_network(evaluate_text("net = { x = Input {2} ; z = Tanh (x) ; outputNodes = (z) }").get("net"),
+                                BuildContext("", None))
+    save_model(str(model), net, {})
+    cfg = tmp_path / "write.net"
+    cfg.write_text(f"""
+command = write
+deviceId = "cpu"
+precision = "double"
+modelPath = "{model}"
+write = {{
+    action = "write"
+    outputPath = "{tmp_path}/out"
+    minibatchSize = 6
+    reader = {{ readerType = "CNTKTextFormatReader" ; file = "{tmp_path}/seqs.ctf" ; randomize = false
+               input = {{ x = {{ dim = 2 }} }} }}
+}}
+""")
+    code, _, err = cli("write", str(cfg))
+    assert code == 0, err
+    written = np.loadtxt(tmp_path / "out.z", ndmin=2)
+    np.testing.assert_allclose(written, np.tanh(np.array(rows)), rtol=1e-6)

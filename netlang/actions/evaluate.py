@@ -40,9 +40,20 @@ def _label_mapping(path: str | None) -> list[str] | None:
         raise DataError("label mapping file not found", DataPosition(path)) from None
 
 
+def _samples(values, mask, backend):
+    """An output's values as one row per sample: a sequence output `(T, N, …)` gives its real steps
+    sequence after sequence (the reader's order), anything else one row per item of its batch."""
+    if mask is None:
+        return values.reshape(len(values), -1)
+    mask = backend.to_numpy(mask)
+    # Steps are the first axis, sequences the second: take them sequence by sequence.
+    return values.swapaxes(0, 1)[mask.T].reshape(int(mask.sum()), -1)
+
+
 def run_write(config, name: str, view) -> dict:
     """Write each output node's values to `<outputPath>.<node>`: one line per sample, values
-    separated by spaces (`format.type = real`), or the arg-max's label (`category`)."""
+    separated by spaces (`format.type = real`), or the arg-max's label (`category`); the samples of
+    sequences come sequence after sequence, each one's steps in order."""
     if not view.outputPath:
         raise view.block_error("the write action needs outputPath", hint="outputPath = \"out/result\" writes out/result.<node>")
     network, executor, backend = _executor(view)
@@ -57,7 +68,7 @@ def run_write(config, name: str, view) -> dict:
 
     def collect(outputs, minibatch):
         for node in nodes:
-            values = backend.to_numpy(outputs[node.name]).reshape(len(outputs[node.name]), -1)
+            values = _samples(backend.to_numpy(outputs[node.name]), executor.output_masks.get(node.name), backend)
             if kind == "category":
                 chunks[node.name].extend(labels[i] if i < len(labels) else str(i) for i in values.argmax(1))
             else:

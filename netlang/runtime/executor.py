@@ -212,7 +212,8 @@ class Executor:
         expected = to_runtime(leaf.shape)
         lead = dyn_rank(leaf.layout)
         if leaf.layout is BATCH and mask is not None:
-            array = array[mask]             # frame mode: the real steps of all sequences are the batch
+            # Frame mode: the real steps of all sequences are the batch, sequence after sequence.
+            array = array.swapaxes(0, 1)[mask.T]
         if array.ndim == lead + 1 and array.shape[lead:] != expected and array.shape[-1] == int(np.prod(expected)):
             array = array.reshape(array.shape[:lead] + expected)   # flat reader samples
         if tuple(array.shape[lead:]) != expected:
@@ -223,7 +224,7 @@ class Executor:
 
     def _bind_sparse(self, leaf: Node, rows: SparseRows, mask, masks: "_Masks") -> SparseRows:
         if leaf.layout is BATCH and mask is not None:
-            rows = rows.select(mask.reshape(-1), self.xp)
+            rows = rows.select(frame_rows(mask, self.xp), self.xp)
         if rows.row_size != num_elements(leaf.shape):
             raise DataError(f"sparse input '{leaf.name}' has samples of {rows.row_size} elements, "
                             f"the network expects {num_elements(leaf.shape)}")
@@ -247,6 +248,14 @@ def _samples_in(node: Node, value, masks: "_Masks") -> int:
     if node.layout is BATCH:
         return int(lead[0])
     return 1
+
+
+def frame_rows(mask, xp):
+    """The rows `t*N + n` of the real steps of a `(T, N)` mask, sequence after sequence (frame mode's
+    order, which is the reader's)."""
+    T, N = mask.shape
+    seq, step = xp.nonzero(mask.T)
+    return step * N + seq
 
 
 def _split_feed(feed):

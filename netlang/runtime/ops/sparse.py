@@ -60,13 +60,14 @@ class SparseRows:
             self._dense[key] = out.reshape(self.shape)
         return self._dense[key]
 
-    def select(self, keep, xp) -> "SparseRows":
-        """The rows where the flat boolean `keep` is true, as a batch (frame mode packs sequences)."""
-        counts = xp.diff(self.offsets)
-        take = xp.repeat(keep, counts)
-        kept = counts[keep]
-        offsets = xp.concatenate([xp.zeros(1, dtype=kept.dtype), xp.cumsum(kept)])
-        return SparseRows(self.indices[take], self.values[take], offsets, (int(keep.sum()),), self.sample)
+    def select(self, rows, xp) -> "SparseRows":
+        """Rows `rows` (indices, in that order) as a batch: frame mode packs the steps of sequences."""
+        counts = xp.diff(self.offsets)[rows]
+        starts = self.offsets[:-1][rows]
+        offsets = xp.concatenate([xp.zeros(1, dtype=counts.dtype), xp.cumsum(counts)])
+        # Non-zero j of the result is non-zero (j - offsets[r]) of source row rows[r].
+        take = xp.repeat(starts - offsets[:-1], counts) + xp.arange(int(offsets[-1]))
+        return SparseRows(self.indices[take], self.values[take], offsets, (len(rows),), self.sample)
 
     @classmethod
     def from_dense(cls, x, dyn: int, xp) -> "SparseRows":
