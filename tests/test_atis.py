@@ -423,8 +423,8 @@ def test_score_slots_command_rejects_a_prediction_that_is_no_label(prepared, tmp
     ("atis_slots_lstm.net", 901 * 150 + 1200 * 450 + 1200 * 300 + 1200 + 300 * 127 + 127),
     # embedding; two LSTMs of 150 on the window: W 600x450, H 600x150, b 600 each; dense 300→127
     ("atis_slots_bilstm.net", 901 * 150 + 2 * (600 * 450 + 600 * 150 + 600) + 300 * 127 + 127),
-    # embedding; LSTM 300 on 150; dense 300→26
-    ("atis_intent.net", 901 * 150 + 1200 * 150 + 1200 * 300 + 1200 + 300 * 26 + 26),
+    # embedding; two LSTMs of 150 on 150: W 600x150, H 600x150, b 600 each; dense 300→26
+    ("atis_intent.net", 901 * 150 + 2 * (600 * 150 + 600 * 150 + 600) + 300 * 26 + 26),
 ])
 def test_atis_config_builds_without_data_with_its_parameter_count(name, expected):
     code, out, err = run_cli("check", str(ROOT / "configs" / "text" / name), "--json", "--no-data")
