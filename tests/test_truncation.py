@@ -242,7 +242,8 @@ def config(tmp_path, reader_extra, sgd_extra="", layer="RecurrentLSTMLayer {8} (
         words = rng.integers(0, 6, rng.integers(5, 25))
         for t, w in enumerate(words):
             nxt = words[t + 1] if t + 1 < len(words) else 0
-            lines.append(f"{key} |w {w}:1 |next {nxt}:1")
+            # `topic`, one per sequence, is declared in the reader but not read by the network.
+            lines.append(f"{key} |w {w}:1 |next {nxt}:1" + (f" |topic {key % 2}:1" if t == 0 else ""))
     data.write_text("\n".join(lines) + "\n")
     cfg = tmp_path / "lm.net"
     cfg.write_text(f"""
@@ -262,7 +263,8 @@ train = {{
     SGD = {{ minibatchSize = 40 ; maxEpochs = 2 ; learningRatesPerSample = 0.02 {sgd_extra} }}
     reader = {{
         readerType = "CNTKTextFormatReader" ; file = "{data}" ; randomize = false
-        input = {{ w = {{ dim = 6 ; format = "sparse" }} ; next = {{ dim = 6 ; format = "sparse" }} }}
+        input = {{ w = {{ dim = 6 ; format = "sparse" }} ; next = {{ dim = 6 ; format = "sparse" }}
+                  topic = {{ dim = 2 ; format = "sparse" }} }}
         {reader_extra}
     }}
 }}

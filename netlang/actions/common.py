@@ -50,8 +50,11 @@ def create_reader(reader_view, network: Network, *, epoch_size: int | None = Non
 
     if reader_view is None:
         raise ConfigError("this action needs a reader block", hint="add reader = { … }")
+    # Windows cut every stream a sequence has; a stream the network does not read (an intent label
+    # beside the words) must not stand in the way, so truncated reading carries the inputs only.
+    wanted = {node.name: 0 for node in network.inputs} if truncation is not None else None
     source = create_source(reader_settings(reader_view), os.getcwd(), epoch_size=epoch_size, randomize=randomize,
-                           dtype=dtype, prefetch=prefetch, truncation=truncation)
+                           dtype=dtype, prefetch=prefetch, truncation=truncation, streams_wanted=wanted)
     try:
         check_streams(network, source.stream_infos(), reader_view.span)
     except BaseException:
