@@ -12,7 +12,8 @@ A delay in the loop reads its input's output k steps earlier (later) where `dela
 is a real step to read, and its initial state elsewhere — the same rule as the whole-sequence
 kernel in runtime/ops/sequence.py. Since every sequence of the padded minibatch starts at t = 0,
 state is reset at each sequence's start; a FutureValue loop starts each sequence at its own last
-step because padding counts as "no step to read".
+step because padding counts as "no step to read". In truncated BPTT a window that continues its
+sequence reads the previous window's last steps there instead (runtime/truncation.py).
 
 Backward runs the steps in the reverse order. A loop node's gradient at step t is complete when the
 node is reached: its readers later in the same step were processed first, and the delays that read
