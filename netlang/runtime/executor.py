@@ -253,9 +253,8 @@ def _samples_in(node: Node, value, masks: "_Masks") -> int:
 def frame_rows(mask, xp):
     """The rows `t*N + n` of the real steps of a `(T, N)` mask, sequence after sequence (frame mode's
     order, which is the reader's)."""
-    T, N = mask.shape
     seq, step = xp.nonzero(mask.T)
-    return step * N + seq
+    return step * mask.shape[1] + seq
 
 
 def _split_feed(feed):

@@ -83,9 +83,8 @@ def feeds_from_minibatch(network: Network, minibatch, dtype) -> dict[str, np.nda
             raise DataError(f"the reader has no stream named '{node.name}' for the network input",
                             hint=f"reader streams: {', '.join(sorted(minibatch.streams))}")
         if dyn_rank(node.layout) == 1 and stream.max_length > 1 and not stream.is_sparse:
-            # frame mode: every frame of every sequence is one sample, in the reader's order
-            padded, mask = stream.to_padded(dtype)
-            feeds[node.name] = padded.swapaxes(0, 1)[mask.T].reshape((-1,) + to_runtime(node.shape))
+            # frame mode: every frame of every sequence is one sample, in the reader's (packed) order
+            feeds[node.name] = stream.data.values.astype(dtype, copy=False).reshape((-1,) + to_runtime(node.shape))
         else:
             feeds[node.name] = input_feed(node, stream, dtype)
     return feeds
