@@ -21,8 +21,8 @@ import time
 
 import numpy as np
 
-from netlang.runtime.ops import registry
-from netlang.runtime.ops.registry import OpContext
+from netlang.ops import registry
+from netlang.ops.registry import OpContext
 
 try:
     import torch

@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from netlang.compiler.evaluator import force_all, top_scope
+from netlang.compiler.lang.evaluator import force_all, top_scope
 from netlang.grammar.parser import parse_text
 
 HEADER = """\

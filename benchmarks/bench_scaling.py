@@ -79,7 +79,7 @@ def subset(source: str, samples: int, directory: str) -> str:
 
 
 def convolution_available() -> bool:
-    from netlang.runtime.ops import registry
+    from netlang.ops import registry
 
     try:
         registry.get("Convolution")

@@ -14,7 +14,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from netlang.compiler.ir import Network, Node
+from netlang.ir.graph import Network, Node
 from netlang.errors import NetworkError, UsageError, suggest
 from netlang.runtime.backend import select_backend
 from netlang.runtime.executor import Executor
@@ -76,7 +76,7 @@ class Model:
         return [name for name, _ in self.config.actions()]
 
     def network(self, action: str | None = None, precision: str | None = None, seed: int = 1) -> NetworkRunner:
-        from netlang.compiler import netbuild
+        from netlang.compiler.graph import netbuild
 
         candidates = self.config.actions()
         if action is not None:
@@ -93,15 +93,15 @@ class Model:
 
 def load(path: str, overrides: Sequence[str] = (), precision: str | None = None) -> Model:
     """Parse, evaluate and validate a config file (with `key=value` overrides)."""
-    from netlang.config import load_config
+    from netlang.compiler.lang.config import load_config
 
     return Model(load_config(path, tuple(overrides)), precision)
 
 
 def load_text(text: str, name: str = "<string>", overrides: Sequence[str] = ()) -> NetworkRunner:
     """Build the network described by `text`, a record of network members (tests, notebooks)."""
-    from netlang.compiler import netbuild
-    from netlang.compiler.evaluator import evaluate_text
+    from netlang.compiler.graph import netbuild
+    from netlang.compiler.lang.evaluator import evaluate_text
 
     record = evaluate_text(text, name, overrides=tuple(overrides))
     return NetworkRunner(netbuild.network_from_value(record))

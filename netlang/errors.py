@@ -186,7 +186,7 @@ def suggest(name: str, candidates, case_insensitive: bool = True) -> str | None:
 
 
 def _source_line(span: Span) -> str | None:
-    from netlang.grammar import sources
+    from netlang import sources
 
     return sources.line_of(span.file, span.line)
 

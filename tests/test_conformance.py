@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from netlang.compiler.evaluator import evaluate_expression, evaluate_text
-from netlang.compiler.values import Array
+from netlang.compiler.lang.evaluator import evaluate_expression, evaluate_text
+from netlang.compiler.lang.values import Array
 from netlang.errors import EvalError, ParseError
 
 

@@ -5,9 +5,10 @@ import math
 
 import pytest
 
-from netlang.compiler import hooks, values
-from netlang.compiler.evaluator import evaluate_expression, evaluate_file, evaluate_text, force_all
-from netlang.compiler.values import NONE, Array, Lambda
+from netlang.compiler.lang import nodes as hooks
+from netlang.compiler.lang import values
+from netlang.compiler.lang.evaluator import evaluate_expression, evaluate_file, evaluate_text, force_all
+from netlang.compiler.lang.values import NONE, Array, Lambda
 from netlang.errors import EvalError, NetlangError, UsageError
 
 
@@ -429,7 +430,7 @@ def test_record_span_origin_expression_and_scope_of_a_member():
     assert (inner.span_of("A").line, inner.span_of("A").col) == (4, 3)
     assert inner.origin_of("A") == "file"
     expr = inner.expr_of("A")
-    from netlang.compiler.evaluator import evaluate
+    from netlang.compiler.lang.evaluator import evaluate
 
     assert evaluate(expr, inner.scope_of("A")) == 3.0
     assert inner.path == "r"
@@ -536,7 +537,7 @@ def test_malformed_override_is_a_usage_error_naming_it(argument):
 
 
 def test_overrides_do_not_modify_the_parsed_file():
-    from netlang.compiler.overrides import apply_overrides
+    from netlang.compiler.lang.overrides import apply_overrides
     from netlang.grammar.parser import parse_text
 
     file_ast = parse_text(CONFIG)
@@ -557,7 +558,7 @@ class FakeNode:
 @pytest.fixture
 def fake_nodes():
     try:  # let the real IR install its hooks first, so they do not replace ours mid-test
-        import netlang.compiler.builtins  # noqa: F401
+        import netlang.compiler.graph.nodes  # noqa: F401
     except Exception:
         pass
     saved = (hooks._is_node, hooks._binary, hooks._unary, hooks._if_node, hooks._node_member,

@@ -673,7 +673,7 @@ def test_an_image_reader_needs_a_label_stream(tmp_path):
 
 
 def test_a_net_file_with_image_readers_validates_and_builds(tmp_path):
-    from netlang.config import load_config
+    from netlang.compiler.lang.config import load_config
 
     image_set(tmp_path, count=4)
     (tmp_path / "img.net").write_text("""

@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import pytest
 
-from netlang.compiler import loops, network
-from netlang.compiler.evaluator import evaluate_text
-from netlang.compiler.hooks import BuildContext
-from netlang.compiler.ir import DEFAULT_SEQ, Node
-from netlang.compiler.loops import Loop
-from netlang.compiler.plan import make_plan
+from netlang.compiler.graph import loops
+from netlang.compiler.graph import network
+from netlang.compiler.lang.evaluator import evaluate_text
+from netlang.compiler.lang.nodes import BuildContext
+from netlang.ir.graph import DEFAULT_SEQ, Node
+from netlang.compiler.graph.loops import Loop
+from netlang.compiler.graph.plan import make_plan
 from netlang.errors import NetworkError
 
 

@@ -27,9 +27,9 @@ import copy
 import numpy as np
 import pytest
 
-from netlang.compiler.shapes import num_elements, to_runtime
-from netlang.runtime.ops import registry
-from netlang.runtime.ops.registry import OpContext, ShapeResult
+from netlang.ir.shapes import num_elements, to_runtime
+from netlang.ops import registry
+from netlang.ops.registry import OpContext, ShapeResult
 
 BATCH = 2          # N
 STEPS = 3          # T

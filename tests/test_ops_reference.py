@@ -12,10 +12,10 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from netlang.compiler.shapes import to_bs
+from netlang.ir.shapes import to_bs
 from netlang.errors import ConfigError
-from netlang.runtime.ops import registry
-from netlang.runtime.ops.registry import OpContext, ShapeMismatch, ShapeResult
+from netlang.ops import registry
+from netlang.ops.registry import OpContext, ShapeMismatch, ShapeResult
 
 rng = np.random.default_rng(7)
 

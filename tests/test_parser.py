@@ -9,7 +9,8 @@ import pickle
 import pytest
 
 from netlang.errors import ConfigError, IncludeError, NetlangError, ParseError, Span
-from netlang.grammar import ast, cache, sources
+from netlang.grammar import ast, cache
+from netlang import sources
 from netlang.grammar.parser import (load_stdlib, parse_expression, parse_file, parse_member_text,
                                     parse_text)
 

@@ -16,10 +16,10 @@ import pytest
 
 from netlang.cli import main
 from netlang.datasets.synthetic import prepare_synthetic
-from netlang.compiler import network
-from netlang.compiler.evaluator import evaluate_text
-from netlang.compiler.hooks import BuildContext
-from netlang.runtime.modelio import load_model, save_model
+from netlang.compiler.graph import network
+from netlang.compiler.lang.evaluator import evaluate_text
+from netlang.compiler.lang.nodes import BuildContext
+from netlang.ir.modelfile import load_model, save_model
 
 CONFIG = """
 command = train:test

@@ -14,8 +14,8 @@ import math
 import numpy as np
 import pytest
 
-from netlang.runtime.ops import conv, registry
-from netlang.runtime.ops.registry import OpContext, ShapeMismatch, ShapeResult
+from netlang.ops import conv, registry
+from netlang.ops.registry import OpContext, ShapeMismatch, ShapeResult
 
 RNG_SEED = 7
 

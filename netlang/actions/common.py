@@ -8,9 +8,9 @@ import os
 
 import numpy as np
 
-from netlang.compiler.ir import Network
+from netlang.ir.graph import Network
 from netlang.errors import ConfigError, DataError, DataPosition, NetworkError
-from netlang.runtime import modelio
+from netlang.ir import modelfile as modelio
 from netlang.runtime.backend import Backend, select_backend
 
 
@@ -23,7 +23,7 @@ def top_seed(config) -> int:
 
 
 def build_network(view) -> Network | None:
-    from netlang.compiler import netbuild
+    from netlang.compiler.graph import netbuild
 
     ref = view.network_expr()
     return None if ref is None else netbuild.build_action_network(ref)

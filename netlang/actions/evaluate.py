@@ -4,7 +4,7 @@ from __future__ import annotations
 from netlang.actions import common
 from netlang.errors import ConfigError, DataError, DataPosition
 from netlang.runtime.executor import Executor
-from netlang.runtime.modelio import atomic_write
+from netlang.ir.modelfile import atomic_write
 from netlang.runtime.trainer import evaluate
 
 

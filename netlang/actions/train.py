@@ -13,7 +13,7 @@ import os
 import yaml
 
 from netlang.actions import common
-from netlang.compiler import netbuild
+from netlang.compiler.graph import netbuild
 from netlang.errors import ConfigError, NetworkError, TrainingInterrupted
 from netlang.runtime.distributed import (LocalCommunicator, detect_launch, failure_guard, get_communicator,
                                          install_failure_handlers)
@@ -130,8 +130,8 @@ def communicator_for(config, parallel: ParallelSettings | None):
 
 
 def save_resolved_config(config, model_path: str) -> None:
-    from netlang.config import resolved_config_dict
-    from netlang.runtime.modelio import atomic_write
+    from netlang.compiler.lang.config import resolved_config_dict
+    from netlang.ir.modelfile import atomic_write
 
     path = os.path.join(os.path.dirname(os.path.abspath(model_path)), "config.resolved.yaml")
     text = yaml.safe_dump(resolved_config_dict(config), sort_keys=False).encode("utf-8")

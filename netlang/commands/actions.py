@@ -13,7 +13,7 @@ ACTIONS_OF = {
 
 
 def load(args):
-    from netlang.config import load_config
+    from netlang.compiler.lang.config import load_config
 
     overrides, extra = split_overrides(args.rest)
     if extra:

@@ -13,7 +13,7 @@ import sys
 from netlang.commands import add_command_parser, add_config_arguments, split_overrides, stdout_console
 from rich.markup import escape
 
-from netlang.config import Config, block_entries, load_config, resolved_config_dict
+from netlang.compiler.lang.config import Config, block_entries, load_config, resolved_config_dict
 from netlang.errors import UsageError
 
 DESCRIPTION = """Validate a config without training: parse it, evaluate every setting, check it
@@ -36,7 +36,7 @@ def build_networks(config: Config) -> dict:
     Actions without a network of their own (e.g. `test` reading `modelPath`) are skipped: check
     never needs data or model files to build networks.
     """
-    from netlang.compiler import netbuild
+    from netlang.compiler.graph import netbuild
 
     networks = {}
     for name, view in config.actions():
@@ -54,7 +54,7 @@ def check_readers(config: Config, networks: dict) -> dict:
     """Read one small minibatch from every reader of every action and feed it to the action's
     network inputs, so data errors (missing files, wrong dimensions, bad lines) show up now."""
     from netlang.actions.common import create_reader
-    from netlang.compiler import netbuild
+    from netlang.compiler.graph import netbuild
     from netlang.runtime.trainer import feeds_from_minibatch
 
     report = {}

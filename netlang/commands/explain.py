@@ -4,7 +4,7 @@ Every effective value, schema defaults included, with where it came from: `defau
 `file:line:col` that sets it, `include file:line:col`, or `override` (command line). Values found in
 an enclosing block (CNTK's parent lookup) say so: `cfg.net:12:1 (from top level)`. Key paths select
 a block or a key (`train.SGD`, `train.SGD.maxEpochs`, case-insensitive). `--yaml` writes the resolved
-configuration (`netlang.config.resolved_config_dict`) as YAML, the file the trainer keeps per run.
+configuration (`netlang.compiler.lang.config.resolved_config_dict`) as YAML, the file the trainer keeps per run.
 """
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import yaml
 from rich.markup import escape
 
 from netlang.commands import add_command_parser, add_config_arguments, split_overrides, stdout_console
-from netlang.config import Entry, config_entries, load_config, resolved_config_dict
+from netlang.compiler.lang.config import Entry, config_entries, load_config, resolved_config_dict
 from netlang.errors import UsageError, suggest
 
 DESCRIPTION = """Show every effective value of a config (schema defaults included) and where it came

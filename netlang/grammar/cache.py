@@ -14,7 +14,8 @@ import tempfile
 from pathlib import Path
 
 import netlang
-from netlang.grammar import ast, sources
+from netlang.grammar import ast
+from netlang import sources
 
 STDLIB_PATH = Path(netlang.__file__).parent / "stdlib" / "core.net"
 

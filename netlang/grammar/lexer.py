@@ -22,7 +22,7 @@ from typing import Iterator, Sequence
 from lark import Token
 
 from netlang.errors import IncludeError, ParseError, Span
-from netlang.grammar import sources
+from netlang import sources
 
 
 class SourceToken(Token):

@@ -22,7 +22,8 @@ from lark.exceptions import LarkError, UnexpectedToken
 from lark.lexer import Lexer
 
 from netlang.errors import ConfigError, ParseError, Span
-from netlang.grammar import ast, cache, sources
+from netlang.grammar import ast, cache
+from netlang import sources
 from netlang.grammar.ast_builder import AstBuilder
 from netlang.grammar.lexer import KEYWORDS, PUNCTUATION, ScanState, normalize_newlines, tokenize
 

@@ -25,7 +25,7 @@ from netlang.errors import ConfigError, suggest
 from netlang.readers.ctf import DEFAULT_CHUNK_SIZE, CtfDeserializer, CtfStream
 from netlang.readers.prefetch import PrefetchingSource
 from netlang.readers.source import Deserializer, MinibatchSource
-from netlang.readers.truncation import TruncatedSource
+from netlang.readers.windows import TruncatedSource
 
 # CNTKTextFormatReader's default window: 128 chunks of 32 MB, about 4 GB of text.
 CTF_DEFAULT_WINDOW_CHUNKS = 128

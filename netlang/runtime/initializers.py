@@ -11,7 +11,7 @@ import math
 
 import numpy as np
 
-from netlang.compiler.shapes import num_elements, to_runtime
+from netlang.ir.shapes import num_elements, to_runtime
 from netlang.errors import ConfigError
 
 

@@ -26,13 +26,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from netlang.compiler.ir import Node, SeqAxis, dyn_rank, is_delay
-from netlang.compiler.loops import Loop
-from netlang.compiler.shapes import to_runtime
-from netlang.runtime.ops import registry
-from netlang.runtime.ops.registry import OpContext, OpDef, apply_backward, apply_forward
-from netlang.runtime.ops.sequence import delay_valid, initial_state, initial_state_gradient, time_step
-from netlang.runtime.ops.sparse import densified
+from netlang.ir.graph import Node, SeqAxis, dyn_rank, is_delay
+from netlang.compiler.graph.loops import Loop
+from netlang.ir.shapes import to_runtime
+from netlang.ops import registry
+from netlang.ops.registry import OpContext, OpDef, apply_backward, apply_forward
+from netlang.ops.sequence import delay_valid, initial_state, initial_state_gradient, time_step
+from netlang.ops.sparse import densified
 
 # Where a loop node's input comes from at step t.
 LOOP, STEP, WHOLE = 0, 1, 2

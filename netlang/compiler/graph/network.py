@@ -1,0 +1,207 @@
+"""`new ComputationNetwork R`: collect roots and special nodes, order, name, validate (reference §3.7).
+
+1. Members named `featureNodes labelNodes criterionNodes evaluationNodes outputNodes` (exact,
+   case-sensitive) are flattened; their nodes get that tag and become roots.
+2. Every other member whose value is a node is a root too.
+3. Everything reachable is added; late-attached delay inputs are resolved.
+4. Tags from `tag=` and from step 1; node names are the expression paths, made unique.
+5. Shapes are validated; without recurrence the network runs in frame mode (sequence → batch).
+"""
+from __future__ import annotations
+
+from netlang.compiler.graph import loops
+from netlang.compiler.graph import shapeinfer
+from netlang.compiler.lang.nodes import BuildContext
+from netlang.ir.graph import BATCH, TAG_GROUPS, CycleError, Network, Node, SeqAxis, is_delay, topological_order
+from netlang.errors import NetlangError, NetworkError
+from netlang.ops import registry
+
+GROUP_MEMBERS = {f"{g}Nodes": g for g in TAG_GROUPS}
+# Operations that need the time axis; without any of them, a network runs in frame mode.
+SEQUENCE_OPS = {"PastValue", "FutureValue", "ReconcileDynamicAxis"} | loops.WHOLE_SEQUENCE_OPS
+# A product with a sparse input runs as a gather (runtime/ops/sparse.py), not a dense matmul.
+SPARSE_PRODUCTS = {"Times": "SparseTimes", "TransposeTimes": "SparseTransposeTimes"}
+
+
+def _values():
+    from netlang.compiler.lang import values
+
+    return values
+
+
+def build_network(record, ctx: BuildContext) -> Network:
+    values = _values()
+    if isinstance(record, Network):
+        return record
+    if not isinstance(record, values.Record):
+        raise NetworkError("a network must be described by a record { … }", ctx.span)
+    roots: list[Node] = []
+    groups: dict[str, list[Node]] = {g: [] for g in TAG_GROUPS}
+    for name in record.names():
+        try:
+            value = record.get(name)
+        except NetlangError as err:
+            err.add_frame(f"network member '{name}'", record.span_of(name))
+            raise
+        if name in GROUP_MEMBERS:
+            group = GROUP_MEMBERS[name]
+            for item in _flatten_nodes(value, name, record):
+                item.tags.add(group)
+                if group == "label":
+                    item.tags.discard("feature")
+                if item not in groups[group]:
+                    groups[group].append(item)
+                roots.append(item)
+        elif isinstance(value, Node):
+            roots.append(value)
+    _attach_late_inputs(roots)
+    try:
+        nodes = topological_order(roots)
+    except CycleError as exc:
+        raise NetworkError(f"cycle without PastValue/FutureValue: {exc}", exc.node.span,
+                           hint="a recurrent loop must pass through PastValue or FutureValue") from None
+    for node in nodes:
+        for tag in node.tags:
+            if tag in groups and node not in groups[tag] and not (tag == "feature" and "label" in node.tags):
+                groups[tag].append(node)
+    _strip_prefix(nodes, getattr(record, "path", ""))
+    _make_names_unique(nodes)
+    _guess_delay_shapes(nodes)
+    shapeinfer.validate(nodes)
+    _check_reduced_axes(nodes)
+    _check_delays(nodes)
+    loops.find_loops(nodes)           # every cycle passes a delay, no loop mixes directions
+    _use_sparse_products(nodes)
+    if not _needs_time_axis(nodes):
+        _lower_to_frame_mode(nodes)
+    return Network(nodes=nodes, groups=groups, span=ctx.span, record=record)
+
+
+def _flatten_nodes(value, member: str, record) -> list[Node]:
+    values = _values()
+    if isinstance(value, Node):
+        return [value]
+    if isinstance(value, values.Array):
+        out = []
+        for item in value.items():
+            out.extend(_flatten_nodes(item, member, record))
+        return out
+    if value is values.NONE:
+        return []
+    raise NetworkError(f"'{member}' must be a node or an array of nodes", record.span_of(member),
+                       hint="a function's result record must be selected with .member, e.g. (out.z)")
+
+
+def _attach_late_inputs(roots: list[Node]) -> None:
+    seen: set[int] = set()
+    stack = list(roots)
+    while stack:
+        node = stack.pop()
+        if node.id in seen:
+            continue
+        seen.add(node.id)
+        if node.late_inputs is not None:
+            attach, node.late_inputs = node.late_inputs, None
+            node.inputs = list(attach()) + node.inputs
+        stack.extend(node.inputs)
+
+
+def _strip_prefix(nodes: list[Node], prefix: str) -> None:
+    """Name nodes relative to the network record, as CNTK does (`ce`, not `train.network.ce`)."""
+    if not prefix:
+        return
+    prefix += "."
+    for node in nodes:
+        if node.name.startswith(prefix):
+            node.name = node.name[len(prefix):]
+
+
+def _make_names_unique(nodes: list[Node]) -> None:
+    used: dict[str, int] = {}
+    for node in nodes:
+        base = node.name or node.op
+        if base not in used:
+            used[base] = 0
+            node.name = base
+            continue
+        used[base] += 1
+        candidate = f"{base}_{used[base]}"
+        while candidate in used:
+            used[base] += 1
+            candidate = f"{base}_{used[base]}"
+        used[candidate] = 0
+        node.name = candidate
+
+
+def _guess_delay_shapes(nodes: list[Node]) -> None:
+    """A delay declared with dims 0 in a loop (`Previous(h)` with h computed from it) has no shape
+    until its input has one, and the input needs the delay's. Guess the delay's shape from its input,
+    leaving out the loop's own unknowns where broadcasting allows (elementwise ops); validation then
+    checks the guess like any other shape."""
+    for node in nodes:
+        if is_delay(node) and node.inputs and not node.shape_known():
+            guess = _shape_guess(node.inputs[0], {node.id})
+            if guess:
+                node.shape = guess
+
+
+def _shape_guess(node: Node, visiting: set[int]) -> tuple | None:
+    if node.shape_known():
+        return node.shape
+    if node.id in visiting:
+        return None
+    visiting.add(node.id)
+    shapes = [_shape_guess(i, visiting) for i in node.inputs]
+    visiting.discard(node.id)
+    op = registry.get(node.op)
+    if is_delay(node):
+        return shapes[0]
+    if op is None or op.leaf:
+        return node.shape if node.is_parameter else None    # a parameter's 0s are the rule's to infer
+    if op.elementwise:
+        shapes = [s for s in shapes if s]
+    if not shapes or any(s is None for s in shapes):
+        return None
+    try:
+        result = op.shape(shapes, node.attrs)
+    except registry.ShapeMismatch:
+        return None
+    out = tuple(getattr(result, "out", result))
+    return out if out and all(d > 0 for d in out) else None
+
+
+def _needs_time_axis(nodes: list[Node]) -> bool:
+    """Sequence operations need the time axis; so do inputs on different dynamic axes."""
+    if any(n.op in SEQUENCE_OPS for n in nodes):
+        return True
+    return len({n.layout for n in nodes if n.op in ("InputValue", "SparseInputValue")}) > 1
+
+
+def _check_reduced_axes(nodes: list[Node]) -> None:
+    """Criteria combine their operands sample by sample: their dynamic axes must agree too (the
+    common layout rule, which other ops apply for their output, names both operands)."""
+    for node in nodes:
+        op = registry.get(node.op)
+        if op is not None and op.layout == "none" and len(node.inputs) > 1:
+            shapeinfer.common_layout(node)
+
+
+def _check_delays(nodes: list[Node]) -> None:
+    for node in nodes:
+        if is_delay(node) and not isinstance(node.layout, SeqAxis):
+            what = "a static value" if node.layout is None else "one value per sequence"
+            raise NetworkError(f"{node.op} '{node.name}' delays {what} ('{node.inputs[0].name}'), which has no "
+                               "time steps", node.span,
+                               hint="PastValue/FutureValue apply to sequences, e.g. an Input with a dynamic axis")
+
+
+def _use_sparse_products(nodes: list[Node]) -> None:
+    for node in nodes:
+        if node.op in SPARSE_PRODUCTS and node.inputs[1].op == "SparseInputValue":
+            node.op = SPARSE_PRODUCTS[node.op]
+
+
+def _lower_to_frame_mode(nodes: list[Node]) -> None:
+    for node in nodes:
+        if isinstance(node.layout, SeqAxis):
+            node.layout = BATCH

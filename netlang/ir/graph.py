@@ -1,0 +1,195 @@
+"""The graph IR: Nodes (op, inputs, attributes, name, span, shape, layout, tags) and Networks.
+
+A Node is created by the evaluator (through `compiler/builtins.py`) when a BrainScript expression
+builds a computation: its `op` names an OpDef of the registry, its `shape` is the BrainScript sample
+shape (first axis fastest; 0 = not yet inferred) and its `layout` the dynamic axes it carries:
+
+* `None`       a static value (parameter, constant, a criterion's sum);
+* `BATCH`      one sample per minibatch entry (`[N, ...]` at run time);
+* a `SeqAxis`  sequences × batch (`[T, N, ...]` plus a mask); `DEFAULT_SEQ` is CNTK's default `*` axis.
+
+Inputs default to the sequence axis as in CNTK; a network without recurrence or sequence operations
+runs in frame mode, where the validation pass lowers sequence layouts to BATCH.
+
+A Network is the result of `new ComputationNetwork R`: its nodes in topological order plus the
+special groups (features, labels, criteria, evaluations, outputs).
+"""
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from netlang.ir.shapes import format_shape, num_elements
+from netlang.errors import Span
+
+TAG_GROUPS = ("feature", "label", "criterion", "evaluation", "output")
+LEGACY_TAGS = {"criteria": "criterion", "eval": "evaluation", "evaluation": "evaluation"}
+
+
+@dataclass(frozen=True)
+class SeqAxis:
+    """A named dynamic sequence axis (CNTK `DynamicAxis()`); sequences × batch at run time."""
+
+    name: str
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class _Batch:
+    def __repr__(self) -> str:
+        return "BATCH"
+
+    def __str__(self) -> str:
+        return "#"
+
+
+BATCH = _Batch()
+DEFAULT_SEQ = SeqAxis("*")
+
+
+def dyn_rank(layout) -> int:
+    """Number of leading dynamic array axes of a value with this layout."""
+    if layout is None:
+        return 0
+    return 1 if layout is BATCH else 2
+
+
+def layout_suffix(layout) -> str:
+    if layout is None:
+        return ""
+    return " x #" if layout is BATCH else f" x {layout.name}"
+
+
+_ids = itertools.count()
+
+
+class Node:
+    """One operation in the graph. Identity matters (nodes are shared by reference)."""
+
+    __slots__ = ("id", "op", "inputs", "attrs", "name", "span", "shape", "layout", "tags",
+                 "late_inputs", "value", "learning_rate_multiplier", "is_parameter", "__weakref__")
+
+    def __init__(self, op: str, inputs: list["Node"], attrs: dict | None = None, *,
+                 name: str = "", span: Span | None = None, shape: tuple = (), layout=None,
+                 tags: set[str] | None = None):
+        self.id = next(_ids)
+        self.op = op
+        self.inputs = list(inputs)
+        self.attrs = dict(attrs or {})
+        self.name = name
+        self.span = span
+        self.shape = tuple(shape)
+        self.layout = layout
+        self.tags = set(tags or ())
+        # PastValue/FutureValue attach their inputs after construction (reference §3.2).
+        self.late_inputs: Callable[[], list["Node"]] | None = None
+        self.value = None                      # initial value of a parameter/constant (numpy, BS order handled by init)
+        self.learning_rate_multiplier = 0.0
+        self.is_parameter = False
+
+    # -- what the language sees of a node (reference §3.6: name, operation, dim, inputs) ------------
+    @property
+    def dim(self) -> int:
+        return num_elements(self.shape)
+
+    def shape_known(self) -> bool:
+        return bool(self.shape) and all(d > 0 for d in self.shape)
+
+    def describe(self) -> str:
+        return f"{self.name or '<unnamed>'} ({self.op}) : {format_shape(self.shape, layout_suffix(self.layout))}"
+
+    def __repr__(self) -> str:
+        return f"Node({self.describe()})"
+
+
+@dataclass
+class Network:
+    """A validated network: every node's shape and layout known, nodes in topological order."""
+
+    nodes: list[Node]
+    groups: dict[str, list[Node]] = field(default_factory=lambda: {g: [] for g in TAG_GROUPS})
+    span: Span | None = None
+    record: Any = None                     # the BrainScript record it was built from
+
+    @property
+    def parameters(self) -> list[Node]:
+        return [n for n in self.nodes if n.is_parameter]
+
+    @property
+    def learnable_parameters(self) -> list[Node]:
+        return [n for n in self.nodes if n.is_parameter and n.learning_rate_multiplier > 0]
+
+    @property
+    def inputs(self) -> list[Node]:
+        return [n for n in self.nodes if n.op in ("InputValue", "SparseInputValue")]
+
+    def node(self, name: str) -> Node | None:
+        for n in self.nodes:
+            if n.name == name:
+                return n
+        return None
+
+    def parameter_count(self, learnable_only: bool = True) -> int:
+        params = self.learnable_parameters if learnable_only else self.parameters
+        return sum(p.dim for p in params)
+
+
+def topological_order(roots: list[Node]) -> list[Node]:
+    """Nodes reachable from `roots`, every node after its inputs (iterative DFS; cycles through
+    late-attached delay nodes are broken at the delay node, whose input is visited as a root)."""
+    order: list[Node] = []
+    state: dict[int, int] = {}  # 1 = on stack, 2 = done
+    pending = list(reversed(roots))
+    while pending:
+        root = pending.pop()
+        if state.get(root.id) == 2:
+            continue
+        stack = [(root, iter(_dependencies(root)))]
+        state[root.id] = 1
+        while stack:
+            node, it = stack[-1]
+            nxt = next(it, None)
+            if nxt is None:
+                stack.pop()
+                state[node.id] = 2
+                order.append(node)
+                for extra in _deferred(node):
+                    if state.get(extra.id) is None:
+                        pending.append(extra)
+                continue
+            st = state.get(nxt.id)
+            if st is None:
+                state[nxt.id] = 1
+                stack.append((nxt, iter(_dependencies(nxt))))
+            elif st == 1:
+                raise CycleError(nxt, [n for n, _ in stack])
+    return order
+
+
+def is_delay(node: Node) -> bool:
+    return node.op in ("PastValue", "FutureValue")
+
+
+def _dependencies(node: Node) -> list[Node]:
+    # A delay node's main input closes a loop; it is ordered as a separate root (see loops pass).
+    if is_delay(node):
+        return node.inputs[1:]
+    return node.inputs
+
+
+def _deferred(node: Node) -> list[Node]:
+    return node.inputs[:1] if is_delay(node) else []
+
+
+class CycleError(Exception):
+    """A cycle that does not pass through PastValue/FutureValue."""
+
+    def __init__(self, node: Node, stack: list[Node]):
+        names = [n.name for n in stack]
+        if node.name in names:
+            names = names[names.index(node.name):]
+        super().__init__(" -> ".join(names + [node.name]))
+        self.node = node
+        self.cycle = names

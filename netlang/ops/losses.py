@@ -1,0 +1,328 @@
+"""Training criteria and evaluation metrics.
+
+Criteria (`layout="none"`) reduce over the dynamic axes: each computes one value per sample (over
+all elements of the sample, CNTK's column), then sums over the samples of the minibatch. For
+sequences, `ctx.mask` (T, N) says which steps are real; padded steps count for nothing, in the value
+and in the gradient. The output is a static `(1)` value. Labels, probabilities given as data and
+instance weights get no gradient.
+
+CosDistance is per sample (output `(1)` per sample, common layout) and is CNTK's cosine *similarity*.
+"""
+from __future__ import annotations
+
+from netlang.ir.shapes import format_shape
+from netlang.ops.registry import InputSpec, OpCheck, OpDef, ShapeMismatch, register, unbroadcast
+from netlang.ops.softmax import log_softmax, per_sample
+
+
+# ---- shared pieces -----------------------------------------------------------------------------
+
+def _same_shape(name, in_shapes):
+    """The common BS shape of operands that must agree (0 = not yet inferred adopts the other)."""
+    out = list(in_shapes[0])
+    for shape in in_shapes[1:]:
+        if len(shape) != len(out) or any(a and b and a != b for a, b in zip(out, shape)):
+            shapes = " and ".join(format_shape(s) for s in in_shapes)
+            raise ShapeMismatch(f"{name}: operands {shapes} must have the same shape")
+        out = [a or b for a, b in zip(out, shape)]
+    return tuple(out)
+
+
+def _criterion_rule(name, operands=2):
+    def rule(in_shapes, attrs):
+        _same_shape(name, in_shapes[:operands])
+        return (1,)
+    return rule
+
+
+def _valid(ctx, lead: tuple):
+    """Boolean (T, N) mask of real sequence steps when the per-sample values are a sequence, else None."""
+    if ctx.mask is not None and len(lead) == 2:
+        return ctx.mask.reshape(lead)
+    return None
+
+
+def _masked_sum(ctx, per):
+    """Σ of per-sample values over the real samples, as a static (1) array."""
+    valid = _valid(ctx, per.shape)
+    if valid is not None:
+        per = ctx.xp.where(valid, per, 0)       # where, not multiply: padding may hold inf/NaN
+    return ctx.xp.reshape(per.sum(), (1,))
+
+
+def _masked(ctx, g2):
+    """Per-sample gradient rows `g2` (lead..., elements) with padded steps zeroed."""
+    valid = _valid(ctx, g2.shape[:-1])
+    return g2 if valid is None else ctx.xp.where(valid[..., None], g2, 0)
+
+
+def _to_input(g2, x, dyn, xp):
+    """A gradient over flattened (and possibly broadcast) samples, back in the shape of input `x`."""
+    return unbroadcast(g2, per_sample(x, dyn).shape, xp).reshape(x.shape)
+
+
+def _scalar(gy):
+    return gy.reshape(())
+
+
+def _floor(p, xp):
+    # log(0) would make 0·log(0) a NaN; flooring at the smallest normal number keeps it finite.
+    return xp.maximum(p, xp.finfo(p.dtype).tiny)
+
+
+# ---- CrossEntropyWithSoftmax(label, z) ---------------------------------------------------------
+
+def _cews_forward(ctx, xs, attrs):
+    label, z = xs
+    l2, z2 = per_sample(label, ctx.dyn[0]), per_sample(z, ctx.dyn[1])
+    logp = log_softmax(z2, ctx.xp)
+    ctx.saved["logp"] = logp
+    return _masked_sum(ctx, -(l2 * logp).sum(axis=-1))
+
+
+def _cews_backward(ctx, xs, y, gy, attrs):
+    label, z = xs
+    l2 = per_sample(label, ctx.dyn[0])
+    logp = ctx.saved.get("logp")
+    if logp is None:
+        logp = log_softmax(per_sample(z, ctx.dyn[1]), ctx.xp)
+    # d/dz of −Σ l·log softmax(z) is softmax(z)·Σl − l (softmax − label for one-hot labels).
+    g2 = (ctx.xp.exp(logp) * l2.sum(axis=-1, keepdims=True) - l2) * _scalar(gy)
+    return [None, _to_input(_masked(ctx, g2), z, ctx.dyn[1], ctx.xp)]
+
+
+def _label(shape, dyn=1):
+    return InputSpec(shape, dyn, "onehot", grad=False)
+
+
+def _z(shape, dyn=1, low=-2.0, high=2.0):
+    return InputSpec(shape, dyn, "float", low, high)
+
+
+register(OpDef(
+    name="CrossEntropyWithSoftmax", arity=(2, 2), shape=_criterion_rule("CrossEntropyWithSoftmax"),
+    forward=_cews_forward, backward=_cews_backward, layout="none",
+    doc="−Σ label · log softmax(z), fused and stable; summed over samples",
+    checks=[
+        OpCheck((_label((5,)), _z((5,))), out=(1,)),
+        OpCheck((_label((4,), 2), _z((4,), 2)), out=(1,)),
+        OpCheck((_label((3, 2)), _z((3, 2))), out=(1,)),
+    ],
+))
+
+
+# ---- CrossEntropy(label, prob) -----------------------------------------------------------------
+
+def _ce_forward(ctx, xs, attrs):
+    label, prob = xs
+    l2, p2 = per_sample(label, ctx.dyn[0]), per_sample(prob, ctx.dyn[1])
+    return _masked_sum(ctx, -(l2 * ctx.xp.log(_floor(p2, ctx.xp))).sum(axis=-1))
+
+
+def _ce_backward(ctx, xs, y, gy, attrs):
+    label, prob = xs
+    l2, p2 = per_sample(label, ctx.dyn[0]), per_sample(prob, ctx.dyn[1])
+    g2 = -l2 / _floor(p2, ctx.xp) * _scalar(gy)
+    return [None, _to_input(_masked(ctx, g2), prob, ctx.dyn[1], ctx.xp)]
+
+
+register(OpDef(
+    name="CrossEntropy", arity=(2, 2), shape=_criterion_rule("CrossEntropy"), forward=_ce_forward,
+    backward=_ce_backward, layout="none", doc="−Σ label · log(prob); summed over samples",
+    checks=[
+        OpCheck((_label((4,)), InputSpec((4,), 1, "positive")), out=(1,)),
+        OpCheck((InputSpec((3,), 2, "positive", grad=False), InputSpec((3,), 2, "positive")), out=(1,)),
+    ],
+))
+
+
+# ---- ClassificationError(label, z [, topN]) ----------------------------------------------------
+
+def _top_n(xs, attrs) -> int:
+    if len(xs) == 3:                           # CNTK passes topN > 1 as a Constant third input
+        return int(round(float(xs[2].reshape(-1)[0])))
+    return int(attrs.get("topN", 1))
+
+
+def _classification_error_rule(in_shapes, attrs):
+    _same_shape("ClassificationError", in_shapes[:2])
+    if len(in_shapes) == 3 and tuple(in_shapes[2]) not in ((1,), ()):
+        raise ShapeMismatch(f"ClassificationError: topN must be a scalar, got {format_shape(in_shapes[2])}")
+    if int(attrs.get("topN", 1)) < 1:
+        raise ShapeMismatch(f"ClassificationError: topN must be 1 or more, got {attrs.get('topN')}")
+    return (1,)
+
+
+def _classification_error_forward(ctx, xs, attrs):
+    label, z = xs[0], xs[1]
+    xp = ctx.xp
+    l2, z2 = per_sample(label, ctx.dyn[0]), per_sample(z, ctx.dyn[1])
+    l2, z2 = xp.broadcast_arrays(l2, z2)
+    target = l2.argmax(axis=-1)[..., None]
+    target_score = xp.take_along_axis(z2, target, axis=-1)
+    # The label's class is among the top N when fewer than N scores beat it.
+    beaten_by = (z2 > target_score).sum(axis=-1)
+    return _masked_sum(ctx, (beaten_by >= _top_n(xs, attrs)).astype(z.dtype))
+
+
+register(OpDef(
+    name="ClassificationError", arity=(2, 3), shape=_classification_error_rule,
+    forward=_classification_error_forward, layout="none", differentiable=False,
+    aliases=("ErrorPrediction",),
+    doc="number of samples whose label class is not among the topN highest scores of z",
+    checks=[
+        OpCheck((_label((5,)), _z((5,))), out=(1,), grad=False),
+        OpCheck((_label((5,)), _z((5,))), attrs={"topN": 3}, out=(1,), grad=False),
+        OpCheck((_label((4,), 2), _z((4,), 2)), out=(1,), grad=False),
+        OpCheck((_label((5,)), _z((5,)), InputSpec((1,), 0, "positive", 2.0, 2.4, grad=False)), out=(1,),
+                grad=False),
+    ],
+))
+
+
+# ---- SquareError(a, b) -------------------------------------------------------------------------
+
+def _square_error_forward(ctx, xs, attrs):
+    a2, b2 = per_sample(xs[0], ctx.dyn[0]), per_sample(xs[1], ctx.dyn[1])
+    return _masked_sum(ctx, ((a2 - b2) ** 2).sum(axis=-1))
+
+
+def _square_error_backward(ctx, xs, y, gy, attrs):
+    a, b = xs
+    diff = per_sample(a, ctx.dyn[0]) - per_sample(b, ctx.dyn[1])
+    g2 = _masked(ctx, 2.0 * diff * _scalar(gy))
+    return [_to_input(g2, a, ctx.dyn[0], ctx.xp), _to_input(-g2, b, ctx.dyn[1], ctx.xp)]
+
+
+register(OpDef(
+    name="SquareError", arity=(2, 2), shape=_criterion_rule("SquareError"), forward=_square_error_forward,
+    backward=_square_error_backward, layout="none", doc="Σ (a − b)²; summed over samples",
+    checks=[
+        OpCheck((_z((3, 2)), _z((3, 2))), out=(1,)),
+        OpCheck((_z((4,), 2), _z((4,), 2)), out=(1,)),
+        OpCheck((_z((3,), 0), _z((3,), 1)), out=(1,)),
+    ],
+))
+
+
+# ---- Logistic(label, prob [, weight]) ----------------------------------------------------------
+
+def _logistic_parts(ctx, xs):
+    xp = ctx.xp
+    y2, p2 = per_sample(xs[0], ctx.dyn[0]), per_sample(xs[1], ctx.dyn[1])
+    w2 = per_sample(xs[2], ctx.dyn[2]) if len(xs) == 3 else 1.0
+    return y2, _floor(p2, xp), _floor(1.0 - p2, xp), w2
+
+
+def _logistic_forward(ctx, xs, attrs):
+    xp = ctx.xp
+    y2, p, q, w2 = _logistic_parts(ctx, xs)
+    per = -(w2 * (y2 * xp.log(p) + (1.0 - y2) * xp.log(q))).sum(axis=-1)
+    return _masked_sum(ctx, per)
+
+
+def _logistic_backward(ctx, xs, y, gy, attrs):
+    y2, p, q, w2 = _logistic_parts(ctx, xs)
+    g2 = _masked(ctx, -w2 * (y2 / p - (1.0 - y2) / q) * _scalar(gy))
+    return [None, _to_input(g2, xs[1], ctx.dyn[1], ctx.xp)] + [None] * (len(xs) - 2)
+
+
+def _logistic_rule(in_shapes, attrs):
+    _same_shape("Logistic", in_shapes[:2])
+    if len(in_shapes) == 3 and tuple(in_shapes[2]) not in ((1,), ()):
+        raise ShapeMismatch(f"Logistic: the instance weight must have shape [1], got {format_shape(in_shapes[2])}")
+    return (1,)
+
+
+_PROB = InputSpec((3,), 1, "float", 0.1, 0.9)
+
+register(OpDef(
+    name="Logistic", arity=(2, 3), shape=_logistic_rule, forward=_logistic_forward,
+    backward=_logistic_backward, layout="none", aliases=("WeightedLogistic",),
+    doc="−Σ w·[y·log p + (1−y)·log(1−p)] (binary cross entropy, optional instance weight w)",
+    checks=[
+        OpCheck((InputSpec((3,), 1, "binary", grad=False), _PROB), out=(1,)),
+        OpCheck((InputSpec((3,), 1, "binary", grad=False), _PROB, InputSpec((1,), 1, "positive", grad=False)),
+                out=(1,)),
+        OpCheck((InputSpec((2,), 2, "binary", grad=False), InputSpec((2,), 2, "float", 0.1, 0.9)), out=(1,)),
+    ],
+))
+
+
+# ---- MatrixL1Reg(m), MatrixL2Reg(m) ------------------------------------------------------------
+
+def _l1_forward(ctx, xs, attrs):
+    return _masked_sum(ctx, ctx.xp.abs(per_sample(xs[0], ctx.dyn[0])).sum(axis=-1))
+
+
+def _l1_backward(ctx, xs, y, gy, attrs):
+    m2 = per_sample(xs[0], ctx.dyn[0])
+    return [_masked(ctx, ctx.xp.sign(m2) * _scalar(gy)).reshape(xs[0].shape)]
+
+
+def _l2_forward(ctx, xs, attrs):
+    return ctx.xp.sqrt(_masked_sum(ctx, (per_sample(xs[0], ctx.dyn[0]) ** 2).sum(axis=-1)))
+
+
+def _l2_backward(ctx, xs, y, gy, attrs):
+    m2 = per_sample(xs[0], ctx.dyn[0])
+    norm = ctx.xp.maximum(y.reshape(()), ctx.xp.finfo(y.dtype).tiny)
+    return [_masked(ctx, m2 / norm * _scalar(gy)).reshape(xs[0].shape)]
+
+
+def _reg_checks(kind):
+    return [
+        OpCheck((InputSpec((3, 4), 0, kind),), out=(1,)),
+        OpCheck((InputSpec((3,), 1, kind),), out=(1,)),
+        OpCheck((InputSpec((2,), 2, kind),), out=(1,)),
+    ]
+
+
+def _any_shape(in_shapes, attrs):
+    return (1,)
+
+
+register(OpDef(
+    name="MatrixL1Reg", arity=(1, 1), shape=_any_shape, forward=_l1_forward, backward=_l1_backward,
+    layout="none", doc="Σ |m| over all elements", checks=_reg_checks("nonzero"),
+))
+register(OpDef(
+    name="MatrixL2Reg", arity=(1, 1), shape=_any_shape, forward=_l2_forward, backward=_l2_backward,
+    layout="none", doc="‖m‖, the Frobenius norm (not squared, as CNTK)", checks=_reg_checks("float"),
+))
+
+
+# ---- CosDistance(a, b): per sample -------------------------------------------------------------
+
+def _cos_parts(ctx, xs):
+    xp = ctx.xp
+    a2, b2 = per_sample(xs[0], ctx.dyn[0]), per_sample(xs[1], ctx.dyn[1])
+    tiny = xp.finfo(a2.dtype).tiny
+    na = xp.sqrt((a2 * a2).sum(axis=-1, keepdims=True))
+    nb = xp.sqrt((b2 * b2).sum(axis=-1, keepdims=True))
+    return a2, b2, na, nb, xp.maximum(na * nb, tiny)   # floor: a zero vector gives 0, not NaN
+
+
+def _cos_forward(ctx, xs, attrs):
+    a2, b2, na, nb, denom = _cos_parts(ctx, xs)
+    return (a2 * b2).sum(axis=-1, keepdims=True) / denom
+
+
+def _cos_backward(ctx, xs, y, gy, attrs):
+    xp = ctx.xp
+    a2, b2, na, nb, denom = _cos_parts(ctx, xs)
+    tiny = xp.finfo(a2.dtype).tiny
+    ga = gy * (b2 / denom - y * a2 / xp.maximum(na * na, tiny))
+    gb = gy * (a2 / denom - y * b2 / xp.maximum(nb * nb, tiny))
+    return [_to_input(ga, xs[0], ctx.dyn[0], xp), _to_input(gb, xs[1], ctx.dyn[1], xp)]
+
+
+register(OpDef(
+    name="CosDistance", arity=(2, 2), shape=_criterion_rule("CosDistance"), forward=_cos_forward,
+    backward=_cos_backward, doc="cosine of the angle between a and b, per sample (shape [1])",
+    checks=[
+        OpCheck((_z((4,)), _z((4,))), out=(1,)),
+        OpCheck((_z((3, 2), 2), _z((3, 2), 2)), out=(1,)),
+        OpCheck((_z((4,), 0), _z((4,))), out=(1,)),
+    ],
+))

@@ -1,0 +1,201 @@
+"""The op registry: the single list of primitive operations netlang knows.
+
+Each primitive is one `OpDef`, defined in one place (a module under `runtime/ops/`), holding its
+shape rule, its forward kernel, its gradient and the cases its checks run. Transformations
+(validation, autodiff, the executor, the docs table, the gradient-check test) consume these rules
+and never special-case an op.
+
+Conventions every op follows
+----------------------------
+* **Shapes in rules are BrainScript sample shapes**: tuples, first axis fastest (`W:H:C` is
+  `(W, H, C)`, a weight matrix `(out, in)`). 0 means "not yet inferred". Axis attributes are the
+  1-based BrainScript axes. Shape rules never see dynamic axes.
+* **Arrays in kernels are row-major with the sample axes reversed**, preceded by the value's dynamic
+  axes: a static value (parameter, constant) has shape `reversed(shape)`; a batch value
+  `(N, *reversed(shape))`; a sequence value `(T, N, *reversed(shape))`. `ctx.dyn[i]` is the number
+  of leading dynamic axes of input i (0, 1 or 2) and `ctx.out_dyn` that of the output. Convert a
+  1-based BrainScript axis with `compiler.shapes.rm_axis`.
+* **Elementwise ops** (`elementwise=True`) get their inputs aligned to the output's rank by
+  `apply_forward` (dynamic axes present or of size 1, missing sample axes added as 1), so NumPy
+  broadcasting is exactly BrainScript broadcasting. Their backward returns gradients in the
+  broadcast (output) shape; `apply_backward` sums them back to each input's own shape.
+* **Criteria** (`layout="none"`) reduce over the dynamic axes: the output is a static `(1,)` value,
+  the *sum* over all valid samples (CNTK semantics: learning rates are per sample).
+* Kernels are written against `ctx.xp` (numpy or cupy), keep the input dtype (float32 or
+  float64), and may stash what their backward needs in `ctx.saved` (per call) or persistent
+  state in `ctx.state` (per node, e.g. batch-norm running statistics).
+* `backward(ctx, xs, y, gy, attrs)` returns one gradient (or None) per input.
+* Run-time options that change per epoch come in `ctx.options` (e.g. `dropoutRate`). Precomputed
+  statistics ops (`precompute=True`: Mean, InvStdDev) accumulate into `ctx.state` while
+  `ctx.options["precompute_pass"]` is true; the trainer then calls `finalize(state, xp)`, after
+  which forward returns the gathered statistic.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+Shape = tuple  # BrainScript sample shape, first axis fastest
+
+
+class ShapeMismatch(Exception):
+    """Raised by shape rules; the compiler turns it into a NetworkError naming nodes and spans."""
+
+
+@dataclass
+class ShapeResult:
+    """A shape rule's answer when it also infers dimensions of its operands (e.g. Times)."""
+
+    out: Shape
+    infer: dict[int, Shape] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """How the checks make one input: BS shape, dynamic axes, value kind and range."""
+
+    shape: Shape
+    dyn: int = 1                    # 0 static, 1 batch (N,...), 2 sequence (T,N,...)
+    kind: str = "float"             # float | onehot | positive | binary | int
+    low: float = -1.0
+    high: float = 1.0
+    grad: bool = True               # include in the finite-difference check
+    int_high: int = 0               # for kind == "int": values in [0, int_high)
+
+
+@dataclass(frozen=True)
+class OpCheck:
+    """One case of the registry-driven shape test and gradient check."""
+
+    inputs: tuple[InputSpec, ...]
+    attrs: dict = field(default_factory=dict)
+    out: Shape | None = None        # expected output shape (BS); None: only run
+    training: bool = True
+    tol: float = 1e-5               # relative tolerance of the gradient check
+    grad: bool = True               # False: only the shape test (op or case not differentiable)
+
+
+@dataclass
+class OpDef:
+    name: str                                   # CNTK operation name, e.g. "Times"
+    arity: tuple[int, int]                      # (min, max) number of inputs; max -1 = any
+    shape: Callable[[list[Shape], dict], Any]   # -> Shape or ShapeResult
+    forward: Callable | None                    # (ctx, xs, attrs) -> array; None for leaves
+    backward: Callable | None = None            # (ctx, xs, y, gy, attrs) -> list[array | None]
+    elementwise: bool = False
+    layout: str | Callable = "common"           # "common" | "none" | callable(in_layouts, attrs)
+    differentiable: bool = True                 # False: gradient never flows (metrics, comparisons)
+    stateful: bool = False                      # uses ctx.state (BN running stats …)
+    random: bool = False                        # uses ctx.rng (dropout …)
+    checks: list[OpCheck] = field(default_factory=list)
+    aliases: tuple[str, ...] = ()
+    doc: str = ""
+    leaf: bool = False                          # Input / Parameter / Constant: bound by the executor
+    precompute: bool = False                    # Mean / InvStdDev: statistics gathered before training
+    finalize: Callable | None = None            # (state, xp) -> None: turn gathered sums into the value
+
+
+@dataclass
+class OpContext:
+    """What a kernel may use besides its inputs."""
+
+    xp: Any
+    dyn: list[int]
+    out_dyn: int
+    training: bool = False
+    rng: Any = None
+    mask: Any = None                 # (T, N) bool for sequence outputs, else None
+    state: dict = field(default_factory=dict)
+    saved: dict = field(default_factory=dict)
+    node_name: str = ""
+    options: dict = field(default_factory=dict)  # run-time options: dropoutRate, precompute_pass, …
+    carry: Any = None                # truncated BPTT: runtime/truncation.CarryOver of this minibatch
+
+
+_REGISTRY: dict[str, OpDef] = {}
+_ALIASES: dict[str, str] = {}
+
+
+def register(op: OpDef) -> OpDef:
+    if op.name in _REGISTRY or op.name in _ALIASES:
+        raise ValueError(f"op {op.name} registered twice")
+    _REGISTRY[op.name] = op
+    for alias in op.aliases:
+        _ALIASES[alias] = op.name
+    return op
+
+
+def _load_all() -> None:
+    # Importing the op modules registers their ops; done lazily to keep start-up cheap.
+    from netlang import ops as _ops_pkg
+    import importlib
+    import pkgutil
+
+    for mod in pkgutil.iter_modules(_ops_pkg.__path__):
+        if mod.name != "registry":
+            importlib.import_module(f"netlang.ops.{mod.name}")
+
+
+_loaded = False
+
+
+def _ensure_loaded() -> None:
+    global _loaded
+    if not _loaded:
+        _loaded = True
+        _load_all()
+
+
+def get(name: str) -> OpDef | None:
+    _ensure_loaded()
+    name = _ALIASES.get(name, name)
+    return _REGISTRY.get(name)
+
+
+def all_ops() -> list[OpDef]:
+    _ensure_loaded()
+    return [_REGISTRY[k] for k in sorted(_REGISTRY)]
+
+
+# ---- the one path from the executor (and the checks) into a kernel -------------------------------
+
+def _aligned(x, dyn: int, out_dyn: int, out_rank: int, xp):
+    """Reshape `x` (dyn leading dynamic axes) to out_dyn dynamic axes + out_rank sample axes."""
+    sample = x.shape[dyn:]
+    lead = x.shape[:dyn] if dyn == out_dyn else (1,) * out_dyn if dyn == 0 else None
+    if lead is None:
+        if dyn == 1 and out_dyn == 2:      # batch value meets a sequence value: broadcast over T
+            lead = (1,) + x.shape[:1]
+        else:
+            raise ShapeMismatch(f"cannot align dynamic axes {dyn} to {out_dyn}")
+    pad = out_rank - len(sample)
+    return x.reshape(lead + (1,) * pad + sample) if (pad or lead != x.shape[:dyn]) else x
+
+
+def apply_forward(op: OpDef, ctx: OpContext, xs: list, attrs: dict, out_rank: int):
+    if op.elementwise:
+        xs = [_aligned(x, d, ctx.out_dyn, out_rank, ctx.xp) for x, d in zip(xs, ctx.dyn)]
+    return op.forward(ctx, xs, attrs)
+
+
+def unbroadcast(g, shape: tuple, xp):
+    """Sum `g` down to `shape` (the inverse of NumPy broadcasting, trailing-aligned)."""
+    if g.shape == tuple(shape):
+        return g
+    extra = g.ndim - len(shape)
+    if extra > 0:
+        g = g.sum(axis=tuple(range(extra)))
+    axes = tuple(i for i, (gs, s) in enumerate(zip(g.shape, shape)) if s == 1 and gs != 1)
+    if axes:
+        g = g.sum(axis=axes, keepdims=True)
+    return g.reshape(shape)
+
+
+def apply_backward(op: OpDef, ctx: OpContext, xs: list, y, gy, attrs: dict, out_rank: int):
+    if not op.differentiable or op.backward is None:
+        return [None] * len(xs)
+    if op.elementwise:
+        aligned = [_aligned(x, d, ctx.out_dyn, out_rank, ctx.xp) for x, d in zip(xs, ctx.dyn)]
+        grads = op.backward(ctx, aligned, y, gy, attrs)
+        return [None if g is None else unbroadcast(g, x.shape, ctx.xp) for g, x in zip(grads, xs)]
+    return op.backward(ctx, xs, y, gy, attrs)
