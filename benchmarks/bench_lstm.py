@@ -41,12 +41,14 @@ if ARGS is not None:
 
 import numpy as np  # noqa: E402  (after the thread settings)
 
-from netlang.compiler.graph import network# noqa: E402
-from netlang.compiler.lang.evaluator import evaluate_text  # noqa: E402
+from netlang.compiler.graph import (
+    evaluate_text,  # noqa: E402
+    network,  # noqa: E402
+)
 from netlang.compiler.lang.nodes import BuildContext  # noqa: E402
+from netlang.ops.sparse import SparseRows  # noqa: E402
 from netlang.runtime.backend import select_backend  # noqa: E402
 from netlang.runtime.executor import Executor  # noqa: E402
-from netlang.ops.sparse import SparseRows  # noqa: E402
 
 try:
     import torch

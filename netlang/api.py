@@ -14,8 +14,10 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from netlang.ir.graph import Network, Node
+from netlang.compiler.graph import evaluate_text, load_config
+from netlang.compiler.graph.network import build_action_network, network_from_value
 from netlang.errors import NetworkError, UsageError, suggest
+from netlang.ir.graph import Network, Node
 from netlang.runtime.backend import select_backend
 from netlang.runtime.executor import Executor
 
@@ -76,8 +78,6 @@ class Model:
         return [name for name, _ in self.config.actions()]
 
     def network(self, action: str | None = None, precision: str | None = None, seed: int = 1) -> NetworkRunner:
-        from netlang.compiler.graph import netbuild
-
         candidates = self.config.actions()
         if action is not None:
             candidates = [(n, v) for n, v in candidates if n == action]
@@ -86,22 +86,17 @@ class Model:
         for name, view in candidates:
             ref = view.network_expr()
             if ref is not None:
-                network = netbuild.build_action_network(ref)
+                network = build_action_network(ref)
                 return NetworkRunner(network, precision or self._precision or "double", seed)
         raise UsageError("no action of this config defines a network")
 
 
 def load(path: str, overrides: Sequence[str] = (), precision: str | None = None) -> Model:
     """Parse, evaluate and validate a config file (with `key=value` overrides)."""
-    from netlang.compiler.lang.config import load_config
-
     return Model(load_config(path, tuple(overrides)), precision)
 
 
 def load_text(text: str, name: str = "<string>", overrides: Sequence[str] = ()) -> NetworkRunner:
     """Build the network described by `text`, a record of network members (tests, notebooks)."""
-    from netlang.compiler.graph import netbuild
-    from netlang.compiler.lang.evaluator import evaluate_text
-
     record = evaluate_text(text, name, overrides=tuple(overrides))
-    return NetworkRunner(netbuild.network_from_value(record))
+    return NetworkRunner(network_from_value(record))

@@ -19,6 +19,7 @@ import traceback
 
 import netlang
 from netlang import commands
+from netlang.commands import GLOBAL_FLAGS
 from netlang.errors import EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_USAGE, NetlangError, UsageError, render_error, suggest
 
 # The command modules, in the order `--help` lists them. A module that is missing or fails to
@@ -35,16 +36,6 @@ EPILOG = """examples:
   netlang train cfg.net SGD.maxEpochs=5             train with an override
 
 Run 'netlang COMMAND -h' for the options of a command."""
-
-# Flags every command accepts, before or after the command name: (flags, argparse keywords).
-GLOBAL_FLAGS = (
-    (("--debug",), dict(action="store_true", help="show the Python traceback of errors")),
-    (("-q", "--quiet"), dict(action="count", help="print less (repeatable)")),
-    (("-v", "--verbose"), dict(action="count", help="print more (repeatable)")),
-    (("--no-progress",), dict(action="store_true", help="no progress bars (plain log lines)")),
-    (("--no-color",), dict(action="store_true", help="no colours (also when NO_COLOR is set)")),
-)
-
 
 def _add_global_flags(parser, suppress_defaults: bool) -> None:
     # The sub-parsers' copies must not overwrite a flag given before the command name, so their

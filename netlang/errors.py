@@ -10,6 +10,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+from netlang import sources
+
 # Exit codes (BSD sysexits where one fits).
 EXIT_OK = 0
 EXIT_USAGE = 2
@@ -186,8 +188,6 @@ def suggest(name: str, candidates, case_insensitive: bool = True) -> str | None:
 
 
 def _source_line(span: Span) -> str | None:
-    from netlang import sources
-
     return sources.line_of(span.file, span.line)
 
 

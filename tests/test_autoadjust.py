@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
 from contextlib import redirect_stderr, redirect_stdout
 from types import SimpleNamespace
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from netlang.errors import DataError, EXIT_DATA
+from netlang.errors import EXIT_DATA, DataError
 from netlang.readers.ctf import CtfDeserializer, CtfStream
 
 A2 = CtfStream("a", 2)

@@ -11,7 +11,7 @@ from netlang.cli import main
 from netlang.datasets.idx import read_idx, write_idx
 from netlang.datasets.mnist import prepare_mnist
 from netlang.datasets.synthetic import prepare_synthetic
-from netlang.errors import DataError, EXIT_DATA
+from netlang.errors import EXIT_DATA, DataError
 from netlang.readers.ctf import CtfDeserializer, CtfStream
 
 MNIST_STREAMS = [CtfStream("features", 784), CtfStream("labels", 10)]

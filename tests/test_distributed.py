@@ -21,12 +21,25 @@ import pytest
 
 from netlang.errors import ConfigError, NetlangError
 from netlang.runtime.distributed import (
-    BlockMomentum, GradientAggregator, LocalCommunicator, ModelAveraging, detect_launch,
-    failure_guard, get_communicator, resolve_block_size)
+    BlockMomentum,
+    GradientAggregator,
+    LocalCommunicator,
+    ModelAveraging,
+    detect_launch,
+    failure_guard,
+    get_communicator,
+    resolve_block_size,
+)
 from netlang.runtime.distributed import comm as comm_module
 from netlang.runtime.distributed.aggregation import stripe_starts
 from netlang.runtime.distributed.quantization import (
-    QuantizedColumns, column_dims, columns_of, dequantize, packed_size, quantize)
+    QuantizedColumns,
+    column_dims,
+    columns_of,
+    dequantize,
+    packed_size,
+    quantize,
+)
 
 SCRIPTS = Path(__file__).parent / "mpi_scripts"
 MPIEXEC = shutil.which("mpiexec")

@@ -6,8 +6,9 @@ import random
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from netlang.compiler.graph import evaluate_text
 from netlang.compiler.lang import values
-from netlang.compiler.lang.evaluator import evaluate_text, force_all
+from netlang.compiler.lang.evaluator import force_all
 from netlang.errors import NetlangError
 
 MEMBER_NAMES = ["a", "b", "c", "r", "arr", "f", "g"]

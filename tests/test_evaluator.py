@@ -2,19 +2,23 @@
 from __future__ import annotations
 
 import math
+import sys
 
 import pytest
 
-from netlang.compiler.lang import nodes as hooks
 from netlang.compiler.lang import values
 from netlang.compiler.lang.evaluator import evaluate_expression, evaluate_file, evaluate_text, force_all
+from netlang.compiler.lang.nodes import NO_NODES, NodeFactory
 from netlang.compiler.lang.values import NONE, Array, Lambda
 from netlang.errors import EvalError, NetlangError, UsageError
+
+# The node factory `run` evaluates with (the fake_nodes fixture swaps in FakeNodes).
+NODES = NO_NODES
 
 
 def run(text: str, name: str = "v", overrides=()):
     """The value of member `name` of the config `text`."""
-    return evaluate_text(text, overrides=overrides).get(name)
+    return evaluate_text(text, overrides=overrides, nodes=NODES).get(name)
 
 
 def error_of(text: str, name: str = "v", overrides=()) -> EvalError:
@@ -555,27 +559,37 @@ class FakeNode:
         self.op, self.path, self.inputs = op, path, inputs
 
 
+class FakeNodes(NodeFactory):
+    """Nodes that record how the evaluator made them: op, expression path, operands."""
+
+    def __init__(self):
+        self.types = {"Fake": lambda record, ctx: FakeNode(record.find("op"), ctx.path, []),
+                      "ComputationNetwork": lambda record, ctx: record}
+
+    def is_node(self, value):
+        return isinstance(value, FakeNode)
+
+    def binary(self, op, left, right, ctx):
+        return FakeNode(op, ctx.path, [left, right])
+
+    def unary(self, op, operand, ctx):
+        return FakeNode(op, ctx.path, [operand])
+
+    def if_node(self, cond, then_value, else_value, ctx):
+        return FakeNode("If", ctx.path, [cond, then_value, else_value])
+
+    def member(self, node, name, ctx):
+        return getattr(node, name)
+
+    def constructors(self):
+        return self.types
+
+
 @pytest.fixture
-def fake_nodes():
-    try:  # let the real IR install its hooks first, so they do not replace ours mid-test
-        import netlang.compiler.graph.nodes  # noqa: F401
-    except Exception:
-        pass
-    saved = (hooks._is_node, hooks._binary, hooks._unary, hooks._if_node, hooks._node_member,
-             dict(hooks._constructors))
-    hooks.install(
-        is_node=lambda v: isinstance(v, FakeNode),
-        binary=lambda op, left, right, ctx: FakeNode(op, ctx.path, [left, right]),
-        unary=lambda op, operand, ctx: FakeNode(op, ctx.path, [operand]),
-        if_node=lambda c, t, e, ctx: FakeNode("If", ctx.path, [c, t, e]),
-        node_member=lambda node, name, ctx: getattr(node, name),
-    )
-    hooks.register_constructor("Fake", lambda record, ctx: FakeNode(record.find("op"), ctx.path, []))
-    hooks.register_constructor("ComputationNetwork", lambda record, ctx: record)
-    yield
-    hooks.install(*saved[:5])
-    hooks._constructors.clear()
-    hooks._constructors.update(saved[5])
+def fake_nodes(monkeypatch):
+    factory = FakeNodes()
+    monkeypatch.setattr(sys.modules[__name__], "NODES", factory)
+    return factory
 
 
 def test_node_in_a_member_is_named_by_the_member_path(fake_nodes):
@@ -626,16 +640,16 @@ def test_network_record_starts_a_fresh_path(fake_nodes):
     assert net.get("ce").path == "ce"
 
 
-def test_node_operands_dispatch_to_the_hooks(fake_nodes):
+def test_node_operands_dispatch_to_the_node_factory(fake_nodes):
     text = "W = new Fake [ op = 'W' ] ; a = -W ; b = !W ; c = if W then 1 else 2 ; d = W.op ; e = +W"
-    record = evaluate_text(text)
+    record = evaluate_text(text, nodes=fake_nodes)
     assert [record.get(n).op for n in "abc"] == ["-", "!", "If"]
     assert record.get("d") == "W"
     assert record.get("e") is record.get("W")
 
 
 def test_and_or_with_constant_bool_return_the_first_operand(fake_nodes):
-    record = evaluate_text("W = new Fake [ op = 'W' ] ; a = W && false ; b = true || W")
+    record = evaluate_text("W = new Fake [ op = 'W' ] ; a = W && false ; b = true || W", nodes=fake_nodes)
     assert record.get("a") is record.get("W")
     assert record.get("b") is True
 
@@ -652,13 +666,13 @@ def test_only_netlang_errors_escape_from_bad_programs():
 
 
 def test_constructor_sees_the_enclosing_function_arguments(fake_nodes):
-    hooks.register_constructor("Args", lambda record, ctx: values.enclosing_arguments(record))
+    fake_nodes.types["Args"] = lambda record, ctx: values.enclosing_arguments(record)
     text = "F(x, tag='t') = { r = new Args [ op = 1 ] }.r ; v = F(1)"
     assert run(text) == [("x", 1.0), ("tag", "t")]
 
 
 def test_enclosing_argument_thunks_are_not_forced(fake_nodes):
-    hooks.register_constructor("Args", lambda record, ctx: values.enclosing_argument_thunks(record))
+    fake_nodes.types["Args"] = lambda record, ctx: values.enclosing_argument_thunks(record)
     pairs = run('F(x, late) = new Args [ ] ; v = F(1, Fail("not yet"))')
     assert [name for name, _ in pairs] == ["x", "late"]
     with pytest.raises(EvalError, match="not yet"):

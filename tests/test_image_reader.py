@@ -16,9 +16,17 @@ from netlang.errors import EXIT_DATA, ConfigError, DataError
 from netlang.readers.factory import ConfigView, create_source
 from netlang.readers.image import ImageDeserializer, build_image_deserializer
 from netlang.readers.source import MinibatchSource
-from netlang.readers.transforms import (Color, Crop, Intensity, Mean, Scale, Transpose, parse_transform,
-                                        read_mean_file, write_mean_file)
-
+from netlang.readers.transforms import (
+    Color,
+    Crop,
+    Intensity,
+    Mean,
+    Scale,
+    Transpose,
+    parse_transform,
+    read_mean_file,
+    write_mean_file,
+)
 
 # ---- helpers -----------------------------------------------------------------------------------
 
@@ -673,7 +681,7 @@ def test_an_image_reader_needs_a_label_stream(tmp_path):
 
 
 def test_a_net_file_with_image_readers_validates_and_builds(tmp_path):
-    from netlang.compiler.lang.config import load_config
+    from netlang.compiler.graph import load_config
 
     image_set(tmp_path, count=4)
     (tmp_path / "img.net").write_text("""

@@ -7,14 +7,12 @@ from __future__ import annotations
 
 import pytest
 
-from netlang.compiler.graph import loops
-from netlang.compiler.graph import network
-from netlang.compiler.lang.evaluator import evaluate_text
-from netlang.compiler.lang.nodes import BuildContext
-from netlang.ir.graph import DEFAULT_SEQ, Node
+from netlang.compiler.graph import evaluate_text, loops, network
 from netlang.compiler.graph.loops import Loop
 from netlang.compiler.graph.plan import make_plan
+from netlang.compiler.lang.nodes import BuildContext
 from netlang.errors import NetworkError
+from netlang.ir.graph import DEFAULT_SEQ, Node
 
 
 def node(op, *inputs, name, shape=(2,), layout=DEFAULT_SEQ):

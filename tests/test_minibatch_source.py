@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from netlang.errors import ConfigError, DataError
-from netlang.readers.batch import ChunkData, StreamBatch, StreamInfo, SparseSequence
+from netlang.readers.batch import ChunkData, SparseSequence, StreamBatch, StreamInfo
 from netlang.readers.ctf import CtfDeserializer, CtfStream
 from netlang.readers.factory import create_source
 from netlang.readers.prefetch import PrefetchingSource

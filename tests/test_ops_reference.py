@@ -12,8 +12,8 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from netlang.ir.shapes import to_bs
 from netlang.errors import ConfigError
+from netlang.ir.shapes import to_bs
 from netlang.ops import registry
 from netlang.ops.registry import OpContext, ShapeMismatch, ShapeResult
 

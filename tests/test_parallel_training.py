@@ -25,12 +25,12 @@ import pytest
 
 from netlang.actions.train import parallel_settings
 from netlang.cli import main
-from netlang.compiler.lang.config import load_config
+from netlang.compiler.graph import load_config
 from netlang.datasets.synthetic import prepare_synthetic
 from netlang.errors import SchemaError
+from netlang.ir.modelfile import load_model
 from netlang.runtime.distributed.quantization import column_dims, packed_size
 from netlang.runtime.flatbuffer import FlatParameters
-from netlang.ir.modelfile import load_model
 from netlang.runtime.parallel import WireLayout
 
 SCRIPTS = Path(__file__).parent / "mpi_scripts"

@@ -8,12 +8,11 @@ import pickle
 
 import pytest
 
-from netlang.errors import ConfigError, IncludeError, NetlangError, ParseError, Span
-from netlang.grammar import ast, cache
 from netlang import sources
-from netlang.grammar.parser import (load_stdlib, parse_expression, parse_file, parse_member_text,
-                                    parse_text)
-
+from netlang.errors import ConfigError, IncludeError, NetlangError, ParseError, Span
+from netlang.grammar import ast, library
+from netlang.grammar.library import load_stdlib
+from netlang.grammar.parser import parse_expression, parse_file, parse_member_text, parse_text
 
 # ---- helpers ------------------------------------------------------------------------------
 
@@ -645,8 +644,8 @@ def test_parse_file_of_a_missing_file_is_a_config_error(tmp_path):
 def stdlib_file(tmp_path, monkeypatch):
     path = tmp_path / "core.net"
     path.write_text("Id(x) = x\nPlus(a, b) = a + b\n")
-    monkeypatch.setattr(cache, "STDLIB_PATH", path)
-    monkeypatch.setattr(cache, "_stdlib_memo", None)
+    monkeypatch.setattr(library, "STDLIB_PATH", path)
+    monkeypatch.setattr(library, "_stdlib_memo", None)
     monkeypatch.setenv("NETLANG_CACHE", str(tmp_path / "cache"))
     return path
 
@@ -662,7 +661,7 @@ def test_load_stdlib_is_cached_in_memory(stdlib_file):
 
 def test_load_stdlib_is_cached_on_disk(stdlib_file, monkeypatch):
     load_stdlib()
-    monkeypatch.setattr(cache, "_stdlib_memo", None)
+    monkeypatch.setattr(library, "_stdlib_memo", None)
 
     def no_parsing(*args, **kwargs):
         raise AssertionError("should have come from the disk cache")
@@ -681,7 +680,7 @@ def test_corrupt_disk_cache_is_ignored(stdlib_file, monkeypatch, tmp_path):
     load_stdlib()
     for entry in (tmp_path / "cache").glob("stdlib-*.pickle"):
         entry.write_bytes(b"not a pickle")
-    monkeypatch.setattr(cache, "_stdlib_memo", None)
+    monkeypatch.setattr(library, "_stdlib_memo", None)
     assert [m.name for m in load_stdlib().members] == ["Id", "Plus"]
 
 
@@ -693,8 +692,8 @@ def test_unwritable_cache_dir_falls_back_silently(stdlib_file, monkeypatch, tmp_
 
 
 def test_missing_stdlib_is_an_empty_record(tmp_path, monkeypatch):
-    monkeypatch.setattr(cache, "STDLIB_PATH", tmp_path / "absent.net")
-    monkeypatch.setattr(cache, "_stdlib_memo", None)
+    monkeypatch.setattr(library, "STDLIB_PATH", tmp_path / "absent.net")
+    monkeypatch.setattr(library, "_stdlib_memo", None)
     assert load_stdlib().members == []
 
 

@@ -8,13 +8,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from netlang.compiler.graph import network
-from netlang.compiler.lang.evaluator import evaluate_text
+from netlang.compiler.graph import evaluate_text, network
 from netlang.compiler.lang.nodes import BuildContext
 from netlang.errors import NetworkError
+from netlang.ops.rnn import gru_block_from_layer, lstm_block_from_layer, num_parameters, pack_weights
 from netlang.runtime.backend import select_backend
 from netlang.runtime.executor import Executor
-from netlang.ops.rnn import gru_block_from_layer, lstm_block_from_layer, num_parameters, pack_weights
 
 LENGTHS = (5, 2, 4)
 

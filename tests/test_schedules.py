@@ -4,9 +4,15 @@ import math
 import pytest
 
 from netlang.errors import SchemaError, Span
-from netlang.runtime.schedules import (LearningRateSchedule, MinibatchSizeSchedule,
-                                       MomentumSchedule, Schedule, as_schedule, describe,
-                                       effective_values)
+from netlang.runtime.schedules import (
+    LearningRateSchedule,
+    MinibatchSizeSchedule,
+    MomentumSchedule,
+    Schedule,
+    as_schedule,
+    describe,
+    effective_values,
+)
 
 # ---- Schedule ----------------------------------------------------------------------------------
 

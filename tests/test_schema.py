@@ -5,10 +5,24 @@ import math
 
 import pytest
 
-from netlang.compiler.lang.evaluator import evaluate_text
-from netlang.compiler.lang.schema import (REQUIRED, Bool, Device, Enum, Field, Float, Int, List, NameList, Schedule,
-                                     Scheduled, Schema, String, validate)
 from netlang.compiler.lang.config import SGD_SCHEMA, Config, resolved_config_dict
+from netlang.compiler.lang.evaluator import evaluate_text
+from netlang.compiler.lang.schema import (
+    REQUIRED,
+    Bool,
+    Device,
+    Enum,
+    Field,
+    Float,
+    Int,
+    List,
+    NameList,
+    Schedule,
+    Scheduled,
+    Schema,
+    String,
+    validate,
+)
 from netlang.errors import EvalError, SchemaError
 
 

@@ -10,14 +10,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from netlang.compiler.graph import network
-from netlang.compiler.lang.evaluator import evaluate_text
+from netlang.compiler.graph import evaluate_text, network
 from netlang.compiler.lang.nodes import BuildContext
 from netlang.errors import DataError, NetworkError
+from netlang.ops.sparse import SparseRows
 from netlang.readers.batch import SparseSequence, StreamBatch, StreamInfo
 from netlang.runtime.backend import select_backend
 from netlang.runtime.executor import Executor, input_feed
-from netlang.ops.sparse import SparseRows
 
 LENGTHS = (4, 2, 3)          # a ragged minibatch: the second and third sequences are padded
 

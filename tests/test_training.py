@@ -15,10 +15,9 @@ import numpy as np
 import pytest
 
 from netlang.cli import main
-from netlang.datasets.synthetic import prepare_synthetic
-from netlang.compiler.graph import network
-from netlang.compiler.lang.evaluator import evaluate_text
+from netlang.compiler.graph import evaluate_text, network
 from netlang.compiler.lang.nodes import BuildContext
+from netlang.datasets.synthetic import prepare_synthetic
 from netlang.ir.modelfile import load_model, save_model
 
 CONFIG = """

@@ -9,8 +9,7 @@ import sys
 import numpy as np
 import pytest
 
-from netlang.compiler.graph import network
-from netlang.compiler.lang.evaluator import evaluate_text
+from netlang.compiler.graph import evaluate_text, network
 from netlang.compiler.lang.nodes import BuildContext
 from netlang.errors import DataError
 from netlang.readers.ctf import CtfDeserializer, CtfStream
@@ -18,8 +17,8 @@ from netlang.readers.prefetch import PrefetchingSource
 from netlang.readers.source import MinibatchSource
 from netlang.readers.windows import TruncatedSource
 from netlang.runtime.backend import select_backend
-from netlang.runtime.executor import Executor
 from netlang.runtime.carryover import CarryOver
+from netlang.runtime.executor import Executor
 
 X = CtfStream("x", 2)                 # x = [key, step]
 Y = CtfStream("y", 3, is_sparse=True)

@@ -8,10 +8,13 @@ import os
 
 import numpy as np
 
-from netlang.ir.graph import Network
-from netlang.errors import ConfigError, DataError, DataPosition, NetworkError
+from netlang.compiler.graph.network import build_action_network
+from netlang.errors import ConfigError, DataError, DataPosition, NetworkError, suggest
 from netlang.ir import modelfile as modelio
+from netlang.ir.graph import Network
+from netlang.readers.factory import create_source
 from netlang.runtime.backend import Backend, select_backend
+from netlang.runtime.trainer import check_streams
 
 
 def backend_for(view) -> Backend:
@@ -23,10 +26,8 @@ def top_seed(config) -> int:
 
 
 def build_network(view) -> Network | None:
-    from netlang.compiler.graph import netbuild
-
     ref = view.network_expr()
-    return None if ref is None else netbuild.build_action_network(ref)
+    return None if ref is None else build_action_network(ref)
 
 
 def load_model(path: str):
@@ -45,8 +46,6 @@ def create_reader(reader_view, network: Network, *, epoch_size: int | None = Non
     at the Input's line (CNTK: "InputValue operation had its row dimension changed by the reader").
     `truncation` (from `truncation_settings`) packs windows for truncated BPTT; only training asks for
     it — evaluation reads whole sequences whatever the reader block says."""
-    from netlang.readers.factory import create_source
-    from netlang.runtime.trainer import check_streams
 
     if reader_view is None:
         raise ConfigError("this action needs a reader block", hint="add reader = { … }")
@@ -66,8 +65,6 @@ def create_reader(reader_view, network: Network, *, epoch_size: int | None = Non
 
 
 def select_nodes(network: Network, names, default_groups: tuple[str, ...], what: str, span=None) -> list:
-    from netlang.errors import suggest
-
     if names:
         nodes = []
         for name in names:

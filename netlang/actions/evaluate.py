@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from netlang.actions import common
 from netlang.errors import ConfigError, DataError, DataPosition
-from netlang.runtime.executor import Executor
 from netlang.ir.modelfile import atomic_write
+from netlang.runtime.executor import Executor
 from netlang.runtime.trainer import evaluate
 
 

@@ -13,11 +13,18 @@ import os
 import yaml
 
 from netlang.actions import common
-from netlang.compiler.graph import netbuild
+from netlang.compiler.graph.network import build_action_network, require_training_nodes
+from netlang.compiler.lang.config import resolved_config_dict
 from netlang.errors import ConfigError, NetworkError, TrainingInterrupted
-from netlang.runtime.distributed import (LocalCommunicator, detect_launch, failure_guard, get_communicator,
-                                         install_failure_handlers)
+from netlang.ir.modelfile import atomic_write
 from netlang.runtime.autoadjust import AutoAdjustSettings
+from netlang.runtime.distributed import (
+    LocalCommunicator,
+    detect_launch,
+    failure_guard,
+    get_communicator,
+    install_failure_handlers,
+)
 from netlang.runtime.learners import SGDSettings
 from netlang.runtime.parallel import FULL_PRECISION_BITS, QUANTIZED_BITS, SUPPORTED_METHODS, ParallelSettings
 from netlang.runtime.progress import Progress
@@ -130,9 +137,6 @@ def communicator_for(config, parallel: ParallelSettings | None):
 
 
 def save_resolved_config(config, model_path: str) -> None:
-    from netlang.compiler.lang.config import resolved_config_dict
-    from netlang.ir.modelfile import atomic_write
-
     path = os.path.join(os.path.dirname(os.path.abspath(model_path)), "config.resolved.yaml")
     text = yaml.safe_dump(resolved_config_dict(config), sort_keys=False).encode("utf-8")
     atomic_write(path, lambda fh: fh.write(text))
@@ -196,8 +200,8 @@ def _train(config, name: str, view, progress: Progress, comm, parallel: Parallel
     ref = view.network_expr()
     if ref is None:
         raise view.block_error("the train action needs a network", hint="add network = { … } (or BrainScriptNetworkBuilder)")
-    network = netbuild.build_action_network(ref)
-    netbuild.require_training_nodes(network, ref.span)
+    network = build_action_network(ref)
+    require_training_nodes(network, ref.span)
     backend = common.backend_for(view)
     settings = train_settings(config, name, view)
     truncation = truncation_settings(view, settings, network)

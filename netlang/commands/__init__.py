@@ -17,6 +17,15 @@ from rich.console import Console
 
 from netlang.errors import EXIT_INTERNAL, UsageError
 
+# Flags every command accepts, before or after the command name: (flags, argparse keywords).
+GLOBAL_FLAGS = (
+    (("--debug",), dict(action="store_true", help="show the Python traceback of errors")),
+    (("-q", "--quiet"), dict(action="count", help="print less (repeatable)")),
+    (("-v", "--verbose"), dict(action="count", help="print more (repeatable)")),
+    (("--no-progress",), dict(action="store_true", help="no progress bars (plain log lines)")),
+    (("--no-color",), dict(action="store_true", help="no colours (also when NO_COLOR is set)")),
+)
+
 # Commands that are part of netlang's surface but whose module may not exist yet:
 # name -> (one-line help, example, aliases).
 PLANNED = {

@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 from netlang.commands import split_overrides, stderr_console
+from netlang.compiler.graph import load_config
 from netlang.errors import SchemaError, UsageError
+from netlang.runtime.progress import Progress, _fmt_metric
 
 # Which `action` values each command runs (CNTK's action names).
 ACTIONS_OF = {
@@ -13,8 +15,6 @@ ACTIONS_OF = {
 
 
 def load(args):
-    from netlang.compiler.lang.config import load_config
-
     overrides, extra = split_overrides(args.rest)
     if extra:
         raise UsageError(f"unexpected argument '{extra[0]}'", hint="overrides are written key=value")
@@ -34,16 +34,12 @@ def blocks_for(config, command: str):
 
 
 def progress_for(args):
-    from netlang.runtime.progress import Progress
-
     quiet = (getattr(args, "quiet", 0) or 0) > 0
     bar = False if getattr(args, "no_progress", False) else None
     return Progress(enabled=not quiet, console=stderr_console(args), bar=bar)
 
 
 def print_metrics(console, name: str, result: dict) -> None:
-    from netlang.runtime.progress import _fmt_metric
-
     counts = result.get("counts", {})
     # A metric over per-sequence labels (an intent) is averaged over fewer samples: say how many.
     parts = "; ".join(_fmt_metric(k, v) + (f" (over {counts[k]})" if counts.get(k, result["samples"]) != result["samples"]

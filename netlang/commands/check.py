@@ -10,11 +10,15 @@ from __future__ import annotations
 import json
 import sys
 
-from netlang.commands import add_command_parser, add_config_arguments, split_overrides, stdout_console
 from rich.markup import escape
 
-from netlang.compiler.lang.config import Config, block_entries, load_config, resolved_config_dict
+from netlang.actions.common import create_reader
+from netlang.commands import add_command_parser, add_config_arguments, split_overrides, stdout_console
+from netlang.compiler.graph import load_config
+from netlang.compiler.graph.network import build_action_network, require_training_nodes, summary
+from netlang.compiler.lang.config import Config, block_entries, resolved_config_dict
 from netlang.errors import UsageError
+from netlang.runtime.trainer import feeds_from_minibatch
 
 DESCRIPTION = """Validate a config without training: parse it, evaluate every setting, check it
 against the schemas (unknown keys, types, required keys), and print the resolved configuration."""
@@ -36,33 +40,28 @@ def build_networks(config: Config) -> dict:
     Actions without a network of their own (e.g. `test` reading `modelPath`) are skipped: check
     never needs data or model files to build networks.
     """
-    from netlang.compiler.graph import netbuild
-
     networks = {}
     for name, view in config.actions():
         ref = view.network_expr()
         if ref is None:
             continue
-        network = netbuild.build_action_network(ref)
+        network = build_action_network(ref)
         if view.action == "train":
-            netbuild.require_training_nodes(network, ref.span)
-        networks[name] = netbuild.summary(network)
+            require_training_nodes(network, ref.span)
+        networks[name] = summary(network)
     return networks
 
 
 def check_readers(config: Config, networks: dict) -> dict:
     """Read one small minibatch from every reader of every action and feed it to the action's
     network inputs, so data errors (missing files, wrong dimensions, bad lines) show up now."""
-    from netlang.actions.common import create_reader
-    from netlang.compiler.graph import netbuild
-    from netlang.runtime.trainer import feeds_from_minibatch
 
     report = {}
     for name, view in config.actions():
         ref = view.network_expr()
         if ref is None:
             continue  # the model comes from a file written by training: nothing to feed yet
-        network = netbuild.build_action_network(ref)
+        network = build_action_network(ref)
         for key in ("reader", "cvReader"):
             reader = view.get(key)
             if reader is None:

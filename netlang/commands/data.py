@@ -21,7 +21,11 @@ import os
 import sys
 import time
 
-from netlang.commands import add_command_parser, stdout_console
+from netlang.commands import GLOBAL_FLAGS, add_command_parser, stdout_console
+from netlang.datasets import atis, conlleval
+from netlang.datasets.atis import prepare_atis
+from netlang.datasets.mnist import prepare_mnist
+from netlang.datasets.synthetic import prepare_synthetic
 
 DESCRIPTION = """Prepare data for netlang's readers: convert MNIST or Fashion-MNIST IDX files to
 CNTKTextFormat (+ PNG files and map files), ATIS IOB files to CTF sequences with vocabularies, or
@@ -101,10 +105,6 @@ def _add_score_slots_parser(actions):
 
 def _accept_global_flags(parser) -> None:
     """`--debug`, `-q` … also after the nested sub-command (the CLI adds them to `data` only)."""
-    try:
-        from netlang.cli import GLOBAL_FLAGS
-    except ImportError:
-        return
     for flags, options in GLOBAL_FLAGS:
         parser.add_argument(*flags, **dict(options, default=argparse.SUPPRESS))
 
@@ -115,16 +115,10 @@ def run(args) -> int:
     console = stdout_console(args)
     started = time.perf_counter()
     if args.dataset == "atis":
-        from netlang.datasets.atis import prepare_atis
-
         counts = prepare_atis(os.path.expanduser(args.source), args.out, min_count=args.min_count)
     elif args.dataset in ("mnist", "fashion-mnist"):
-        from netlang.datasets.mnist import prepare_mnist
-
         counts = prepare_mnist(os.path.expanduser(args.source), args.out, pngs=not args.no_png)
     else:
-        from netlang.datasets.synthetic import prepare_synthetic
-
         counts = prepare_synthetic(args.out, seed=args.seed, classes=args.classes, dim=args.dim,
                                    samples=args.samples)
     if getattr(args, "verbosity", 0) >= 0:
@@ -136,8 +130,6 @@ def run(args) -> int:
 
 
 def run_score_slots(args) -> int:
-    from netlang.datasets import conlleval
-
     reference, labels = _slot_reference(args)
     predictions = conlleval.read_predictions(args.predictions)
     if labels is not None:
@@ -156,8 +148,6 @@ def run_score_slots(args) -> int:
 
 def _slot_reference(args) -> tuple[list[list[str]], list[str] | None]:
     """The reference label sequences, and the label list the predictions must come from (CTF only)."""
-    from netlang.datasets import atis
-
     if args.reference.endswith(".iob"):
         return [list(u.slots) for u in atis.read_iob(args.reference)], None
     labels_path = args.labels or os.path.join(os.path.dirname(args.reference), atis.SLOT_LABELS)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import sys
 
+from netlang.actions.evaluate import run_eval
 from netlang.commands import add_command_parser, add_config_arguments, stdout_console
 from netlang.commands.actions import blocks_for, load, print_metrics
 
@@ -19,8 +20,6 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    from netlang.actions.evaluate import run_eval
-
     config = load(args)
     results = {name: run_eval(config, name, view) for name, view in blocks_for(config, "eval")}
     if args.json:

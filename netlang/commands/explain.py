@@ -15,7 +15,8 @@ import yaml
 from rich.markup import escape
 
 from netlang.commands import add_command_parser, add_config_arguments, split_overrides, stdout_console
-from netlang.compiler.lang.config import Entry, config_entries, load_config, resolved_config_dict
+from netlang.compiler.graph import load_config
+from netlang.compiler.lang.config import Entry, config_entries, resolved_config_dict
 from netlang.errors import UsageError, suggest
 
 DESCRIPTION = """Show every effective value of a config (schema defaults included) and where it came

@@ -1,6 +1,8 @@
 """`netlang run cfg.net`: execute the blocks of `command = A:B` in order, whatever their action."""
 from __future__ import annotations
 
+from netlang.actions.evaluate import run_eval, run_write
+from netlang.actions.train import run_train
 from netlang.commands import add_command_parser, add_config_arguments, stdout_console
 from netlang.commands.actions import load, print_metrics, progress_for
 from netlang.errors import SchemaError
@@ -15,9 +17,6 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    from netlang.actions.evaluate import run_eval, run_write
-    from netlang.actions.train import run_train
-
     config = load(args)
     console = stdout_console(args)
     progress = progress_for(args)

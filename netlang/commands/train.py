@@ -1,6 +1,7 @@
 """`netlang train cfg.net [key=value ...]`: run the train blocks of the config."""
 from __future__ import annotations
 
+from netlang.actions.train import run_train
 from netlang.commands import add_command_parser, add_config_arguments
 from netlang.commands.actions import blocks_for, load, progress_for
 
@@ -17,8 +18,6 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    from netlang.actions.train import run_train
-
     config = load(args)
     progress = progress_for(args)
     try:

@@ -1,6 +1,7 @@
 """`netlang write cfg.net`: write output node values to `<outputPath>.<node>` text files."""
 from __future__ import annotations
 
+from netlang.actions.evaluate import run_write
 from netlang.commands import add_command_parser, add_config_arguments, stdout_console
 from netlang.commands.actions import blocks_for, load
 
@@ -16,8 +17,6 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    from netlang.actions.evaluate import run_write
-
     config = load(args)
     console = stdout_console(args)
     for name, view in blocks_for(config, "write"):

@@ -15,12 +15,6 @@ from pathlib import Path
 
 import netlang
 from netlang.grammar import ast
-from netlang import sources
-
-STDLIB_PATH = Path(netlang.__file__).parent / "stdlib" / "core.net"
-
-# The in-memory copy of the standard library: (hash of its text, AST).
-_stdlib_memo: tuple[str, ast.Record] | None = None
 
 
 def cache_dir() -> Path | None:
@@ -39,7 +33,7 @@ def lark_cache_file() -> str | bool:
     return str(root / "lark-lalr.cache") if root else False
 
 
-def _front_end_fingerprint() -> str:
+def front_end_fingerprint() -> str:
     """A hash of the code that determines the AST, so a changed parser invalidates cached ASTs."""
     digest = hashlib.sha256(netlang.__version__.encode())
     here = Path(__file__).parent
@@ -51,39 +45,13 @@ def _front_end_fingerprint() -> str:
     return digest.hexdigest()
 
 
-def load_stdlib() -> ast.Record:
-    """Parse netlang/stdlib/core.net with origin="stdlib", cached in memory and on disk."""
-    global _stdlib_memo
-    from netlang.grammar.parser import parse_text
-
-    path = str(STDLIB_PATH)
-    try:
-        text = STDLIB_PATH.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        return ast.Record(ast.Span(path, 1, 1, 1, 1), [])
-    # core.net includes the other library files (vision.net, sequences.net …): all of them key the cache.
-    companions = "".join(p.read_text(encoding="utf-8") for p in sorted(STDLIB_PATH.parent.glob("*.net"))
-                         if p != STDLIB_PATH)
-    # The path is part of the key: spans in the cached AST name the library file they came from.
-    key = hashlib.sha256((_front_end_fingerprint() + "\0" + path + "\0" + text + "\0" + companions)
-                         .encode()).hexdigest()
-    if _stdlib_memo is not None and _stdlib_memo[0] == key:
-        return _stdlib_memo[1]
-    sources.register(path, text)
-    record = _read_pickle(key)
-    if record is None:
-        record = parse_text(text, path, origin="stdlib")
-        _write_pickle(key, record)
-    _stdlib_memo = (key, record)
-    return record
-
-
 def _pickle_path(key: str) -> Path | None:
     root = cache_dir()
     return root / f"stdlib-{key[:24]}.pickle" if root else None
 
 
-def _read_pickle(key: str) -> ast.Record | None:
+def read_ast(key: str) -> ast.Record | None:
+    """The AST stored under `key`, or None when there is none (or it cannot be read)."""
     path = _pickle_path(key)
     if path is None or not path.exists():
         return None
@@ -95,7 +63,8 @@ def _read_pickle(key: str) -> ast.Record | None:
     return record if stored_key == key and isinstance(record, ast.Record) else None
 
 
-def _write_pickle(key: str, record: ast.Record) -> None:
+def write_ast(key: str, record: ast.Record) -> None:
+    """Store `record` under `key`, replacing the entries of other keys (best effort)."""
     path = _pickle_path(key)
     if path is None:
         return

@@ -21,8 +21,8 @@ from typing import Iterator, Sequence
 
 from lark import Token
 
-from netlang.errors import IncludeError, ParseError, Span
 from netlang import sources
+from netlang.errors import IncludeError, ParseError, Span
 
 
 class SourceToken(Token):

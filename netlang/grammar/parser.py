@@ -4,7 +4,6 @@
     parse_file(path, include_path)               -> ast.Record
     parse_expression(text, name)                 -> ast.Node        one expression (command-line value)
     parse_member_text(text, name)                -> ast.Member      `a.b.c=expr` (command-line override)
-    load_stdlib()                                -> ast.Record      netlang/stdlib/core.net, cached
 
 The scanner (`lexer.py`) feeds Lark's LALR(1) parser (`netlang.lark`), which calls `AstBuilder`
 (`ast_builder.py`) on every reduction. Whatever goes wrong comes out as a ParseError or
@@ -21,9 +20,9 @@ from lark import Lark, Token
 from lark.exceptions import LarkError, UnexpectedToken
 from lark.lexer import Lexer
 
+from netlang import sources
 from netlang.errors import ConfigError, ParseError, Span
 from netlang.grammar import ast, cache
-from netlang import sources
 from netlang.grammar.ast_builder import AstBuilder
 from netlang.grammar.lexer import KEYWORDS, PUNCTUATION, ScanState, normalize_newlines, tokenize
 
@@ -97,13 +96,6 @@ def parse_member_text(text: str, name: str) -> ast.Member:
     member, _ = _run("override", text, name)
     _set_origin(member, "override")
     return member
-
-
-def load_stdlib() -> ast.Record:
-    """The standard library (netlang/stdlib/core.net) with origin="stdlib", or an empty Record when
-    the file does not exist. Cached in memory and on disk (see cache.py); the Record is shared, so
-    callers must not modify it."""
-    return cache.load_stdlib()
 
 
 # ---- internals ----------------------------------------------------------------------------

@@ -20,8 +20,8 @@ import itertools
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from netlang.ir.shapes import format_shape, num_elements
 from netlang.errors import Span
+from netlang.ir.shapes import format_shape, num_elements
 
 TAG_GROUPS = ("feature", "label", "criterion", "evaluation", "output")
 LEGACY_TAGS = {"criteria": "criterion", "eval": "evaluation", "evaluation": "evaluation"}

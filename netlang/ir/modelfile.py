@@ -21,8 +21,8 @@ from typing import Mapping
 
 import numpy as np
 
-from netlang.ir.graph import BATCH, TAG_GROUPS, Network, Node, SeqAxis
 from netlang.errors import DataError, DataPosition
+from netlang.ir.graph import BATCH, TAG_GROUPS, Network, Node, SeqAxis
 
 FORMAT = "netlang-model"
 FORMAT_VERSION = 1

@@ -8,10 +8,9 @@ other side (`compiler.shapes.broadcast_shapes`).
 """
 from __future__ import annotations
 
-from netlang.ir.shapes import broadcast_shapes, format_shape
 from netlang.errors import ConfigError
+from netlang.ir.shapes import broadcast_shapes, format_shape
 from netlang.ops.registry import InputSpec, OpCheck, OpDef, ShapeMismatch, register
-
 
 # ---- shape rule --------------------------------------------------------------------------------
 

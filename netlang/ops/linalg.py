@@ -16,7 +16,6 @@ from __future__ import annotations
 from netlang.ir.shapes import format_shape, num_elements
 from netlang.ops.registry import InputSpec, OpCheck, OpDef, ShapeMismatch, ShapeResult, register
 
-
 # ---- shape rule --------------------------------------------------------------------------------
 
 def _legacy_flatten_rank(dims_a: list, b: tuple) -> int:

@@ -14,7 +14,6 @@ from netlang.ir.shapes import format_shape
 from netlang.ops.registry import InputSpec, OpCheck, OpDef, ShapeMismatch, register, unbroadcast
 from netlang.ops.softmax import log_softmax, per_sample
 
-
 # ---- shared pieces -----------------------------------------------------------------------------
 
 def _same_shape(name, in_shapes):

@@ -40,9 +40,22 @@ from functools import lru_cache
 import numpy as np
 
 from netlang.ir.shapes import format_shape, num_elements, to_bs
-from netlang.ops.conv import (ConvGeometry, as_bools, as_ints, attr, check_layout, freeze, kernel_offsets,
-                                      offset_region, padded, per_axis, samples_first, unpadded, whole_axis,
-                                      window_axis)
+from netlang.ops.conv import (
+    ConvGeometry,
+    as_bools,
+    as_ints,
+    attr,
+    check_layout,
+    freeze,
+    kernel_offsets,
+    offset_region,
+    padded,
+    per_axis,
+    samples_first,
+    unpadded,
+    whole_axis,
+    window_axis,
+)
 from netlang.ops.registry import InputSpec, OpCheck, OpDef, ShapeMismatch, register
 
 POOL_ATTRS = {

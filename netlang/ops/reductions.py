@@ -11,8 +11,8 @@ position equal to the extreme (all of them on ties).
 """
 from __future__ import annotations
 
-from netlang.ir.shapes import format_shape, rm_axis
 from netlang.errors import suggest
+from netlang.ir.shapes import format_shape, rm_axis
 from netlang.ops.registry import InputSpec, OpCheck, OpDef, ShapeMismatch, register
 
 REDUCTION_OPS = ("Sum", "LogSum", "Mean", "Max", "Min")

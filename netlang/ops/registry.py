@@ -125,35 +125,12 @@ def register(op: OpDef) -> OpDef:
     return op
 
 
-def _load_all() -> None:
-    # Importing the op modules registers their ops; done lazily to keep start-up cheap.
-    from netlang import ops as _ops_pkg
-    import importlib
-    import pkgutil
-
-    for mod in pkgutil.iter_modules(_ops_pkg.__path__):
-        if mod.name != "registry":
-            importlib.import_module(f"netlang.ops.{mod.name}")
-
-
-_loaded = False
-
-
-def _ensure_loaded() -> None:
-    global _loaded
-    if not _loaded:
-        _loaded = True
-        _load_all()
-
-
 def get(name: str) -> OpDef | None:
-    _ensure_loaded()
     name = _ALIASES.get(name, name)
     return _REGISTRY.get(name)
 
 
 def all_ops() -> list[OpDef]:
-    _ensure_loaded()
     return [_REGISTRY[k] for k in sorted(_REGISTRY)]
 
 

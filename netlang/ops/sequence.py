@@ -24,6 +24,7 @@ registry checks; `_layout_rule` hides the difference.
 """
 from __future__ import annotations
 
+from netlang.errors import DataError
 from netlang.ir.graph import BATCH, SeqAxis
 from netlang.ir.shapes import broadcast_shapes, format_shape, num_elements
 from netlang.ops.registry import InputSpec, OpCheck, OpDef, ShapeMismatch, register, unbroadcast
@@ -276,8 +277,6 @@ def _reconcile_forward(ctx, xs, attrs):
     src = _reconcile_source(ctx, data, layout)
     lead = layout.shape[:dl]
     if ctx.dyn[0] and src.shape[dl - 1] != lead[-1]:
-        from netlang.errors import DataError
-
         raise DataError(f"ReconcileDynamicAxis '{ctx.node_name}': the data has {src.shape[dl - 1]} sequences, "
                         f"the layout {lead[-1]}",
                         hint="per-sequence data (e.g. an intent label) must come with every sequence")

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from netlang.ir.shapes import num_elements
-from netlang.ops.linalg import _effective_a, _times_forward, _ttimes_forward, times_rule
+from netlang.ops.linalg import _effective_a, _times_backward, _times_forward, _ttimes_backward, _ttimes_forward, times_rule
 from netlang.ops.registry import InputSpec, OpCheck, OpDef, register
 from netlang.ops.sequence import scatter_add
 
@@ -127,8 +127,6 @@ def _make_sparse_product(transpose: bool):
         weights, _, a_eff = _weight_rows(a, transpose, attrs)
         rows = as_sparse(b, ctx.dyn[1], xp)
         if weights.shape[0] != rows.row_size:
-            from netlang.ops.linalg import _times_backward, _ttimes_backward
-
             dense_backward = _ttimes_backward if transpose else _times_backward
             return [dense_backward(ctx, [a, densified(rows, xp, a.dtype)], y, gy, attrs)[0], None]
         g2 = gy.reshape(rows.rows, -1)

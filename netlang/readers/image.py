@@ -62,8 +62,16 @@ from PIL import Image
 from netlang.errors import ConfigError, DataError, DataPosition, suggest
 from netlang.readers.batch import ChunkData, DenseChunk, StreamInfo
 from netlang.readers.factory import ConfigView, register_deserializer, resolve_path
-from netlang.readers.transforms import (MULTIVIEW_COPIES, Crop, Mean, Scale, Transform, Transpose,
-                                        legacy_transforms, parse_transform)
+from netlang.readers.transforms import (
+    MULTIVIEW_COPIES,
+    Crop,
+    Mean,
+    Scale,
+    Transform,
+    Transpose,
+    legacy_transforms,
+    parse_transform,
+)
 
 log = logging.getLogger("netlang.readers")
 

@@ -30,17 +30,17 @@ from typing import Mapping
 
 import numpy as np
 
-from netlang.ir.graph import BATCH, Network, Node, SeqAxis, dyn_rank, is_delay
 from netlang.compiler.graph.plan import Plan, make_plan
-from netlang.ir.shapes import num_elements, to_runtime
 from netlang.errors import DataError
-from netlang.runtime import recurrence
-from netlang.runtime import carryover as truncation
-from netlang.runtime.backend import Backend, select_backend
-from netlang.runtime.initializers import SeedSequence, initial_value
+from netlang.ir.graph import BATCH, Network, Node, SeqAxis, dyn_rank, is_delay
+from netlang.ir.shapes import num_elements, to_runtime
 from netlang.ops import registry
 from netlang.ops.registry import OpContext, apply_backward, apply_forward
 from netlang.ops.sparse import SPARSE_KERNELS, SparseRows, densified
+from netlang.runtime import carryover as truncation
+from netlang.runtime import recurrence
+from netlang.runtime.backend import Backend, select_backend
+from netlang.runtime.initializers import SeedSequence, initial_value
 
 
 def initial_parameters(network: Network, seed: int = 1) -> dict[str, np.ndarray]:

@@ -21,7 +21,7 @@ from typing import Iterable, Mapping
 
 import numpy as np
 
-from netlang.errors import NetworkError
+from netlang.errors import NetworkError, suggest
 
 
 def _numel(shape: tuple) -> int:
@@ -223,6 +223,4 @@ def _checked_multipliers(given: Mapping[str, float] | None, names, what: str) ->
 
 
 def _names_hint(name: str, names) -> str | None:
-    from netlang.errors import suggest
-
     return suggest(name, names, case_insensitive=False)

@@ -11,8 +11,8 @@ import math
 
 import numpy as np
 
-from netlang.ir.shapes import num_elements, to_runtime
 from netlang.errors import ConfigError
+from netlang.ir.shapes import num_elements, to_runtime
 
 
 def fans(shape: tuple, output_rank: int, filter_rank: int) -> tuple[int, int]:

@@ -53,8 +53,7 @@ import numpy as np
 
 from netlang.errors import ConfigError, SchemaError, Span, suggest
 from netlang.runtime.flatbuffer import FlatParameters
-from netlang.runtime.schedules import (LearningRateSchedule, MinibatchSizeSchedule,
-                                       MomentumSchedule, as_schedule)
+from netlang.runtime.schedules import LearningRateSchedule, MinibatchSizeSchedule, MomentumSchedule, as_schedule
 
 # gradUpdateType spellings (case-insensitive) -> canonical name.
 GRAD_UPDATE_TYPES = {

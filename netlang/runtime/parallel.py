@@ -69,10 +69,11 @@ from typing import Callable
 
 import numpy as np
 
-from netlang.runtime.distributed import (BlockMomentum, GradientAggregator, ModelAveraging,
-                                         resolve_block_size)
-from netlang.runtime.distributed.blockmomentum import (DEFAULT_BLOCK_SIZE_PER_WORKER_BMUF,
-                                                       DEFAULT_BLOCK_SIZE_PER_WORKER_MA)
+from netlang.runtime.distributed import BlockMomentum, GradientAggregator, ModelAveraging, resolve_block_size
+from netlang.runtime.distributed.blockmomentum import (
+    DEFAULT_BLOCK_SIZE_PER_WORKER_BMUF,
+    DEFAULT_BLOCK_SIZE_PER_WORKER_MA,
+)
 from netlang.runtime.distributed.quantization import column_dims
 
 SUPPORTED_METHODS = ("none", "DataParallelSGD", "BlockMomentumSGD", "ModelAveragingSGD")

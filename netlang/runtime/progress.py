@@ -35,7 +35,8 @@ class Progress:
     def epoch_start(self, epoch: int, max_epochs: int, epoch_size: int) -> None:
         if not (self.enabled and self.bar):
             return
-        from rich.progress import BarColumn, Progress as RichProgress, TextColumn, TimeElapsedColumn
+        from rich.progress import BarColumn, TextColumn, TimeElapsedColumn
+        from rich.progress import Progress as RichProgress
 
         self._close_bar()
         self._progress = RichProgress(TextColumn(f"Epoch {epoch}/{max_epochs}"), BarColumn(),

@@ -26,8 +26,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from netlang.ir.graph import Node, SeqAxis, dyn_rank, is_delay
 from netlang.compiler.graph.loops import Loop
+from netlang.ir.graph import Node, SeqAxis, dyn_rank, is_delay
 from netlang.ir.shapes import to_runtime
 from netlang.ops import registry
 from netlang.ops.registry import OpContext, OpDef, apply_backward, apply_forward

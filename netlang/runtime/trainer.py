@@ -26,19 +26,19 @@ from typing import Callable
 
 import numpy as np
 
-from netlang.ir.graph import Network, Node, dyn_rank
-from netlang.ir.shapes import to_runtime
 from netlang.errors import DataError, NetworkError, TrainingInterrupted
 from netlang.ir import modelfile as modelio
+from netlang.ir.graph import Network, Node, dyn_rank
+from netlang.ir.shapes import to_runtime
+from netlang.ops import registry
+from netlang.runtime.autoadjust import AutoAdjustSettings, LearningRateAdjuster
 from netlang.runtime.backend import Backend
-from netlang.runtime.executor import Executor, initial_parameters, input_feed
 from netlang.runtime.carryover import CarryOver
+from netlang.runtime.executor import Executor, initial_parameters, input_feed
 from netlang.runtime.flatbuffer import FlatParameters
 from netlang.runtime.learners import Learner, SGDSettings, create_learner
 from netlang.runtime.parallel import ParallelSettings, create_strategy
-from netlang.runtime.autoadjust import AutoAdjustSettings, LearningRateAdjuster
 from netlang.runtime.progress import Progress
-from netlang.ops import registry
 
 
 @dataclass

@@ -9,7 +9,12 @@ import sys
 import numpy as np
 
 from netlang.runtime.distributed import (
-    BlockMomentum, GradientAggregator, ModelAveraging, get_communicator, install_failure_handlers)
+    BlockMomentum,
+    GradientAggregator,
+    ModelAveraging,
+    get_communicator,
+    install_failure_handlers,
+)
 
 # Run-time shapes chosen so stripes are uneven (7 and 9 columns), a matrix has fewer columns than
 # ranks (the bias: one column) and a scalar is a 1x1 matrix.

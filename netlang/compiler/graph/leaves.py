@@ -9,8 +9,8 @@ from __future__ import annotations
 import numpy as np
 
 from netlang.compiler.lang.nodes import BuildContext
+from netlang.errors import EvalError, suggest
 from netlang.ir.graph import DEFAULT_SEQ, LEGACY_TAGS, TAG_GROUPS, Node, SeqAxis
-from netlang.errors import EvalError
 
 INIT_KINDS = ("uniform", "gaussian", "heNormal", "heUniform", "glorotNormal", "glorotUniform", "xavier",
               "zero", "fixedValue", "fromLiteral", "fromFile", "bilinear")
@@ -59,8 +59,6 @@ def build_parameter(attrs: dict, ctx: BuildContext) -> Node:
         else:
             init = "uniform"
     if init not in INIT_KINDS:
-        from netlang.errors import suggest
-
         raise EvalError(f"unknown init '{init}'", ctx.span, hint=suggest(init, INIT_KINDS))
     recipe = {
         "shape": shape,
@@ -122,8 +120,6 @@ def apply_tag(node: Node, tag, ctx: BuildContext) -> None:
         raise EvalError("tag must be a string", ctx.span)
     tag = LEGACY_TAGS.get(tag, tag)
     if tag not in TAG_GROUPS:
-        from netlang.errors import suggest
-
         raise EvalError(f"unknown tag '{tag}'", ctx.span, hint=suggest(tag, TAG_GROUPS))
     if tag in ("criterion", "evaluation", "output"):
         node.tags.add(tag)

@@ -18,8 +18,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from netlang.ir.graph import Node, SeqAxis, is_delay
 from netlang.errors import NetworkError
+from netlang.ir.graph import Node, SeqAxis, is_delay
 
 # Operations that need a whole sequence at once, so they cannot run inside a loop one step at a time.
 WHOLE_SEQUENCE_OPS = frozenset({

@@ -9,11 +9,25 @@
 """
 from __future__ import annotations
 
-from netlang.compiler.graph import loops
-from netlang.compiler.graph import shapeinfer
+import numpy as np
+
+from netlang.compiler.graph import loops, shapeinfer
+from netlang.compiler.lang import values
 from netlang.compiler.lang.nodes import BuildContext
-from netlang.ir.graph import BATCH, TAG_GROUPS, CycleError, Network, Node, SeqAxis, is_delay, topological_order
-from netlang.errors import NetlangError, NetworkError
+from netlang.errors import DataError, EvalError, NetlangError, NetworkError
+from netlang.ir.graph import (
+    BATCH,
+    TAG_GROUPS,
+    CycleError,
+    Network,
+    Node,
+    SeqAxis,
+    is_delay,
+    layout_suffix,
+    topological_order,
+)
+from netlang.ir.modelfile import load_model
+from netlang.ir.shapes import format_shape
 from netlang.ops import registry
 
 GROUP_MEMBERS = {f"{g}Nodes": g for g in TAG_GROUPS}
@@ -23,14 +37,7 @@ SEQUENCE_OPS = {"PastValue", "FutureValue", "ReconcileDynamicAxis"} | loops.WHOL
 SPARSE_PRODUCTS = {"Times": "SparseTimes", "TransposeTimes": "SparseTransposeTimes"}
 
 
-def _values():
-    from netlang.compiler.lang import values
-
-    return values
-
-
 def build_network(record, ctx: BuildContext) -> Network:
-    values = _values()
     if isinstance(record, Network):
         return record
     if not isinstance(record, values.Record):
@@ -78,7 +85,6 @@ def build_network(record, ctx: BuildContext) -> Network:
 
 
 def _flatten_nodes(value, member: str, record) -> list[Node]:
-    values = _values()
     if isinstance(value, Node):
         return [value]
     if isinstance(value, values.Array):
@@ -205,3 +211,67 @@ def _lower_to_frame_mode(nodes: list[Node]) -> None:
     for node in nodes:
         if isinstance(node.layout, SeqAxis):
             node.layout = BATCH
+
+
+# ---- a network value, as an action uses it ---------------------------------------------------------
+
+_built: dict[int, tuple[object, Network]] = {}
+
+
+def network_from_value(value, span=None) -> Network:
+    if isinstance(value, Network):
+        return value
+    if isinstance(value, values.Record):
+        cached = _built.get(id(value))
+        if cached is not None and cached[0] is value:
+            return cached[1]
+        network = build_network(value, BuildContext("", span))
+        _built[id(value)] = (value, network)
+        return network
+    raise NetworkError(f"a network must be a record {{ … }} or an expression giving a network, "
+                       f"got a {values.type_name(value)}", span)
+
+
+def build_action_network(ref) -> Network:
+    """`ref` is the schema's NetworkRef (record + member name + span)."""
+    return network_from_value(ref.evaluate(), ref.span)
+
+
+def require_training_nodes(network: Network, span=None) -> None:
+    """A network that is trained needs a criterion and at least one input."""
+    if not network.groups.get("criterion"):
+        raise NetworkError("the network has no criterion node", span or network.span,
+                           hint="declare criterionNodes = (ce) (exact spelling) or give the loss tag='criterion'")
+    if not network.inputs:
+        raise NetworkError("the network has no inputs", span or network.span,
+                           hint="declare inputs with Input {dims} and list them in featureNodes/labelNodes")
+
+
+def summary(network: Network) -> dict:
+    """What `netlang check` reports: each node's name, op, shape (BS notation) and parameter count."""
+    nodes = []
+    for n in network.nodes:
+        nodes.append({"name": n.name, "op": n.op, "shape": format_shape(n.shape, layout_suffix(n.layout)),
+                      "parameters": n.dim if n.is_parameter and n.learning_rate_multiplier > 0 else 0,
+                      "tags": sorted(n.tags)})
+    return {"parameters": network.parameter_count(), "nodes": nodes,
+            "groups": {g: [n.name for n in ns] for g, ns in network.groups.items() if ns}}
+
+
+def load_network(record, ctx: BuildContext):
+    """`BS.Network.Load(pathName)` (`new ComputationNetworkFromFile [ pathName = … ]`, reference §4.6): a
+    trained model file as a network value whose parameters start from the stored values, so
+    `network = (BS.Network.Load("model.dnn"))` evaluates, tests or fine-tunes a trained model."""
+    path = record.find("pathName")
+    if not isinstance(path, str):
+        raise EvalError("BS.Network.Load needs a file name (pathName)", ctx.span)
+    try:
+        model = load_model(path)
+    except DataError as err:
+        err.add_frame("BS.Network.Load", ctx.span)
+        raise
+    for node in model.network.parameters:
+        if node.name in model.parameters:
+            node.value = np.asarray(model.parameters[node.name], dtype=np.float64)
+    model.network.span = ctx.span
+    return model.network

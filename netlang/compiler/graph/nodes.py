@@ -1,4 +1,4 @@
-"""Primitive functions that make IR nodes: the evaluator's side of `compiler/hooks.py`.
+"""`GraphNodes`: the NodeFactory (compiler/lang/nodes.py) whose operators and constructors make IR nodes.
 
 * operators on node operands (reference §3.4), numbers auto-wrapped as constants;
 * `new ComputationNode [ operation = … ; inputs = … ]` through the op registry;
@@ -16,11 +16,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from netlang.compiler.lang import nodes as hooks
-from netlang.compiler.lang.nodes import BuildContext
-from netlang.ir.graph import BATCH, Node, SeqAxis
-from netlang.compiler.graph import shapeinfer
+from netlang.compiler.graph import leaves, network, shapeinfer
+from netlang.compiler.lang import values
+from netlang.compiler.lang.nodes import BuildContext, NodeFactory
 from netlang.errors import EvalError, NetworkError, suggest
+from netlang.grammar.library import STDLIB_PATH
+from netlang.ir.graph import BATCH, Node, SeqAxis
 from netlang.ops import registry
 
 
@@ -41,19 +42,8 @@ class BoolVectorValue:
 
 # ---- values ------------------------------------------------------------------------------------
 
-def is_node(value) -> bool:
-    return isinstance(value, Node)
-
-
-def _values_module():
-    from netlang.compiler.lang import values
-
-    return values
-
-
 def _flatten(value) -> list:
     """Flatten nested arrays (C++ consumers flatten, reference §1.2) into a Python list."""
-    values = _values_module()
     if isinstance(value, values.Array):
         out = []
         for item in value.items():
@@ -82,7 +72,6 @@ def as_node(value, ctx: BuildContext, name: str) -> Node:
 
 
 def type_name(value) -> str:
-    values = _values_module()
     if isinstance(value, bool):
         return "Bool"
     if isinstance(value, (int, float)):
@@ -102,12 +91,10 @@ def type_name(value) -> str:
 def user_span(span):
     """The position to report for a node: where the user's own text led to it. A node made inside
     the standard library takes the innermost call site outside the library."""
-    from netlang.grammar.cache import STDLIB_PATH
-
     library = str(STDLIB_PATH.parent)
     if span is None or not str(span.file).startswith(library):
         return span
-    for call in reversed(_values_module().call_spans):
+    for call in reversed(values.call_spans):
         if call is not None and not str(call.file).startswith(library):
             return call
     return span
@@ -181,7 +168,6 @@ def if_node(cond, then_value, else_value, ctx: BuildContext):
 
 
 def node_member(node: Node, name: str, ctx: BuildContext):
-    values = _values_module()
     if name == "name":
         return node.name
     if name == "operation":
@@ -205,7 +191,6 @@ def node_member(node: Node, name: str, ctx: BuildContext):
 
 def convert_attr(value):
     """A BrainScript value as an op attribute: numbers, bools, strings, shapes as tuples."""
-    values = _values_module()
     if isinstance(value, (bool, str)):
         return value
     if isinstance(value, (int, float)):
@@ -226,7 +211,6 @@ def _record_attrs(record, exclude=("operation", "inputs", "tag"), only: tuple | 
     """The attributes a C++ constructor would read: the record's members, then (CNTK's
     "plus the function args" idiom) plain values of the enclosing function-argument scope.
     `only` limits the function arguments read to those names (a delay must not force its input)."""
-    values = _values_module()
     attrs = {}
     for name in record.names():
         if name in exclude:
@@ -267,14 +251,12 @@ def new_computation_node(record, ctx: BuildContext):
     inputs = [as_node(v, ctx, f"{ctx.path}.inputs[{i}]") for i, v in enumerate(inputs)]
     attrs = _record_attrs(record)
     tag = _lookup(record, "tag", "")
-    from netlang.compiler.graph import leaves as leafnodes
-
-    if operation in leafnodes.LEAF_BUILDERS:
-        node = leafnodes.LEAF_BUILDERS[operation](attrs, BuildContext(ctx.path, user_span(ctx.span)))
+    if operation in leaves.LEAF_BUILDERS:
+        node = leaves.LEAF_BUILDERS[operation](attrs, BuildContext(ctx.path, user_span(ctx.span)))
     else:
         node = make_node(TIME_AXIS_FORMS.get(operation, operation) if _on_time_axis(attrs) else operation,
                          inputs, attrs, ctx)
-    leafnodes.apply_tag(node, tag, ctx)
+    leaves.apply_tag(node, tag, ctx)
     return node
 
 
@@ -300,8 +282,6 @@ def new_delay_node(record, operation: str, ctx: BuildContext) -> Node:
     BATCH, which combines with any sequence axis; validation gives it its input's layout. The
     `inputs` thunk is forced when the network is assembled (`network._attach_late_inputs`).
     """
-    from netlang.compiler.graph import leaves as leafnodes
-
     ctx = BuildContext(ctx.path, user_span(ctx.span))
     attrs = _record_attrs(record, only=DELAY_ATTRS)
     shape = attrs.get("shape", attrs.get("dims", ()))
@@ -321,7 +301,7 @@ def new_delay_node(record, operation: str, ctx: BuildContext) -> Node:
         return [as_node(v, ctx, f"{ctx.path}.inputs[{i}]") for i, v in enumerate(items)]
 
     node.late_inputs = attach
-    leafnodes.apply_tag(node, _lookup(record, "tag", ""), ctx)
+    leaves.apply_tag(node, _lookup(record, "tag", ""), ctx)
     return node
 
 
@@ -342,8 +322,6 @@ def new_bool_vector(record, ctx: BuildContext):
 
 
 def new_computation_network(record, ctx: BuildContext):
-    from netlang.compiler.graph import network
-
     return network.build_network(record, ctx)
 
 
@@ -351,9 +329,47 @@ def dynamic_axis(record, ctx: BuildContext):
     return SeqAxis(ctx.path or "dynamicAxis")
 
 
-hooks.install(is_node, binary, unary, if_node, node_member)
-hooks.register_constructor("ComputationNode", new_computation_node)
-hooks.register_constructor("TensorShape", new_tensor_shape)
-hooks.register_constructor("BoolVector", new_bool_vector)
-hooks.register_constructor("ComputationNetwork", new_computation_network)
-hooks.register_constructor("DynamicAxis", dynamic_axis)
+def name_member_value(value, path: str):
+    """A node that a member's own evaluation created (its name lies below the member's path) takes
+    the member's name, as CNTK names nodes by the member they are bound to."""
+    if path and isinstance(value, Node) and value.name.startswith(path + "."):
+        value.name = path
+    return value
+
+
+_CONSTRUCTORS = {
+    "ComputationNode": new_computation_node,
+    "TensorShape": new_tensor_shape,
+    "BoolVector": new_bool_vector,
+    "ComputationNetwork": new_computation_network,
+    "ComputationNetworkFromFile": network.load_network,
+    "DynamicAxis": dynamic_axis,
+}
+
+
+class GraphNodes(NodeFactory):
+    """Network nodes for the evaluator: operators on nodes, node members and `new T R` make IR nodes."""
+
+    def is_node(self, value) -> bool:
+        return isinstance(value, Node)
+
+    def binary(self, op, left, right, ctx):
+        return binary(op, left, right, ctx)
+
+    def unary(self, op, operand, ctx):
+        return unary(op, operand, ctx)
+
+    def if_node(self, cond, then_value, else_value, ctx):
+        return if_node(cond, then_value, else_value, ctx)
+
+    def member(self, node, name, ctx):
+        return node_member(node, name, ctx)
+
+    def constructors(self) -> dict:
+        return _CONSTRUCTORS
+
+    def name_member_value(self, value, path):
+        return name_member_value(value, path)
+
+
+GRAPH_NODES = GraphNodes()

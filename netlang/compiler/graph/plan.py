@@ -13,8 +13,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from netlang.ir.graph import Network, Node
 from netlang.compiler.graph.loops import Loop, execution_units
+from netlang.ir.graph import Network, Node
 from netlang.ops import registry
 
 

@@ -6,9 +6,9 @@ that) and then insists that every dimension is known.
 """
 from __future__ import annotations
 
+from netlang.errors import NetworkError
 from netlang.ir.graph import BATCH, Node, SeqAxis
 from netlang.ir.shapes import format_shape
-from netlang.errors import NetworkError
 from netlang.ops import registry
 from netlang.ops.registry import ShapeMismatch, ShapeResult
 

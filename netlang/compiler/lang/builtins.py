@@ -13,6 +13,8 @@ from __future__ import annotations
 import re
 import sys
 
+from netlang.compiler.lang.nodes import NodeFactory
+from netlang.compiler.lang.operators import MAX_ARRAY_LENGTH, binary_operation, if_value, to_int
 from netlang.compiler.lang.values import NONE, Array, Lambda, Record, Thunk, type_name
 from netlang.errors import EvalError, Span
 
@@ -30,8 +32,6 @@ def _expect(value, kind: type, what: str, span: Span | None):
 
 
 def _integer(value, what: str, span: Span | None) -> int:
-    from netlang.compiler.lang.evaluator import to_int
-
     _expect(value, float, what, span)
     return to_int(value, span)
 
@@ -160,33 +160,21 @@ def _int_div(args: Record, span, path):
     return float(_truncated_quotient(x, y))
 
 
-def _compare(op: str, a, b, span, path):
-    from netlang.compiler.lang.evaluator import binary_operation
-
-    return binary_operation(op, a, b, span, path)
-
-
-def _choose(cond, a, b, span, path):
-    from netlang.compiler.lang.evaluator import if_value
-
-    return if_value(cond, a, b, span, path)
-
-
 # Min, Max and Sign are `if` expressions in CNTK.core.bs, so they work on nodes too (If nodes).
 def _min(args: Record, span, path):
     a, b = args.get("a"), args.get("b")
-    return _choose(_compare("<", a, b, span, path), a, b, span, path)
+    return if_value(binary_operation("<", a, b, args.nodes, span, path), a, b, args.nodes, span, path)
 
 
 def _max(args: Record, span, path):
     a, b = args.get("a"), args.get("b")
-    return _choose(_compare(">", a, b, span, path), a, b, span, path)
+    return if_value(binary_operation(">", a, b, args.nodes, span, path), a, b, args.nodes, span, path)
 
 
 def _sign(args: Record, span, path):
-    x = args.get("x")
-    negative_or_zero = _choose(_compare("<", x, 0.0, span, path), -1.0, 0.0, span, path)
-    return _choose(_compare(">", x, 0.0, span, path), 1.0, negative_or_zero, span, path)
+    x, nodes = args.get("x"), args.nodes
+    negative_or_zero = if_value(binary_operation("<", x, 0.0, nodes, span, path), -1.0, 0.0, nodes, span, path)
+    return if_value(binary_operation(">", x, 0.0, nodes, span, path), 1.0, negative_or_zero, nodes, span, path)
 
 
 def _fac(args: Record, span, path):
@@ -250,8 +238,6 @@ def _force_resize_array(args: Record, span, path):
 
 
 def _repeat(args: Record, span, path):
-    from netlang.compiler.lang.evaluator import MAX_ARRAY_LENGTH
-
     n = _integer(args.get("N"), "the count of Repeat()", span)
     if n > MAX_ARRAY_LENGTH:
         raise EvalError(f"Repeat({n}, ...) is too large (more than {MAX_ARRAY_LENGTH})", span)
@@ -291,18 +277,13 @@ _HELPERS = {
 
 HELPER_NAMES = frozenset(_HELPERS) | {"None"}
 
-_root: Record | None = None
-
-
-def root_scope() -> Record:
-    """The scope below the standard library: the helpers plus `None`. Shared; it holds no state."""
-    global _root
-    if _root is None:
-        root = Record(None, "", Span("<builtin>", 1, 1))
-        for name, (params, defaults, impl) in _HELPERS.items():
-            default_thunks = {key: Thunk.of(value, key) for key, value in defaults.items()}
-            fn = Lambda(params, default_thunks, None, impl, None, name, name)
-            root.add(name, Thunk.of(fn, name))
-        root.add("None", Thunk.of(NONE, "None"))
-        _root = root
-    return _root
+def root_scope(nodes: NodeFactory) -> Record:
+    """The scope below the standard library: the helpers plus `None`. One per evaluated file: it
+    holds the file's node factory, which every scope below inherits."""
+    root = Record(None, "", Span("<builtin>", 1, 1), nodes=nodes)
+    for name, (params, defaults, impl) in _HELPERS.items():
+        default_thunks = {key: Thunk.of(value, key) for key, value in defaults.items()}
+        fn = Lambda(params, default_thunks, root, impl, None, name, name)
+        root.add(name, Thunk.of(fn, name))
+    root.add("None", Thunk.of(NONE, "None"))
+    return root

@@ -1,6 +1,7 @@
 """Typed views of a whole config: the top level, the action blocks, SGD, readers.
 
-`load_config(path, overrides)` evaluates a `.net` file and validates its top level; `Config.actions()`
+`Config(record, path)` validates the top level of an evaluated file (`compiler.graph.load_config`
+evaluates and validates one); `Config.actions()`
 validates and returns the blocks named by `command`, in order. The schemas below list every key of
 reference §5 with CNTK's defaults; other modules read them (`SGD_SCHEMA`, `READER_SCHEMA`, ...) and
 may extend them with `schema.add(Field(...))` (e.g. image-reader keys on `STREAM_SCHEMA`).
@@ -18,10 +19,38 @@ import math
 from dataclasses import dataclass
 
 from netlang.compiler.lang import values
-from netlang.compiler.lang.schema import (REQUIRED, AnyValue, Origin, Block, BlockList, Bool, Device, Enum, Field, Float,
-                                     Int, List, NameList, Network, NetworkRef, Path, Randomize, RecordOf,
-                                     Schema, Scheduled, String, Unsupported, ValidationContext, View,
-                                     format_plain, is_plain, own_names, referenced_names, to_plain, validate)
+from netlang.compiler.lang.schema import (
+    REQUIRED,
+    AnyValue,
+    Block,
+    BlockList,
+    Bool,
+    Device,
+    Enum,
+    Field,
+    Float,
+    Int,
+    List,
+    NameList,
+    Network,
+    NetworkRef,
+    Origin,
+    Path,
+    Randomize,
+    RecordOf,
+    Scheduled,
+    Schema,
+    String,
+    Unsupported,
+    ValidationContext,
+    View,
+    format_plain,
+    is_plain,
+    own_names,
+    referenced_names,
+    to_plain,
+    validate,
+)
 from netlang.errors import SchemaError, suggest
 from netlang.grammar import ast
 
@@ -491,14 +520,6 @@ ACTION_SCHEMA.also_known = lambda: _inheritable_keys(SGD_SCHEMA, READER_SCHEMA)
 TOP_SCHEMA.command_block_keys = lambda: {key for f in ACTION_SCHEMA.fields for key in f.keys()}
 
 # ---- a whole config ---------------------------------------------------------------------------------
-
-
-def load_config(path: str, overrides=(), include_path=()) -> "Config":
-    """Evaluate `path` (with `key=value` overrides) and validate its top level."""
-    from netlang.compiler.lang.evaluator import evaluate_file
-
-    record = evaluate_file(path, overrides=tuple(overrides), include_path=tuple(include_path))
-    return Config(record, path, overrides)
 
 
 class Config:

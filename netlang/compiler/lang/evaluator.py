@@ -8,30 +8,31 @@ any order.
 Scopes are Records chained by `parent`: a record literal's parent is the scope it is written in; a
 function call's argument scope has the function's definition scope as parent (closure); the file's
 top record has the standard library as parent, whose parent is the root scope of built-in helpers
-(helpers.py). Argument expressions are evaluated in the caller's scope, default values in the
+(builtins.py). Argument expressions are evaluated in the caller's scope, default values in the
 definition scope.
 
 `path` is the expression path (CNTK's node naming): the dotted member path of the place being
 evaluated, `[i]` for array elements, `<Op>Args[i]` for the operands of infix operators. Network
-nodes get it through `hooks.BuildContext(path, span)`; the IR uses it as the node's name.
+nodes get it through `nodes.BuildContext(path, span)`; the IR uses it as the node's name.
 """
 from __future__ import annotations
 
-import math
 import sys
 from typing import Sequence
 
-from netlang.compiler.lang import nodes as hooks
-from netlang.compiler.lang.values import NONE, Array, Lambda, Record, Thunk, type_name
+from netlang.compiler.lang.builtins import format_value, root_scope
+from netlang.compiler.lang.nodes import NO_NODES, NodeFactory
+from netlang.compiler.lang.operators import MAX_ARRAY_LENGTH, binary_operation, context, to_int, unary_operation
+from netlang.compiler.lang.overrides import apply_overrides
+from netlang.compiler.lang.values import NONE, Array, Lambda, Record, Thunk, join_path, type_name
 from netlang.errors import EvalError, Span, suggest
 from netlang.grammar import ast
+from netlang.grammar.library import load_stdlib
+from netlang.grammar.parser import parse_expression, parse_file, parse_text
 
 # Deep but legal recursion (Fac(200), a 3000-member chain) needs more Python frames than the
 # default 1000; runaway recursion is stopped earlier by values.MAX_NESTING with an EvalError.
 sys.setrecursionlimit(max(sys.getrecursionlimit(), 150_000))
-
-# Largest array `array[a..b](f)` or `Repeat(N, x)` may build; larger ones are user mistakes.
-MAX_ARRAY_LENGTH = 1_000_000
 
 # Types whose `new T R` record starts a fresh expression path: the members of a network record
 # are named by their own names (`ce`, `z`), as in CNTK, not by where the record is written.
@@ -46,64 +47,12 @@ OPERATOR_NAMES = {
 }
 
 
-class Path:
-    """An expression path, built by appending parts; its text is made only when asked for.
-
-    Paths grow with every nested call (`v.PlusArgs[1].PlusArgs[1]...` in a recursion), so joining
-    strings eagerly would cost time quadratic in the recursion depth; only node names need the text.
-    """
-
-    __slots__ = ("parent", "part", "_text")
-
-    def __init__(self, parent: "Path | str | None", part: str):
-        self.parent = parent
-        self.part = part
-        self._text: str | None = None
-
-    def __str__(self) -> str:
-        if self._text is None:
-            parts = []
-            node = self
-            while isinstance(node, Path) and node._text is None:
-                parts.append(node.part)
-                node = node.parent
-            pieces = [str(node)] if node else []
-            for part in reversed(parts):
-                if pieces and not part.startswith("["):
-                    pieces.append(".")
-                pieces.append(part)
-            self._text = "".join(pieces)
-        return self._text
-
-    def __repr__(self) -> str:
-        return f"Path({str(self)!r})"
-
-
-def join_path(path, name: str):
-    """`path.name` (`path[i]` when name is `[i]`); `path` is a Path, a string or empty."""
-    if not name:
-        return path
-    return Path(path or None, name)
-
-
-def _context(path, span: Span | None) -> hooks.BuildContext:
-    return hooks.BuildContext(str(path) if path else "", span)
-
-
-def evaluate(node: ast.Node, scope: Record, path: "Path | str" = ""):
+def evaluate(node: ast.Node, scope: Record, path=""):
     """The value of expression `node` in `scope`; `path` names the nodes it creates."""
     return _EVALUATORS[node.__class__](node, scope, path)
 
 
-def to_int(value, span: Span | None) -> int:
-    """An integer-valued number as int; EvalError otherwise (array bounds, indices, counts)."""
-    if type(value) is float and value.is_integer():
-        return int(value)
-    hint = None if type(value) is float else f"got a {type_name(value)}"
-    raise EvalError("expected expression of type 'integer'", span, hint=hint)
-
-
-def lazy(expr: ast.Node, scope: Record, path: "Path | str", name: str, kind: str, span: Span | None) -> Thunk:
+def lazy(expr: ast.Node, scope: Record, path, name: str, kind: str, span: Span | None) -> Thunk:
     """A thunk that evaluates `expr` in `scope` on first use."""
     if expr.__class__ in _LITERALS:
         thunk = Thunk.of(_EVALUATORS[expr.__class__](expr, scope, path), name, span)
@@ -111,7 +60,7 @@ def lazy(expr: ast.Node, scope: Record, path: "Path | str", name: str, kind: str
         return thunk
     if kind == "member":
         # A node made while evaluating this member is named after it (`z = DenseLayer{10}(h)` is `z`).
-        return Thunk(lambda: hooks.name_member_value(evaluate(expr, scope, path), str(path)),
+        return Thunk(lambda: scope.nodes.name_member_value(evaluate(expr, scope, path), str(path)),
                      name, kind, span, expr, scope)
     return Thunk(lambda: evaluate(expr, scope, path), name, kind, span, expr, scope)
 
@@ -131,8 +80,6 @@ def _eval_bool(node: ast.Bool, scope, path):
 
 
 def _eval_interp(node: ast.Interp, scope, path):
-    from netlang.compiler.lang.builtins import format_value
-
     pieces = []
     for part in node.parts:
         value = part.value if isinstance(part, ast.String) else evaluate(part, scope, path)
@@ -163,7 +110,7 @@ def _eval_dot(node: ast.Dot, scope: Record, path):
     if isinstance(obj, (float, bool, str, Array, Lambda)):
         raise EvalError("expected expression of type 'record'", node.obj.span,
                         hint=f"'.{node.name}' is applied to a {type_name(obj)}")
-    return hooks.node_member(obj, node.name, _context(path, node.span))
+    return scope.nodes.member(obj, node.name, context(path, node.span))
 
 
 def _eval_index(node: ast.Index, scope: Record, path):
@@ -217,21 +164,6 @@ def _eval_call(node: ast.Call, scope: Record, path):
     return fn.call(positional, named, node.span, path)
 
 
-def compose(first: Lambda, second: Lambda, span: Span | None, path: str) -> Lambda:
-    """`first >> second`: a function with first's signature computing second(first(...))."""
-    for default in first.defaults.values():
-        default.force()  # CNTK resolves F's defaults now: the composite may be called many times
-
-    def run_composite(args: Record, call_span, caller_path: str):
-        positional = [args.thunk_of(name) for name in first.params]
-        named = {name: args.thunk_of(name) for name in first.defaults}
-        inner = first.call(positional, named, call_span, join_path(caller_path, "arg"))
-        return second.call([inner], {}, call_span, caller_path)
-
-    return Lambda(list(first.params), dict(first.defaults), None, run_composite, span,
-                  f"{first.name} >> {second.name}", path)
-
-
 # --- operators ---------------------------------------------------------------------------------
 
 def _eval_binop(node: ast.BinOp, scope: Record, path):
@@ -242,117 +174,14 @@ def _eval_binop(node: ast.BinOp, scope: Record, path):
     left, right = node.left, node.right
     left = evaluate(left, scope, path if left.__class__ in _PATHLESS else join_path(path, name + "Args[0]"))
     right = evaluate(right, scope, path if right.__class__ in _PATHLESS else join_path(path, name + "Args[1]"))
-    return binary_operation(op, left, right, node.span, path)
-
-
-def binary_operation(op: str, left, right, span: Span | None = None, path: str = ""):
-    """Apply infix operator `op` to two evaluated operands (dispatch by operand types, §3.4)."""
-    ltype, rtype = type(left), type(right)
-    if ltype is float and rtype is float:
-        fn = _NUMBER_OPS.get(op)
-    elif ltype is str and rtype is str:
-        fn = _STRING_OPS.get(op)
-    elif ltype is bool and rtype is bool:
-        fn = _BOOL_OPS.get(op)
-    elif hooks.is_node(left) or hooks.is_node(right):
-        return _node_operation(op, left, right, span, path)
-    elif op == ">>" and ltype is Lambda and rtype is Lambda:
-        return compose(left, right, span, path)
-    elif op == "<<" and ltype is Array and rtype is float:
-        return _shift(left, right, span)
-    else:
-        fn = None
-    if fn is None:
-        raise _bad_operands(op, left, right, span)
-    return fn(left, right)
-
-
-def _bad_operands(op: str, left, right, span) -> EvalError:
-    return EvalError(f"operator '{op}' cannot be applied to operands of type "
-                     f"'{type_name(left)}' and '{type_name(right)}'", span)
-
-
-def _node_operation(op: str, left, right, span, path):
-    # CNTK's quirks for && and || with a constant Bool operand: the result is the first operand.
-    if op == "&&" and (left is False or right is False):
-        return left
-    if op == "||":
-        if left is True or right is True:
-            return left
-        raise EvalError("operator '||' is not available for network nodes", span,
-                        hint="use BS.Boolean.Or(a, b)")
-    if op in ("**", "%", ">>", "<<"):
-        raise _bad_operands(op, left, right, span)
-    return hooks.binary_node_op(op, left, right, _context(path, span))
-
-
-def _shift(arr: Array, count: float, span) -> Array:
-    """`arr << n`: a new 0-based array without the first n elements."""
-    n = to_int(count, span)
-    if n < 0:
-        raise EvalError(f"cannot shift an array by a negative count ({n})", span)
-    if arr.first != 0:
-        raise EvalError("This array is expected to begin with index 0.", span)
-    return Array(arr.thunks[n:], 0, span)
-
-
-def _divide(a: float, b: float) -> float:
-    # C semantics: division by zero gives inf or nan instead of an exception.
-    if b == 0.0:
-        if a == 0.0 or a != a:
-            return math.nan
-        return math.copysign(math.inf, a) * math.copysign(1.0, b)
-    return a / b
-
-
-def _fmod(a: float, b: float) -> float:
-    try:
-        return math.fmod(a, b)
-    except ValueError:  # fmod(x, 0) and fmod(inf, y) are nan in C
-        return math.nan
-
-
-def _power(a: float, b: float) -> float:
-    try:
-        return math.pow(a, b)
-    except OverflowError:
-        negative = a < 0 and b.is_integer() and int(b) % 2 == 1
-        return -math.inf if negative else math.inf
-    except ValueError:  # pow(0, negative) is a pole (inf); pow(negative, fraction) is nan
-        return math.inf if a == 0.0 else math.nan
-
-
-_COMPARISONS = {
-    "==": lambda a, b: a == b, "!=": lambda a, b: a != b,
-    "<": lambda a, b: a < b, "<=": lambda a, b: a <= b,
-    ">": lambda a, b: a > b, ">=": lambda a, b: a >= b,
-}
-_NUMBER_OPS = {
-    "+": lambda a, b: a + b, "-": lambda a, b: a - b, "*": lambda a, b: a * b,
-    "/": _divide, "%": _fmod, "**": _power, **_COMPARISONS,
-}
-_STRING_OPS = {"+": lambda a, b: a + b, **_COMPARISONS}
-_BOOL_OPS = {"&&": lambda a, b: a and b, "||": lambda a, b: a or b, **_COMPARISONS}
+    return binary_operation(op, left, right, scope.nodes, node.span, path)
 
 
 def _eval_unary(node: ast.UnaryOp, scope: Record, path):
     op = node.op
     sub_path = {"-": "_negate", "!": "_not"}.get(op, "")
     operand = evaluate(node.operand, scope, join_path(path, sub_path))
-    return unary_operation(op, operand, node.span, path)
-
-
-def unary_operation(op: str, operand, span: Span | None = None, path: str = ""):
-    kind = type(operand)
-    if op == "!" and kind is bool:
-        return not operand
-    if op in ("-", "+") and kind is float:
-        return -operand if op == "-" else operand
-    if hooks.is_node(operand):
-        if op == "+":
-            return operand
-        return hooks.unary_node_op(op, operand, _context(path, span))
-    raise EvalError(f"operator '{op}' cannot be applied to an operand of type '{type_name(operand)}'", span)
+    return unary_operation(op, operand, scope.nodes, node.span, path)
 
 
 def _eval_if(node: ast.If, scope: Record, path):
@@ -361,23 +190,12 @@ def _eval_if(node: ast.If, scope: Record, path):
         return evaluate(node.then, scope, path)
     if cond is False:
         return evaluate(node.else_, scope, path)
-    if hooks.is_node(cond):
+    if scope.nodes.is_node(cond):
         then_value = evaluate(node.then, scope, join_path(path, "then"))
         else_value = evaluate(node.else_, scope, join_path(path, "else"))
-        return hooks.if_node(cond, then_value, else_value, _context(path, node.span))
+        return scope.nodes.if_node(cond, then_value, else_value, context(path, node.span))
     raise EvalError("expected expression of type 'boolean'", node.cond.span,
                     hint=f"the condition is a {type_name(cond)}")
-
-
-def if_value(cond, then_value, else_value, span: Span | None = None, path: str = ""):
-    """`if` on evaluated values (for helpers such as Min/Max that accept nodes too)."""
-    if cond is True:
-        return then_value
-    if cond is False:
-        return else_value
-    if hooks.is_node(cond):
-        return hooks.if_node(cond, then_value, else_value, _context(path, span))
-    raise EvalError("expected expression of type 'boolean'", span)
 
 
 # --- records and arrays ------------------------------------------------------------------------
@@ -453,7 +271,7 @@ def _eval_new(node: ast.New, scope: Record, path):
     if not isinstance(arg, Record):
         raise EvalError("expected expression of type 'record'", node.arg.span,
                         hint=f"'new {node.type_name}' takes a record, e.g. new {node.type_name} [ ... ]")
-    return hooks.construct(node.type_name, arg, _context(path, node.span))
+    return scope.nodes.construct(node.type_name, arg, context(path, node.span))
 
 
 _EVALUATORS = {
@@ -481,58 +299,39 @@ _PATHLESS = _LITERALS | {ast.Ident}  # expressions that never create nodes, so n
 
 # --- scopes and entry points -------------------------------------------------------------------
 
-def stdlib_ast() -> ast.Record:
-    """The parsed standard library (cached by the parser; shared, so never modified here)."""
-    try:
-        from netlang.grammar.parser import load_stdlib
-
-        return load_stdlib()
-    except ImportError:  # a front end without a library: the helpers alone
-        return ast.Record(Span("<stdlib>", 1, 1), [])
-
-
-def top_scope(file_ast: ast.Record) -> Record:
+def top_scope(file_ast: ast.Record, nodes: NodeFactory = NO_NODES) -> Record:
     """The lazy top record of a file: parent is a fresh standard library over the root helpers.
 
     The library is instantiated per file so that nodes made by library members (constants such as
-    BS.Constants.One) belong to this file's network only.
+    BS.Constants.One) belong to this file's network only. `nodes` makes the file's network nodes.
     """
-    from netlang.compiler.lang.builtins import root_scope
-
-    library = make_record(stdlib_ast(), root_scope(), "")
+    library = make_record(load_stdlib(), root_scope(nodes), "")
     return make_record(file_ast, library, "")
 
 
 def evaluate_text(text: str, name: str = "<string>", overrides: Sequence[str] = (),
-                  include_path: Sequence[str] = ()) -> Record:
+                  include_path: Sequence[str] = (), nodes: NodeFactory = NO_NODES) -> Record:
     """Parse `text` as a file, apply command-line overrides, and return its (lazy) top record."""
-    from netlang.compiler.lang.overrides import apply_overrides
-    from netlang.grammar.parser import parse_text
-
     file_ast = parse_text(text, name, tuple(include_path))
     if overrides:
         file_ast = apply_overrides(file_ast, overrides)
-    return top_scope(file_ast)
+    return top_scope(file_ast, nodes)
 
 
-def evaluate_file(path: str, overrides: Sequence[str] = (), include_path: Sequence[str] = ()) -> Record:
+def evaluate_file(path: str, overrides: Sequence[str] = (), include_path: Sequence[str] = (),
+                  nodes: NodeFactory = NO_NODES) -> Record:
     """Read, parse and evaluate a config file; includes are also searched next to the file."""
-    from netlang.compiler.lang.overrides import apply_overrides
-    from netlang.grammar.parser import parse_file
-
     file_ast = parse_file(path, tuple(include_path))
     if overrides:
         file_ast = apply_overrides(file_ast, overrides)
-    return top_scope(file_ast)
+    return top_scope(file_ast, nodes)
 
 
-def evaluate_expression(text: str, scope: Record | None = None):
+def evaluate_expression(text: str, scope: Record | None = None, nodes: NodeFactory = NO_NODES):
     """Evaluate one expression (tests, the REPL); by default in an empty file's scope."""
-    from netlang.grammar.parser import parse_expression
-
     node = parse_expression(text, "<expression>")
     if scope is None:
-        scope = top_scope(ast.Record(node.span, []))
+        scope = top_scope(ast.Record(node.span, []), nodes)
     return evaluate(node, scope, "")
 
 

@@ -19,9 +19,12 @@ import re
 from dataclasses import replace
 from typing import Sequence
 
+from netlang import sources
+from netlang.compiler.lang.builtins import HELPER_NAMES
 from netlang.errors import ConfigError, Span, UsageError
 from netlang.grammar import ast
-from netlang import sources
+from netlang.grammar.library import load_stdlib
+from netlang.grammar.parser import parse_expression
 
 COMMAND_LINE = "<command line>"
 
@@ -73,8 +76,6 @@ def _split(argument: str) -> tuple[str, str, int]:
 def _parse_value(text: str, line: int, offset: int, known: set[str]) -> ast.Node:
     whole = Span(COMMAND_LINE, line, offset + 1, line, offset + len(text) + 1)
     try:
-        from netlang.grammar.parser import parse_expression
-
         node = parse_expression(text, COMMAND_LINE)
     except ConfigError:
         return _string_value(text.strip(), whole)
@@ -124,11 +125,8 @@ def _string_value(text: str, span: Span) -> ast.Node:
 
 def _known_names(file_ast: ast.Record) -> set[str]:
     """Every name an override value could refer to: the file's, the library's, the helpers'."""
-    from netlang.compiler.lang.evaluator import stdlib_ast
-    from netlang.compiler.lang.builtins import HELPER_NAMES
-
     names = set(HELPER_NAMES)
-    for tree in (file_ast, stdlib_ast()):
+    for tree in (file_ast, load_stdlib()):
         names.update(n.name for n in ast.walk(tree) if isinstance(n, (ast.Member, ast.Param)))
     return names
 

@@ -20,7 +20,9 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from netlang import sources
 from netlang.compiler.lang import values
+from netlang.compiler.lang.evaluator import evaluate
 from netlang.errors import SchemaError, Span, suggest
 from netlang.grammar import ast
 
@@ -259,7 +261,6 @@ def _followed_by_inf(expr) -> bool:
     directly followed by `#INF` in the source is taken as infinity, as CNTK's config layer does."""
     if not isinstance(expr, ast.Number) or expr.span.end_line != expr.span.line:
         return False
-    from netlang import sources
 
     line = sources.line_of(expr.span.file, expr.span.line) or ""
     return line[expr.span.end_col - 1:].upper().startswith("#INF")
@@ -609,8 +610,6 @@ class Scheduled(FieldType):
 
 def _evaluate_part(expr, slot):
     """The value of one part of a schedule expression (`lr/10` in `lr*2:lr/10`), in the member's scope."""
-    from netlang.compiler.lang.evaluator import evaluate
-
     return evaluate(expr, slot.scope(), slot.path)
 
 
@@ -1176,8 +1175,6 @@ def format_plain(value) -> str:
 
 def span_text(span: Span) -> str | None:
     """The source text a span covers (multi-line spans included), when the file is known."""
-    from netlang import sources
-
     if span is None or not span.end_line:
         return None
     lines = []

@@ -3,7 +3,7 @@
 Numbers are Python floats (BrainScript has no integer type), bools are Python bools, strings are
 Python strings. Everything that is evaluated lazily lives in a `Thunk`: record members, array
 elements, call arguments and default values. Opaque objects (network nodes and other objects made
-by `new`) come from the IR through compiler/hooks.py and are passed through untouched.
+by `new`) come from the scope's NodeFactory (nodes.py) and are passed through untouched.
 
 The evaluator (`evaluator.py`) creates these values; the config schema, the CLI and the IR read
 them through the small APIs below (`Record.get`, `Array.items`, `Lambda.call`, ...).
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
+from netlang.compiler.lang.nodes import NO_NODES, NodeFactory
 from netlang.errors import EvalError, NetlangError, Span, suggest
 
 # How many thunk evaluations and function calls may be nested before we call it runaway recursion.
@@ -54,6 +55,46 @@ def _with_frame(err: NetlangError, what: str, span: Span | None) -> NetlangError
 def _recursion_error(span: Span | None) -> EvalError:
     return EvalError("recursion too deep for the Python interpreter", span,
                      hint="a function or member probably refers to itself without end")
+
+
+class Path:
+    """An expression path, built by appending parts; its text is made only when asked for.
+
+    Paths grow with every nested call (`v.PlusArgs[1].PlusArgs[1]...` in a recursion), so joining
+    strings eagerly would cost time quadratic in the recursion depth; only node names need the text.
+    """
+
+    __slots__ = ("parent", "part", "_text")
+
+    def __init__(self, parent: "Path | str | None", part: str):
+        self.parent = parent
+        self.part = part
+        self._text: str | None = None
+
+    def __str__(self) -> str:
+        if self._text is None:
+            parts = []
+            node = self
+            while isinstance(node, Path) and node._text is None:
+                parts.append(node.part)
+                node = node.parent
+            pieces = [str(node)] if node else []
+            for part in reversed(parts):
+                if pieces and not part.startswith("["):
+                    pieces.append(".")
+                pieces.append(part)
+            self._text = "".join(pieces)
+        return self._text
+
+    def __repr__(self) -> str:
+        return f"Path({str(self)!r})"
+
+
+def join_path(path, name: str):
+    """`path.name` (`path[i]` when name is `[i]`); `path` is a Path, a string or empty."""
+    if not name:
+        return path
+    return Path(path or None, name)
 
 
 class Thunk:
@@ -131,16 +172,19 @@ class Record:
     `path` is the expression path of the place the record was made (node naming).
     """
 
-    __slots__ = ("_thunks", "_defs", "parent", "_path", "span", "is_arguments")
+    __slots__ = ("_thunks", "_defs", "parent", "_path", "span", "is_arguments", "nodes")
 
     def __init__(self, parent: "Record | None" = None, path="", span: Span | None = None,
-                 is_arguments: bool = False):
+                 is_arguments: bool = False, nodes: NodeFactory | None = None):
         self._thunks: dict[str, Thunk] = {}
         self._defs: dict = {}  # name -> ast.Member, for members written in source
         self.parent = parent
-        self._path = path  # a string or an evaluator.Path (text made on demand)
+        self._path = path  # a string or a Path (text made on demand)
         self.span = span
         self.is_arguments = is_arguments  # the argument scope of a function call
+        # The factory of network nodes of the evaluation this scope belongs to (compiler/lang/nodes.py):
+        # given to a file's root scope, inherited by every scope made below it.
+        self.nodes = nodes if nodes is not None else parent.nodes if parent is not None else NO_NODES
 
     @property
     def path(self) -> str:

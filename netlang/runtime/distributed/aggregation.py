@@ -36,7 +36,13 @@ import numpy as np
 from netlang.errors import ConfigError
 from netlang.runtime.distributed.comm import Communicator
 from netlang.runtime.distributed.quantization import (
-    SUPPORTED_BITS, QuantizedColumns, column_dims, dequantize, packed_size, quantize)
+    SUPPORTED_BITS,
+    QuantizedColumns,
+    column_dims,
+    dequantize,
+    packed_size,
+    quantize,
+)
 
 
 @dataclass(frozen=True)

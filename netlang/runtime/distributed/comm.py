@@ -35,7 +35,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from netlang.errors import EXIT_INTERNAL
+from netlang.errors import EXIT_INTERNAL, ConfigError
+from netlang.runtime.distributed.launch import detect_launch
 
 LIVENESS_INTERVAL_S = 0.5  # how often a waiting rank checks that its local peers still exist
 SPIN_S = 0.002             # busy-poll this long before yielding the CPU between polls
@@ -236,8 +237,6 @@ class MPICommunicator(Communicator):
 
 
 def _seconds_from_env(name: str) -> float:
-    from netlang.errors import ConfigError
-
     try:
         return float(os.environ[name])
     except ValueError:
@@ -303,8 +302,6 @@ def get_communicator(parallel: bool, span=None, timeout_s: float | None = None) 
     """
     from importlib.util import find_spec
 
-    from netlang.errors import ConfigError
-    from netlang.runtime.distributed.launch import detect_launch
 
     if not parallel:
         return LocalCommunicator()
