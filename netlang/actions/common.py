@@ -14,7 +14,7 @@ from netlang.ir import modelfile as modelio
 from netlang.ir.graph import Network
 from netlang.readers.factory import create_source
 from netlang.runtime.backend import Backend, select_backend
-from netlang.runtime.trainer import check_streams
+from netlang.runtime.feeding import check_streams
 
 
 def backend_for(view) -> Backend:

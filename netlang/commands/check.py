@@ -18,7 +18,7 @@ from netlang.compiler.graph import load_config
 from netlang.compiler.graph.network import build_action_network, require_training_nodes, summary
 from netlang.compiler.lang.config import Config, block_entries, resolved_config_dict
 from netlang.errors import UsageError
-from netlang.runtime.trainer import feeds_from_minibatch
+from netlang.runtime.feeding import feeds_from_minibatch
 
 DESCRIPTION = """Validate a config without training: parse it, evaluate every setting, check it
 against the schemas (unknown keys, types, required keys), and print the resolved configuration."""
