@@ -23,7 +23,7 @@ import sys
 import traceback
 from dataclasses import dataclass
 
-from netlang.errors import EXIT_INTERNAL, EXIT_INTERRUPTED, NetlangError
+from netlang.errors import EXIT_INTERNAL, EXIT_INTERRUPTED, NetlangError, format_error
 
 # Environment variables launchers set for every process: (rank variable, size variable).
 _LAUNCHER_VARIABLES = (
@@ -106,7 +106,7 @@ def failure_message(rank: int, size: int, exc: BaseException, tb) -> str:
     """What a failing rank prints: its rank, then the error (a user error without a traceback)."""
     head = f"netlang: rank {rank} of {size} failed"
     if isinstance(exc, NetlangError):
-        return f"{head}: {exc.kind}: {exc}"
+        return f"{head}: {format_error(exc, with_kind=True)}"
     if isinstance(exc, KeyboardInterrupt):
         return f"{head}: interrupted"
     if isinstance(exc, SystemExit):
