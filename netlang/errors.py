@@ -157,13 +157,6 @@ class TrainingInterrupted(NetlangError):
     kind = "interrupted"
 
 
-class DistributedError(NetlangError):
-    """A failure of a peer rank or of the communication layer."""
-
-    exit_code = EXIT_INTERNAL
-    kind = "distributed error"
-
-
 def suggest(name: str, candidates, case_insensitive: bool = True) -> str | None:
     """A 'did you mean' hint for `name` among `candidates`, or None."""
     import difflib

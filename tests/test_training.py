@@ -135,6 +135,26 @@ def test_write_action_writes_one_line_per_sample(tmp_path, data_dir):
     assert len(lines) == 500 and len(lines[0].split()) == 3
 
 
+def test_options_may_follow_the_overrides(tmp_path, data_dir):
+    cfg, out = write_config(tmp_path, data_dir, epochs=3)
+    code, _, err = cli("train", cfg, "SGD.maxEpochs=1", "--no-progress")
+    assert code == 0, err
+    assert len(epoch_losses(out)) == 1 and "Finished Epoch[ 1 of 1]" in err
+    code, stdout, err = cli("eval", cfg, "--json", f"modelPath={out}/model.dnn.1")
+    assert code == 0, err
+    assert json.loads(stdout)["samples"] == 500
+
+
+def test_run_executes_every_block_of_the_command_list_in_order(tmp_path, data_dir):
+    cfg, out = write_config(tmp_path, data_dir, epochs=1)
+    code, stdout, err = cli("run", cfg, "command=train:test:write", "--no-progress")
+    assert code == 0, err
+    assert "Finished Epoch[ 1 of 1]" in err
+    lines = stdout.splitlines()
+    assert lines[0].startswith("test: ce = ") and lines[0].endswith("(500 samples)")
+    assert lines[1] == f"write: wrote z for 500 samples to {out}/result.z"
+
+
 # ---- resume and interruption -------------------------------------------------------------------
 
 def _spawn(cfg, *extra):
