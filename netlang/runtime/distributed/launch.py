@@ -10,9 +10,12 @@ the job hangs forever. The cure is MPI_Abort, which makes the launcher kill ever
 non-zero. `failure_guard` catches everything that ends a rank (exceptions, `sys.exit(non-zero)`,
 Ctrl-C), prints which rank failed and why, and aborts; the excepthook catches what escapes
 elsewhere. A rank killed outright (SIGKILL, the OOM killer) cannot say anything: MPICH's hydra
-then tears the job down itself and prints the dead process's pid, which the announcement line
-(`netlang: rank 1 of 2 is pid 4242 on host-a`) maps to a rank. Where the launcher does not clean up,
-the communicator's watchdog (see comm.py) notices the dead peer and aborts, naming its rank.
+then kills the other ranks within milliseconds and prints the pid of a process that ended by a
+signal, which the announcement line (`netlang: rank 1 of 2 is pid 4242 on host-a`) maps to a rank.
+That is usually the killed rank; when hydra reaps it before it notices its PMI connection closing,
+it is the lowest rank, killed by hydra itself (a race inside hydra that nothing here can decide).
+Where the launcher does not clean up, the communicator's watchdog (see comm.py) notices the dead
+peer and aborts, naming its rank.
 """
 from __future__ import annotations
 
