@@ -107,6 +107,31 @@ def _split_overrides(args, command: Command) -> None:
         raise UsageError(f"unexpected argument '{args.key_paths[0]}'", hint="overrides are written key=value")
 
 
+def _command_position(argv: list[str]) -> int | None:
+    """Where the command's name is: the first word that is not a flag (none before -h/--version)."""
+    for at, word in enumerate(argv):
+        if word in ("-h", "--help", "--version"):
+            return None
+        if not word.startswith("-"):
+            return at
+    return None
+
+
+def _check_command_name(parser, word: str) -> Command:
+    command = command_named(word)
+    if command is None:
+        hint = suggest(word, _subparsers(parser).choices)
+        if word.endswith((".net", ".cntk", ".bs")):
+            hint = f"name a command first: netlang check {word}, netlang train {word}"
+        raise UsageError(f"unknown command '{word}'",
+                         hint=hint or f"the commands are: {', '.join(c.name for c in COMMANDS)} (netlang --help)")
+    return command
+
+
+def _subparsers(parser):
+    return next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+
+
 def version_text() -> str:
     """netlang's version plus what it can run on (numpy always; cupy and mpi4py when installed)."""
     lines = [f"netlang {netlang.__version__}",
@@ -136,31 +161,6 @@ def _distribution_version(name: str) -> str | None:
         return importlib.metadata.version(name)
     except importlib.metadata.PackageNotFoundError:
         return None
-
-
-def _command_position(argv: list[str]) -> int | None:
-    """Where the command's name is: the first word that is not a flag (none before -h/--version)."""
-    for at, word in enumerate(argv):
-        if word in ("-h", "--help", "--version"):
-            return None
-        if not word.startswith("-"):
-            return at
-    return None
-
-
-def _check_command_name(parser, word: str) -> Command:
-    command = command_named(word)
-    if command is None:
-        hint = suggest(word, _subparsers(parser).choices)
-        if word.endswith((".net", ".cntk", ".bs")):
-            hint = f"name a command first: netlang check {word}, netlang train {word}"
-        raise UsageError(f"unknown command '{word}'",
-                         hint=hint or f"the commands are: {', '.join(c.name for c in COMMANDS)} (netlang --help)")
-    return command
-
-
-def _subparsers(parser):
-    return next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
 
 
 def main(argv=None) -> int:
