@@ -1,9 +1,10 @@
 """The one error hierarchy of netlang.
 
 Every error a user can see is a NetlangError. Config errors carry a source Span (file, line, col);
-data errors carry a DataPosition (file, line or record, stream). The CLI renders them with
-`render_error` and exits with the error's `exit_code`; no Python traceback reaches a user unless
-`--debug` is given.
+data errors carry a DataPosition (file, line or record, stream). An error is written in one way,
+`location: kind: key: message (hint: …)`: `format_error` as one line of text (also `str(err)`, without
+the kind), `render_error` for the terminal, with the source line and a caret under it. The CLI exits
+with the error's `exit_code`; no Python traceback reaches a user unless `--debug` is given.
 """
 from __future__ import annotations
 
@@ -88,13 +89,12 @@ class NetlangError(Exception):
     def location(self) -> str:
         return str(self.span) if self.span else ""
 
+    def subject(self) -> str:
+        """What the message is about, as its prefix: the config key, if one is known."""
+        return f"{self.key}: " if self.key else ""
+
     def __str__(self) -> str:
-        prefix = f"{self.location()}: " if self.span else ""
-        key = f"{self.key}: " if self.key else ""
-        text = f"{prefix}{key}{self.message}"
-        if self.hint:
-            text += f" (hint: {self.hint})"
-        return text
+        return format_error(self)
 
 
 class UsageError(NetlangError):
@@ -146,13 +146,8 @@ class DataError(NetlangError):
     def location(self) -> str:
         return str(self.position) if self.position else ""
 
-    def __str__(self) -> str:
-        loc = self.location()
-        stream = f"stream '{self.position.stream}': " if self.position and self.position.stream else ""
-        text = f"{loc + ': ' if loc else ''}{stream}{self.message}"
-        if self.hint:
-            text += f" (hint: {self.hint})"
-        return text
+    def subject(self) -> str:
+        return f"stream '{self.position.stream}': " if self.position and self.position.stream else ""
 
 
 class TrainingInterrupted(NetlangError):
@@ -160,13 +155,6 @@ class TrainingInterrupted(NetlangError):
 
     exit_code = EXIT_INTERRUPTED
     kind = "interrupted"
-
-
-class DistributedError(NetlangError):
-    """A failure of a peer rank or of the communication layer."""
-
-    exit_code = EXIT_INTERNAL
-    kind = "distributed error"
 
 
 def suggest(name: str, candidates, case_insensitive: bool = True) -> str | None:
@@ -187,23 +175,31 @@ def suggest(name: str, candidates, case_insensitive: bool = True) -> str | None:
     return "did you mean " + " or ".join(f"'{m}'" for m in matches) + "?"
 
 
-def _source_line(span: Span) -> str | None:
-    return sources.line_of(span.file, span.line)
+def _headline(err: NetlangError, with_kind: bool) -> list[tuple[str, str]]:
+    """The parts of an error's first line, each with its rich style: location, kind, subject + message."""
+    parts = [(err.location(), "bold")] if err.location() else []
+    if with_kind:
+        parts.append((err.kind, "bold red"))
+    return parts + [(err.subject() + err.message, "")]
+
+
+def format_error(err: NetlangError, with_kind: bool = False) -> str:
+    """One line of plain text: `location: [kind: ]key: message (hint: …)`; `str(err)` without the kind."""
+    text = ": ".join(part for part, _ in _headline(err, with_kind))
+    return f"{text} (hint: {err.hint})" if err.hint else text
 
 
 def render_error(err: NetlangError, console=None) -> None:
-    """Print `err` for a human: `file:line:col: kind: message`, source line, caret, hint, call chain."""
+    """Print `err` for a human: the line of `format_error` with its kind (styled), then the source line
+    with a caret, the hint, and the call chain."""
     from rich.console import Console
     from rich.markup import escape
 
     if console is None:
         console = Console(stderr=True, highlight=False, no_color="NO_COLOR" in os.environ)
-    loc = err.location()
-    key = f"{err.key}: " if err.key and not isinstance(err, DataError) else ""
-    if isinstance(err, DataError) and err.position and err.position.stream:
-        key = f"stream '{err.position.stream}': "
-    head = f"[bold]{escape(loc)}:[/bold] " if loc else ""
-    console.print(f"{head}[bold red]{escape(err.kind)}:[/bold red] {escape(key + err.message)}")
+    *labels, (message, _) = _headline(err, with_kind=True)
+    head = "".join(f"[{style}]{escape(part)}:[/{style}] " for part, style in labels)
+    console.print(head + escape(message))
     if err.span is not None:
         _print_source(console, err.span, "^")
     if err.hint:
@@ -216,7 +212,7 @@ def render_error(err: NetlangError, console=None) -> None:
 def _print_source(console, span: Span, marker: str) -> None:
     from rich.markup import escape
 
-    text = _source_line(span)
+    text = sources.line_of(span.file, span.line)
     if text is None:
         return
     text = text.rstrip("\n").expandtabs(1)

@@ -10,7 +10,9 @@ import pytest
 import yaml
 
 from netlang import cli
-from netlang.commands import check as check_command
+from netlang.actions import check as check_command
+from netlang.actions.table import COMMANDS as COMMANDS_TABLE
+from netlang.compiler.lang.config import ACTIONS as CONFIG_ACTIONS
 
 EXAMPLE = str(Path(__file__).resolve().parents[1] / "examples" / "hello.net")
 COMMANDS = ("train", "eval", "write", "run", "check", "explain", "data")
@@ -86,36 +88,68 @@ def test_missing_config_argument_is_usage_error(capsys):
     assert code == 2 and "CONFIG" in err
 
 
-@pytest.mark.parametrize("name", ["train", "eval", "test", "write", "run"])
-def test_commands_not_built_yet_say_so(capsys, name, monkeypatch):
-    monkeypatch.setattr(cli, "COMMAND_MODULES", tuple(c for c in COMMANDS if c in ("check", "explain")) +
-                        ("train", "eval", "write", "run"))
-    monkeypatch.setattr(cli.importlib.util, "find_spec", _find_spec_without({"train", "eval", "write", "run"}))
-    code, _, err = run(capsys, name, EXAMPLE)
-    assert code == 2 and "not available in this build yet" in err
+# ---- the command table ---------------------------------------------------------------------------
+
+def test_the_parser_is_built_from_the_table_each_command_once():
+    names = [name for command in COMMANDS_TABLE for name in command.names]
+    assert len(names) == len(set(names))
+    assert tuple(command.name for command in COMMANDS_TABLE) == COMMANDS
+    assert set(cli._subparsers(cli.build_parser()).choices) == set(names)
 
 
-def _find_spec_without(names):
-    real = cli.importlib.util.find_spec
+def test_each_cntk_action_is_run_by_one_command_and_is_a_name_the_config_language_accepts():
+    actions = [action for command in COMMANDS_TABLE for action in command.actions]
+    assert len(actions) == len(set(actions)) and set(actions) <= set(CONFIG_ACTIONS)
+    assert {action: command.name for command in COMMANDS_TABLE for action in command.actions} == \
+        {"train": "train", "test": "eval", "eval": "eval", "write": "write"}
+    for command in COMMANDS_TABLE:
+        assert bool(command.actions) == (command.block_runner is not None)
 
-    def find_spec(module_name, *args):
-        if module_name.rsplit(".", 1)[-1] in names and module_name.startswith("netlang.commands."):
-            return None
-        return real(module_name, *args)
-    return find_spec
+
+def test_run_names_an_action_no_command_runs_at_its_line(capsys, tmp_path):
+    path = tmp_path / "edit.net"
+    path.write_text('command = change\nchange = { action = "edit" }\n')
+    code, _, err = run(capsys, "run", str(path))
+    assert code == 78 and f"{path}:2:12: config error: action 'edit' of block 'change' is not available" in err
+    assert "available: train, test, eval, write" in err
 
 
-def test_broken_command_module_does_not_break_the_others(capsys, monkeypatch):
-    real = cli.importlib.import_module
+# ---- options and overrides in any order --------------------------------------------------------------
 
-    def import_module(name, *args):
-        if name == "netlang.commands.explain":
-            raise SyntaxError("broken")
-        return real(name, *args)
-    monkeypatch.setattr(cli.importlib, "import_module", import_module)
-    assert run(capsys, "check", EXAMPLE)[0] == 0
-    code, _, err = run(capsys, "explain", EXAMPLE)
-    assert code == 70 and "failed to load" in err
+def parsed(*argv):
+    return cli.parse_command_line(cli.build_parser(), list(argv))
+
+
+@pytest.mark.parametrize("argv", [("eval", "cfg.net", "--json", "modelPath=x"),
+                                  ("eval", "--json", "cfg.net", "modelPath=x"),
+                                  ("eval", "cfg.net", "modelPath=x", "--json"),
+                                  ("test", "cfg.net", "--json", "modelPath=x")])
+def test_options_and_overrides_come_in_any_order(argv):
+    args = parsed(*argv)
+    assert args.command.name == "eval" and args.config == "cfg.net"
+    assert args.json and args.overrides == ("modelPath=x",)
+
+
+def test_global_flags_may_follow_the_overrides():
+    args = parsed("--debug", "train", "cfg.net", "SGD.maxEpochs=1", "--no-progress", "x=2", "-q")
+    assert args.overrides == ("SGD.maxEpochs=1", "x=2") and args.no_progress and args.quiet == 1 and args.debug
+
+
+def test_explain_takes_key_paths_and_options_between_them():
+    args = parsed("explain", "cfg.net", "train.SGD", "--json", "command", "x=1")
+    assert args.key_paths == ["train.SGD", "command"] and args.overrides == ("x=1",) and args.json
+
+
+def test_a_word_that_is_no_override_is_a_usage_error(capsys):
+    code, _, err = run(capsys, "check", EXAMPLE, "maxEpochs")
+    assert code == 2 and "unexpected argument 'maxEpochs'" in err and "key=value" in err
+
+
+def test_check_json_before_the_config_and_an_override_after_it(capsys):
+    code, out, err = run(capsys, "check", "--json", EXAMPLE, "x=1", "train.SGD.maxEpochs=7")
+    assert code == 0, err
+    document = json.loads(out)
+    assert document["actions"]["train"]["SGD"]["maxEpochs"] == 7
 
 
 def test_python_dash_m_netlang_runs():

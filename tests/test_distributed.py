@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import math
 import os
-import re
 import shutil
 import socket
 import subprocess
@@ -18,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from launcher_output import reports_a_killed_rank
 
 from netlang.errors import ConfigError, NetlangError
 from netlang.runtime.distributed import (
@@ -620,10 +620,4 @@ def test_mpi_config_error_in_guarded_rank_exits_with_the_config_code():
 def test_mpi_killed_rank_ends_the_job_and_can_be_named():
     proc, seconds = run_mpi("failure.py", "kill", timeout=60)
     assert proc.returncode != 0 and seconds < 30
-    output = proc.stdout + proc.stderr
-    announced = dict(re.findall(r"rank (\d+) of 2 is pid (\d+)", output))
-    # our own watchdog names the rank where the launcher leaves time for it; MPICH's hydra kills
-    # the survivors at once and names the dead process's pid, which the announcement maps to rank 1
-    named = re.search(r"rank 1 \(pid \d+ .*\) (has )?died", output)
-    pid = re.search(r"PID (\d+) RUNNING AT", output)
-    assert named or (pid and pid.group(1) == announced.get("1"))
+    assert reports_a_killed_rank(proc.stdout + proc.stderr, 1)

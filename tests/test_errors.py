@@ -5,7 +5,13 @@ exact position in stderr. In BASE, the value of `maxEpochs` starts at line 5, co
 """
 from __future__ import annotations
 
+import io
+
+from rich.console import Console
+
 from netlang import cli
+from netlang.errors import ConfigError, DataError, DataPosition, Span, format_error, render_error
+from netlang.runtime.distributed.launch import failure_message
 
 BASE = """command = train
 train = {
@@ -142,3 +148,27 @@ def test_traceback_with_debug(capsys, tmp_path):
     code = cli.main(["--debug", "check", config_with(tmp_path, "foo")])
     err = capsys.readouterr().err
     assert code == 78 and "Traceback" in err and "unknown identifier 'foo'" in err
+
+
+# ---- one way of writing an error -------------------------------------------------------------------
+
+def _rendered(err) -> list[str]:
+    console = Console(file=io.StringIO(), no_color=True, highlight=False, soft_wrap=True, width=200)
+    render_error(err, console)
+    return console.file.getvalue().splitlines()
+
+
+def test_a_config_error_reads_the_same_as_text_on_the_terminal_and_from_a_failed_rank():
+    err = ConfigError("must be at least 1", Span("cfg.net", 5, 21), hint="use 1 or more", key="maxEpochs")
+    line = "cfg.net:5:21: config error: maxEpochs: must be at least 1"
+    assert str(err) == "cfg.net:5:21: maxEpochs: must be at least 1 (hint: use 1 or more)"
+    assert format_error(err, with_kind=True) == line + " (hint: use 1 or more)"
+    assert _rendered(err)[0] == line and "  hint: use 1 or more" in _rendered(err)
+    assert failure_message(1, 2, err, None) == f"netlang: rank 1 of 2 failed: {line} (hint: use 1 or more)"
+
+
+def test_a_data_error_names_its_stream_in_every_form():
+    err = DataError("expected 2 values", DataPosition("train.ctf", line=7, stream="features"))
+    assert str(err) == "train.ctf:7: stream 'features': expected 2 values"
+    assert _rendered(err)[0] == "train.ctf:7: data error: stream 'features': expected 2 values"
+    assert format_error(err, with_kind=True) == _rendered(err)[0]

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from launcher_output import reports_a_killed_rank
 
 from netlang.actions.train import parallel_settings
 from netlang.cli import main
@@ -37,6 +38,8 @@ SCRIPTS = Path(__file__).parent / "mpi_scripts"
 MPIEXEC = shutil.which("mpiexec")
 needs_mpi = pytest.mark.skipif(MPIEXEC is None or find_spec("mpi4py") is None,
                                reason="mpiexec or mpi4py is not installed")
+# parallelTrain = true asks for mpi4py even without mpiexec (and says how to install it without it)
+needs_mpi4py = pytest.mark.skipif(find_spec("mpi4py") is None, reason="mpi4py is not installed")
 
 CONFIG = """
 command = train
@@ -249,7 +252,7 @@ def test_longer_axis_sends_fewer_bytes_for_the_mnist_mlp():
 
 # ---- one process: nothing changes --------------------------------------------------------------------
 
-
+@needs_mpi4py
 def test_parallel_train_without_mpiexec_trains_exactly_like_one_process(runs):
     _, parallel_out, _ = runs.single()
     _, plain_out, _ = runs.single(parallel="false")
@@ -368,15 +371,6 @@ def test_block_momentum_epoch_model_is_the_filtered_model_not_the_look_ahead(run
     assert not np.array_equal(saved, checkpoint.state["parallel/global_model"])   # W_g = W + eta D
 
 
-def named_dead_rank(output: str, rank: int) -> bool:
-    """Our watchdog names the rank; MPICH's hydra names the pid, which the announcement maps."""
-    if re.search(rf"rank {rank} \(pid \d+ .*\) (has )?died", output):
-        return True
-    announced = dict(re.findall(r"rank (\d+) of 2 is pid (\d+)", output))
-    pid = re.search(r"PID (\d+) RUNNING AT", output)
-    return bool(pid) and pid.group(1) == announced.get(str(rank))
-
-
 @needs_mpi
 @pytest.mark.mpi
 def test_killed_worker_ends_the_job_and_the_rerun_resumes_exactly(runs, tmp_path, data_dir):
@@ -384,7 +378,7 @@ def test_killed_worker_ends_the_job_and_the_rerun_resumes_exactly(runs, tmp_path
     cfg, out = write_config(tmp_path, data_dir, "killed", bits=1, epochs=3)
     proc, seconds = mpi_train(cfg, failure=("kill", 1, 2, 10), timeout=60)
     assert proc.returncode != 0 and seconds < 30
-    assert named_dead_rank(proc.stdout + proc.stderr, 1)
+    assert reports_a_killed_rank(proc.stdout + proc.stderr, 1)
     assert not os.path.exists(os.path.join(out, "model.dnn"))
 
     proc, _ = mpi_train(cfg)

@@ -16,7 +16,8 @@ from netlang.errors import DataError, NetworkError
 from netlang.ops.sparse import SparseRows
 from netlang.readers.batch import SparseSequence, StreamBatch, StreamInfo
 from netlang.runtime.backend import select_backend
-from netlang.runtime.executor import Executor, input_feed
+from netlang.runtime.executor import Executor
+from netlang.runtime.feeding import input_feed
 
 LENGTHS = (4, 2, 3)          # a ragged minibatch: the second and third sequences are padded
 

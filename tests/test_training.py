@@ -5,6 +5,7 @@ import glob
 import io
 import json
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -135,20 +136,60 @@ def test_write_action_writes_one_line_per_sample(tmp_path, data_dir):
     assert len(lines) == 500 and len(lines[0].split()) == 3
 
 
+def test_options_may_follow_the_overrides(tmp_path, data_dir):
+    cfg, out = write_config(tmp_path, data_dir, epochs=3)
+    code, _, err = cli("train", cfg, "SGD.maxEpochs=1", "--no-progress")
+    assert code == 0, err
+    assert len(epoch_losses(out)) == 1 and "Finished Epoch[ 1 of 1]" in err
+    code, stdout, err = cli("eval", cfg, "--json", f"modelPath={out}/model.dnn.1")
+    assert code == 0, err
+    assert json.loads(stdout)["samples"] == 500
+
+
+def test_run_executes_every_block_of_the_command_list_in_order(tmp_path, data_dir):
+    cfg, out = write_config(tmp_path, data_dir, epochs=1)
+    code, stdout, err = cli("run", cfg, "command=train:test:write", "--no-progress")
+    assert code == 0, err
+    assert "Finished Epoch[ 1 of 1]" in err
+    lines = stdout.splitlines()
+    assert lines[0].startswith("test: ce = ") and lines[0].endswith("(500 samples)")
+    assert lines[1] == f"write: wrote z for 500 samples to {out}/result.z"
+
+
 # ---- resume and interruption -------------------------------------------------------------------
 
-def _spawn(cfg, *extra):
+# A child's progress line is about 100 bytes and an epoch of these runs is 500 minibatches. With a
+# line per minibatch and a one-page pipe, the child can write only about 40 lines that the test has
+# not read yet; then it blocks in its next write. So when the test has read the first line of an
+# epoch, the child is at most ~80 minibatches into that epoch, however loaded the machine is, and a
+# signal sent then arrives inside that epoch.
+PIPE_SIZE = 4096
+
+
+def _spawn(cfg):
+    """`netlang train cfg` in a child that reports every minibatch on stderr, into a small pipe."""
     env = dict(os.environ, PYTHONUNBUFFERED="1")
-    return subprocess.Popen([sys.executable, "-m", "netlang", "train", cfg, "--no-progress", *extra],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    return subprocess.Popen([sys.executable, "-m", "netlang", "train", cfg, "--no-progress",
+                             "train.SGD.numMBsToShowResult=1"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, pipesize=PIPE_SIZE, env=env)
 
 
-def _wait_for(path, proc, timeout=120):
-    start = time.time()
-    while not os.path.exists(path):
-        assert proc.poll() is None, proc.communicate()
-        assert time.time() - start < timeout
-        time.sleep(0.005)
+def _read_until(proc, line_start: str, timeout: float = 120) -> str:
+    """The child's stderr up to the first line that starts with `line_start` (leading blanks aside).
+    Fails, saying what the child printed, if it ends or `timeout` seconds pass first."""
+    deadline = time.monotonic() + timeout
+    seen = b""
+    while True:
+        text = seen.decode(errors="replace")
+        if any(line.lstrip().startswith(line_start) for line in text.splitlines()):
+            return text
+        left = deadline - time.monotonic()
+        assert left > 0, f"no line starting with {line_start!r} within {timeout:g} s; stderr so far:\n{text}"
+        ready, _, _ = select.select([proc.stderr], [], [], min(left, 1.0))
+        if ready:
+            chunk = os.read(proc.stderr.fileno(), PIPE_SIZE)
+            assert chunk, f"the run ended (exit {proc.wait()}) before a line starting with {line_start!r}:\n{text}"
+            seen += chunk
 
 
 def test_killed_run_resumes_from_last_checkpoint_and_matches_uninterrupted(tmp_path, data_dir):
@@ -157,7 +198,7 @@ def test_killed_run_resumes_from_last_checkpoint_and_matches_uninterrupted(tmp_p
 
     cfg, out = write_config(tmp_path, data_dir, "run.net", epochs=5, mb=4, out=str(tmp_path / "run"))
     proc = _spawn(cfg)
-    _wait_for(os.path.join(out, "model.dnn.2.ckp"), proc)
+    _read_until(proc, "Epoch[ 3 of 5]-Minibatch")   # epoch 2's checkpoint is written
     proc.send_signal(signal.SIGKILL)               # during epoch 3
     proc.wait()
     assert not os.path.exists(os.path.join(out, "model.dnn"))
@@ -174,10 +215,10 @@ def test_sigint_writes_a_checkpoint_exits_130_and_resumes_exactly(tmp_path, data
 
     cfg, out = write_config(tmp_path, data_dir, "run.net", epochs=3, mb=4, out=str(tmp_path / "run"))
     proc = _spawn(cfg)
-    _wait_for(os.path.join(out, "model.dnn.1.ckp"), proc)
-    time.sleep(0.2)                                 # well inside epoch 2
+    before = _read_until(proc, "Epoch[ 2 of 3]-Minibatch")   # inside epoch 2
     proc.send_signal(signal.SIGINT)
-    _, stderr = proc.communicate(timeout=120)
+    _, rest = proc.communicate(timeout=120)
+    stderr = before + rest.decode(errors="replace")
     assert proc.returncode == 130, stderr
     assert "checkpoint written" in stderr and "Traceback" not in stderr
     assert os.path.exists(os.path.join(out, "model.dnn.ckp"))

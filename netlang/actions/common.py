@@ -8,13 +8,12 @@ import os
 
 import numpy as np
 
-from netlang.compiler.graph.network import build_action_network
-from netlang.errors import ConfigError, DataError, DataPosition, NetworkError, suggest
+from netlang.errors import ConfigError, NetworkError, suggest
 from netlang.ir import modelfile as modelio
 from netlang.ir.graph import Network
 from netlang.readers.factory import create_source
 from netlang.runtime.backend import Backend, select_backend
-from netlang.runtime.trainer import check_streams
+from netlang.runtime.feeding import check_streams
 
 
 def backend_for(view) -> Backend:
@@ -23,11 +22,6 @@ def backend_for(view) -> Backend:
 
 def top_seed(config) -> int:
     return int(config.top.randomSeed or 0) + 1
-
-
-def build_network(view) -> Network | None:
-    ref = view.network_expr()
-    return None if ref is None else build_action_network(ref)
 
 
 def load_model(path: str):
@@ -90,7 +84,3 @@ def model_for_evaluation(view, backend: Backend):
         raise ConfigError("this action needs modelPath", hint="set modelPath at the top level or in the block")
     model = load_model(path)
     return model.network, {k: backend.asarray(v) for k, v in model.parameters.items()}, model.state
-
-
-def missing_file(path: str, what: str) -> DataError:
-    return DataError(f"{what} not found", DataPosition(path))

@@ -16,8 +16,8 @@ What `feeds[name]` may be, for an input node `name`:
   one batch of frames;
 * a sparse input (`SparseInputValue`) may also be given as `SparseRows` (runtime/ops/sparse.py),
   alone or with a mask: `SparseRows(indices, values, offsets, (T, N), sample_shape)` from
-  `StreamBatch.padded_csr()`; a dense array works too. `input_feed()` builds the right one from a
-  reader's `StreamBatch`.
+  `StreamBatch.padded_csr()`; a dense array works too. `runtime/feeding.py` builds the right one from
+  a reader's `StreamBatch`.
 
 After a run, `output_masks[name]` is the `(T, N)` mask of each requested output that is a sequence,
 and `sample_counts[name]` says over how many samples each requested output (and the loss) summed:
@@ -40,6 +40,7 @@ from netlang.ops.sparse import SPARSE_KERNELS, SparseRows, densified
 from netlang.runtime import carryover as truncation
 from netlang.runtime import recurrence
 from netlang.runtime.backend import Backend, select_backend
+from netlang.runtime.feeding import frame_rows
 from netlang.runtime.initializers import SeedSequence, initial_value
 
 
@@ -251,13 +252,6 @@ def _samples_in(node: Node, value, masks: "_Masks") -> int:
     return 1
 
 
-def frame_rows(mask, xp):
-    """The rows `t*N + n` of the real steps of a `(T, N)` mask, sequence after sequence (frame mode's
-    order, which is the reader's)."""
-    seq, step = xp.nonzero(mask.T)
-    return step * mask.shape[1] + seq
-
-
 def _split_feed(feed):
     """(value, mask or None) of one feed (see the module doc for the accepted forms)."""
     if isinstance(feed, tuple) and len(feed) == 2:
@@ -314,18 +308,3 @@ class _Masks:
                             "but their sequences have different lengths",
                             hint="a per-sequence input (e.g. an intent label) needs its own axis: "
                                  "Input{…, dynamicAxis=DynamicAxis()}")
-
-
-def input_feed(node: Node, stream, dtype=np.float32):
-    """The feed for input `node` from a reader's `StreamBatch` (readers/batch.py), by the input's layout."""
-    if dyn_rank(node.layout) == 1 and stream.max_length <= 1:
-        return stream.to_dense_batch(dtype)
-    if stream.is_sparse:
-        lengths = stream.lengths()
-        indices, values, offsets = stream.padded_csr()
-        steps = int(lengths.max()) if len(lengths) else 0
-        mask = np.arange(steps)[:, None] < lengths[None, :]
-        return SparseRows(indices, values.astype(dtype, copy=False), offsets, (steps, len(lengths)),
-                          to_runtime(node.shape)), mask
-    array, mask = stream.to_padded(dtype)
-    return array.reshape(array.shape[:2] + to_runtime(node.shape)), mask

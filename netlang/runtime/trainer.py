@@ -24,17 +24,16 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
-import numpy as np
-
 from netlang.errors import DataError, NetworkError, TrainingInterrupted
 from netlang.ir import modelfile as modelio
-from netlang.ir.graph import Network, Node, dyn_rank
+from netlang.ir.graph import Network, Node
 from netlang.ir.shapes import to_runtime
 from netlang.ops import registry
 from netlang.runtime.autoadjust import AutoAdjustSettings, LearningRateAdjuster
 from netlang.runtime.backend import Backend
 from netlang.runtime.carryover import CarryOver
-from netlang.runtime.executor import Executor, initial_parameters, input_feed
+from netlang.runtime.executor import Executor, initial_parameters
+from netlang.runtime.feeding import feeds_from_minibatch
 from netlang.runtime.flatbuffer import FlatParameters
 from netlang.runtime.learners import Learner, SGDSettings, create_learner
 from netlang.runtime.parallel import ParallelSettings, create_strategy
@@ -72,36 +71,6 @@ class EpochResult:
     learning_rate: float
     cv: dict[str, float] | None = None
     criterion_name: str = "criterion"
-
-
-def feeds_from_minibatch(network: Network, minibatch, dtype) -> dict[str, np.ndarray]:
-    """Input arrays by node name from a reader minibatch (streams are bound by name)."""
-    feeds = {}
-    for node in network.inputs:
-        stream = minibatch.streams.get(node.name)
-        if stream is None:
-            raise DataError(f"the reader has no stream named '{node.name}' for the network input",
-                            hint=f"reader streams: {', '.join(sorted(minibatch.streams))}")
-        if dyn_rank(node.layout) == 1 and stream.max_length > 1 and not stream.is_sparse:
-            # frame mode: every frame of every sequence is one sample, in the reader's (packed) order
-            feeds[node.name] = stream.data.values.astype(dtype, copy=False).reshape((-1,) + to_runtime(node.shape))
-        else:
-            feeds[node.name] = input_feed(node, stream, dtype)
-    return feeds
-
-
-def check_streams(network: Network, stream_infos: dict, reader_span=None) -> None:
-    """Every network input needs a reader stream of the same name and dimension (CNTK pain #4)."""
-    for node in network.inputs:
-        info = stream_infos.get(node.name)
-        if info is None:
-            raise NetworkError(f"input '{node.name}' has no reader stream of that name", reader_span or node.span,
-                               hint=f"the reader defines: {', '.join(sorted(stream_infos)) or 'no streams'}")
-        dim = info[0]
-        if dim != node.dim:
-            raise NetworkError(f"reader stream '{node.name}' has dimension {dim}, but the network's Input "
-                               f"'{node.name}' has {node.dim}", node.span,
-                               hint="make the reader's `dim` equal to the product of the Input's dimensions")
 
 
 class Trainer:

@@ -10,9 +10,12 @@ the job hangs forever. The cure is MPI_Abort, which makes the launcher kill ever
 non-zero. `failure_guard` catches everything that ends a rank (exceptions, `sys.exit(non-zero)`,
 Ctrl-C), prints which rank failed and why, and aborts; the excepthook catches what escapes
 elsewhere. A rank killed outright (SIGKILL, the OOM killer) cannot say anything: MPICH's hydra
-then tears the job down itself and prints the dead process's pid, which the announcement line
-(`netlang: rank 1 of 2 is pid 4242 on host-a`) maps to a rank. Where the launcher does not clean up,
-the communicator's watchdog (see comm.py) notices the dead peer and aborts, naming its rank.
+then kills the other ranks within milliseconds and prints the pid of a process that ended by a
+signal, which the announcement line (`netlang: rank 1 of 2 is pid 4242 on host-a`) maps to a rank.
+That is usually the killed rank; when hydra reaps it before it notices its PMI connection closing,
+it is the lowest rank, killed by hydra itself (a race inside hydra that nothing here can decide).
+Where the launcher does not clean up, the communicator's watchdog (see comm.py) notices the dead
+peer and aborts, naming its rank.
 """
 from __future__ import annotations
 
@@ -23,7 +26,7 @@ import sys
 import traceback
 from dataclasses import dataclass
 
-from netlang.errors import EXIT_INTERNAL, EXIT_INTERRUPTED, NetlangError
+from netlang.errors import EXIT_INTERNAL, EXIT_INTERRUPTED, NetlangError, format_error
 
 # Environment variables launchers set for every process: (rank variable, size variable).
 _LAUNCHER_VARIABLES = (
@@ -106,7 +109,7 @@ def failure_message(rank: int, size: int, exc: BaseException, tb) -> str:
     """What a failing rank prints: its rank, then the error (a user error without a traceback)."""
     head = f"netlang: rank {rank} of {size} failed"
     if isinstance(exc, NetlangError):
-        return f"{head}: {exc.kind}: {exc}"
+        return f"{head}: {format_error(exc, with_kind=True)}"
     if isinstance(exc, KeyboardInterrupt):
         return f"{head}: interrupted"
     if isinstance(exc, SystemExit):

@@ -21,21 +21,18 @@ import os
 import sys
 import time
 
-from netlang.commands import GLOBAL_FLAGS, add_command_parser, stdout_console
+from netlang.actions.output import stdout_console
 from netlang.datasets import atis, conlleval
 from netlang.datasets.atis import prepare_atis
 from netlang.datasets.mnist import prepare_mnist
 from netlang.datasets.synthetic import prepare_synthetic
 
-DESCRIPTION = """Prepare data for netlang's readers: convert MNIST or Fashion-MNIST IDX files to
-CNTKTextFormat (+ PNG files and map files), ATIS IOB files to CTF sequences with vocabularies, or
-write a small synthetic classification set; score slot tagging output (score-slots)."""
-
 EXAMPLE = "netlang data prepare synthetic --out data/synthetic --classes 3 --dim 2"
 
 
-def register(subparsers) -> None:
-    parser = add_command_parser(subparsers, "data", DESCRIPTION, EXAMPLE)
+def add_subcommands(parser) -> list:
+    """`prepare DATASET` and `score-slots` under `netlang data`; returns the parsers that take options
+    (the CLI adds the global flags to them)."""
     actions = parser.add_subparsers(dest="data_action", metavar="ACTION", title="actions")
     actions.required = True
     prepare = actions.add_parser("prepare", help="write a data set in reader formats",
@@ -63,9 +60,7 @@ def register(subparsers) -> None:
     synthetic.add_argument("--samples", type=int, default=2000, help="training samples (default 2000)")
     _add_atis_parser(datasets)
     score = _add_score_slots_parser(actions)
-    for leaf in (prepare, score, *datasets.choices.values()):
-        _accept_global_flags(leaf)
-    parser.set_defaults(func=run)
+    return [prepare, score, *datasets.choices.values()]
 
 
 def _add_atis_parser(datasets) -> None:
@@ -101,12 +96,6 @@ def _add_score_slots_parser(actions):
     score.add_argument("--per-type", action="store_true", help="also print the scores of each slot type")
     score.add_argument("--json", action="store_true", help="print the scores as one JSON document")
     return score
-
-
-def _accept_global_flags(parser) -> None:
-    """`--debug`, `-q` … also after the nested sub-command (the CLI adds them to `data` only)."""
-    for flags, options in GLOBAL_FLAGS:
-        parser.add_argument(*flags, **dict(options, default=argparse.SUPPRESS))
 
 
 def run(args) -> int:

@@ -1,9 +1,9 @@
 """`netlang check cfg.net [key=value ...] [--json]`: validate a config without training.
 
 Parses and evaluates the config, validates the top level and every block named by `command` with
-the schemas, evaluates the user's plain variables, and prints the resolved configuration (the
-values the config sets; `netlang explain` lists the defaults too). Network building is a separate
-step, `build_networks`, which the network compiler fills in.
+the schemas, evaluates the user's plain variables, builds every network, reads one minibatch from
+each reader, and prints the resolved configuration (the values the config sets; `netlang explain`
+lists the defaults too) and the networks.
 """
 from __future__ import annotations
 
@@ -13,25 +13,15 @@ import sys
 from rich.markup import escape
 
 from netlang.actions.common import create_reader
-from netlang.commands import add_command_parser, add_config_arguments, split_overrides, stdout_console
+from netlang.actions.output import stdout_console
 from netlang.compiler.graph import load_config
-from netlang.compiler.graph.network import build_action_network, require_training_nodes, summary
+from netlang.compiler.graph.network import (
+    build_action_network,
+    require_training_nodes,
+    summary,
+)
 from netlang.compiler.lang.config import Config, block_entries, resolved_config_dict
-from netlang.errors import UsageError
-from netlang.runtime.trainer import feeds_from_minibatch
-
-DESCRIPTION = """Validate a config without training: parse it, evaluate every setting, check it
-against the schemas (unknown keys, types, required keys), and print the resolved configuration."""
-
-
-def register(subparsers) -> None:
-    parser = add_command_parser(subparsers, "check", DESCRIPTION,
-                                "netlang check examples/hello.net train.SGD.maxEpochs=5 --json")
-    add_config_arguments(parser)
-    parser.add_argument("--json", action="store_true", help="print one JSON document {config, actions}")
-    parser.add_argument("--no-data", action="store_true",
-                        help="do not read a minibatch from each reader (check the config and networks only)")
-    parser.set_defaults(func=run)
+from netlang.runtime.feeding import feeds_from_minibatch
 
 
 def build_networks(config: Config) -> dict:
@@ -78,10 +68,7 @@ def check_readers(config: Config, networks: dict) -> dict:
 
 
 def run(args) -> int:
-    overrides, extra = split_overrides(args.rest)
-    if extra:
-        raise UsageError(f"unexpected argument '{extra[0]}'", hint="overrides are written key=value")
-    config = load_config(args.config, overrides)
+    config = load_config(args.config, args.overrides)
     resolved = resolved_config_dict(config)  # validates every command block
     networks = build_networks(config)
     data = {} if args.no_data else check_readers(config, networks)

@@ -14,32 +14,18 @@ import sys
 import yaml
 from rich.markup import escape
 
-from netlang.commands import add_command_parser, add_config_arguments, split_overrides, stdout_console
+from netlang.actions.output import stdout_console
 from netlang.compiler.graph import load_config
 from netlang.compiler.lang.config import Entry, config_entries, resolved_config_dict
 from netlang.errors import UsageError, suggest
 
-DESCRIPTION = """Show every effective value of a config (schema defaults included) and where it came
-from: default, file:line:col, include file:line:col, or override. Give key paths such as train.SGD
-or train.SGD.maxEpochs to see only those."""
-
-
-def register(subparsers) -> None:
-    parser = add_command_parser(subparsers, "explain", DESCRIPTION,
-                                "netlang explain examples/hello.net train.SGD.learningRatesPerSample")
-    add_config_arguments(parser, extra_positionals="key.path|key=value")
-    parser.add_argument("--json", action="store_true", help="print {key: {value, origin}} as JSON")
-    parser.add_argument("--yaml", metavar="FILE", help="write the resolved configuration as YAML ('-': stdout)")
-    parser.set_defaults(func=run)
-
 
 def run(args) -> int:
-    overrides, keys = split_overrides(args.rest)
-    config = load_config(args.config, overrides)
+    config = load_config(args.config, args.overrides)
     if args.yaml:
         write_yaml(resolved_config_dict(config), args.yaml)
         return 0
-    entries = select(config_entries(config), keys)
+    entries = select(config_entries(config), args.key_paths)
     if args.json:
         document = {e.path: {"value": e.value, "origin": str(e.origin)} for e in entries}
         sys.stdout.write(json.dumps(document, indent=2) + "\n")

@@ -1,0 +1,211 @@
+"""The commands of `netlang`, each declared once: the one table the CLI and `netlang run` work from.
+
+A `Command` says everything about one command: its name and aliases, the line `netlang --help`
+shows, the description and example of `netlang NAME -h`, its options, and what it does. Commands
+that run blocks of the config (train, eval, write) also name the CNTK `action` values they run, how
+one such block runs (`block_runner`) and how its result is printed (`printer`); `netlang run`
+executes the blocks of `command = A:B` through the same entries, whatever their action. The CLI
+(netlang/cli.py) builds its argument parser from `COMMANDS`.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from netlang.actions import check, data, explain
+from netlang.actions.evaluate import run_eval, run_write
+from netlang.actions.output import print_metrics, print_written, progress_for, stdout_console
+from netlang.actions.train import run_train
+from netlang.compiler.graph import load_config
+from netlang.errors import SchemaError
+
+
+@dataclass(frozen=True)
+class Option:
+    """A command-line option: its flags and argparse's keywords (help, action, metavar …)."""
+
+    flags: tuple[str, ...]
+    settings: dict
+
+
+def option(*flags: str, **settings) -> Option:
+    return Option(flags, settings)
+
+
+@dataclass(frozen=True)
+class Command:
+    name: str
+    help: str                                   # one line in `netlang --help`
+    description: str                            # `netlang NAME -h`
+    example: str
+    runner: Callable[[Any], int]                # the parsed arguments -> exit code
+    aliases: tuple[str, ...] = ()
+    options: tuple[Option, ...] = ()
+    takes_config: bool = True                   # CONFIG [key=value ...]
+    key_paths: bool = False                     # other words than key=value select keys (explain)
+    add_subcommands: Callable | None = None     # (parser) -> None: a tree of its own (data)
+    actions: tuple[str, ...] = ()               # the CNTK `action` values of the blocks it runs
+    block_runner: Callable | None = None        # (config, block name, view, progress) -> result
+    printer: Callable | None = None             # (console, block name, result) -> None
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return (self.name, *self.aliases)
+
+
+# ---- running the blocks of `command = A:B` ----------------------------------------------------------
+
+def run_own_blocks(args) -> int:
+    """train, eval, write: the blocks of `command = A:B` whose action is one of this command's."""
+    config = load_config(args.config, args.overrides)
+    return _run_blocks(args, config, blocks_of(config, args.command))
+
+
+def run_every_block(args) -> int:
+    """run: every block of `command = A:B`, each by the command whose action it has."""
+    config = load_config(args.config, args.overrides)
+    return _run_blocks(args, config, config.actions())
+
+
+def blocks_of(config, command: Command) -> list:
+    """The blocks of `command = A:B` that `command` runs, in order; none is a config error."""
+    blocks = [(name, view) for name, view in config.actions() if view.action in command.actions]
+    if not blocks:
+        listed = ", ".join(f"{n} ({v.action})" for n, v in config.actions()) or "none"
+        raise SchemaError(f"no block with action {' or '.join(command.actions)} in command = … (blocks: {listed})",
+                          config.top.span_of("command"),
+                          hint=f"add a block with action = \"{command.actions[0]}\" and list it in command")
+    return blocks
+
+
+def _run_blocks(args, config, blocks) -> int:
+    # Every block's command is known before the first one runs: a block netlang cannot run is an
+    # error now, not after hours of training the blocks before it.
+    plan = [(name, view, _command_for_block(name, view)) for name, view in blocks]
+    as_json = getattr(args, "json", False)
+    console = stdout_console(args)
+    progress = progress_for(args)
+    results = {}
+    try:
+        for name, view, command in plan:
+            results[name] = command.block_runner(config, name, view, progress)
+            if command.printer is not None and not as_json:
+                command.printer(console, name, results[name])
+    finally:
+        progress.close()
+    if as_json:
+        document = next(iter(results.values())) if len(results) == 1 else {"blocks": results}
+        sys.stdout.write(json.dumps(document) + "\n")
+    return 0
+
+
+def _command_for_block(name: str, view) -> Command:
+    """The command that runs blocks with the block's `action` (CNTK's names). The config language
+    accepts every CNTK action; one that no command runs is an error at the block's `action`."""
+    for command in COMMANDS:
+        if view.action in command.actions:
+            return command
+    available = ", ".join(action for command in COMMANDS for action in command.actions)
+    raise SchemaError(f"action '{view.action}' of block '{name}' is not available in netlang yet",
+                      view.span_of("action"), hint=f"available: {available}")
+
+
+def _evaluate(config, name: str, view, progress):
+    return run_eval(config, name, view)      # one result line at the end: no progress to report
+
+
+def _write(config, name: str, view, progress):
+    return run_write(config, name, view)
+
+
+# ---- the table ------------------------------------------------------------------------------------
+
+COMMANDS = (
+    Command(
+        name="train",
+        help="train the network of a config",
+        description="""Train the network of each block with action = "train" (in command order). Models are
+written as <modelPath>.<epoch> with a checkpoint after every epoch and <modelPath> at the end; with
+makeMode = true (the default) a restarted run resumes from the newest checkpoint. Ctrl-C or SIGTERM
+stops at the next minibatch, writes a checkpoint and exits 130.""",
+        example="netlang train cfg.net SGD.maxEpochs=5",
+        runner=run_own_blocks,
+        actions=("train",),
+        block_runner=run_train,
+    ),
+    Command(
+        name="eval",
+        aliases=("test",),
+        help="evaluate a trained model on a data set",
+        description="""Evaluate the model of each block with action = "test" or "eval": the criterion and
+evaluation nodes (or evalNodeNames) averaged per sample over the reader's data.""",
+        example="netlang eval cfg.net --json",
+        options=(option("--json", action="store_true",
+                        help='print {"metrics": {node: value}, "samples": N}'),),
+        runner=run_own_blocks,
+        actions=("test", "eval"),
+        block_runner=_evaluate,
+        printer=print_metrics,
+    ),
+    Command(
+        name="write",
+        help="write the values of output nodes to files",
+        description="""Run the model of each block with action = "write" over its reader (in file order) and
+write every output node (outputNodeNames) to <outputPath>.<node>: one line per sample, values
+separated by spaces, or the arg-max's label with format = { type = "category" ; labelMappingFile = … }.""",
+        example="netlang write cfg.net outputPath=out/result",
+        runner=run_own_blocks,
+        actions=("write",),
+        block_runner=_write,
+        printer=print_written,
+    ),
+    Command(
+        name="run",
+        help="run the config's command list (command = train:test)",
+        description="Run every block named by command = A:B in order: train, test/eval and write actions.",
+        example="netlang run cfg.net command=train:test",
+        runner=run_every_block,
+    ),
+    Command(
+        name="check",
+        help="validate a config and print the resolved configuration",
+        description="""Validate a config without training: parse it, evaluate every setting, check it
+against the schemas (unknown keys, types, required keys), and print the resolved configuration.""",
+        example="netlang check examples/hello.net train.SGD.maxEpochs=5 --json",
+        options=(option("--json", action="store_true", help="print one JSON document {config, actions}"),
+                 option("--no-data", action="store_true",
+                        help="do not read a minibatch from each reader (check the config and networks only)")),
+        runner=check.run,
+    ),
+    Command(
+        name="explain",
+        help="show every effective value and where it came from",
+        description="""Show every effective value of a config (schema defaults included) and where it came
+from: default, file:line:col, include file:line:col, or override. Give key paths such as train.SGD
+or train.SGD.maxEpochs to see only those.""",
+        example="netlang explain examples/hello.net train.SGD.learningRatesPerSample",
+        options=(option("--json", action="store_true", help="print {key: {value, origin}} as JSON"),
+                 option("--yaml", metavar="FILE", help="write the resolved configuration as YAML ('-': stdout)")),
+        key_paths=True,
+        runner=explain.run,
+    ),
+    Command(
+        name="data",
+        help="prepare public data sets and synthetic data in reader formats",
+        description="""Prepare data for netlang's readers: convert MNIST or Fashion-MNIST IDX files to
+CNTKTextFormat (+ PNG files and map files), ATIS IOB files to CTF sequences with vocabularies, or
+write a small synthetic classification set; score slot tagging output (score-slots).""",
+        example=data.EXAMPLE,
+        takes_config=False,
+        add_subcommands=data.add_subcommands,
+        runner=data.run,
+    ),
+)
+
+
+def command_named(word: str) -> Command | None:
+    """The command called `word` (a name or an alias), or None."""
+    return next((c for c in COMMANDS if word in c.names), None)
