@@ -301,6 +301,17 @@ class Learner:
         return self.params.expand(self.params.segment_mean(per_element))
 
 
+def moving_average(average, decay: float, x, scale=1.0):
+    """`average ← decay·average + (1 − decay)·scale·x` in place: the unit-gain exponential average
+    every update rule keeps (momentum, squared gradients …). Returns the term added, `(scale·(1 −
+    decay))·x`; `scale` (a learning rate, scalar or per element) multiplies before `x` does, as CNTK
+    computes it."""
+    added = (scale * (1.0 - decay)) * x
+    average *= decay
+    average += added
+    return added
+
+
 class SGDLearner(Learner):
     """Plain SGD with CNTK's unit-gain momentum, optionally Nesterov (`useNAG`)."""
 
@@ -310,9 +321,7 @@ class SGDLearner(Learner):
     def update(self, w, g, lr, epoch, mb_samples):
         mu = self.momentum_per_minibatch(epoch, mb_samples)
         m = self.state["smoothed_gradient"][: w.size]
-        step = (lr * (1.0 - mu)) * g
-        m *= mu
-        m += step
+        step = moving_average(m, mu, g, scale=lr)
         if self.settings.use_nesterov:
             w -= mu * m
             w -= step
@@ -350,8 +359,7 @@ class RmsPropLearner(Learner):
             mean_square[...] = g * g
             step_size.fill(0.02)
             self.scalars["initialized"] = 1.0
-        mean_square *= s.rms_gamma
-        mean_square += (1.0 - s.rms_gamma) * (g * g)
+        moving_average(mean_square, s.rms_gamma, g * g)
         sign = xp.sign(g)
         same_direction = previous_sign * sign > 0
         grown = xp.minimum(step_size * s.rms_wgt_inc, s.rms_wgt_max)
@@ -382,15 +390,13 @@ class FSAdaGradLearner(Learner):
         self.scalars["smoothed_count"] = count
         target = s.fsadagrad_target_av_denom * math.sqrt(count)
         mean_square = self.state["mean_square"][:n]
-        mean_square *= nu
-        mean_square += (1.0 - nu) * (g * g)
+        moving_average(mean_square, nu, g * g)
         nonzero = mean_square != 0
         safe = xp.where(nonzero, mean_square, 1)
         g *= xp.where(nonzero, xp.minimum(target / xp.sqrt(safe), 10.0), 1)
         if mu > 0:
             m = self.state["smoothed_gradient"][:n]
-            m *= mu
-            m += (1.0 - mu) * g
+            moving_average(m, mu, g)
             g = m
         w -= lr * g
 
@@ -410,10 +416,8 @@ class AdamLearner(Learner):
         correction = math.sqrt(1.0 - beta2 ** t) / (1.0 - beta1 ** t)
         m = self.state["mean"][:n]
         v = self.state["mean_square"][:n]
-        m *= beta1
-        m += (1.0 - beta1) * g
-        v *= beta2
-        v += (1.0 - beta2) * (g * g)
+        moving_average(m, beta1, g)
+        moving_average(v, beta2, g * g)
         w -= (lr * correction) * m / (xp.sqrt(v) + s.adam_epsilon)
 
 
@@ -427,11 +431,9 @@ class AdaDeltaLearner(Learner):
         rho, eps = s.adadelta_rho, s.adadelta_epsilon
         v = self.state["mean_square_gradient"][:n]
         x = self.state["mean_square_delta"][:n]
-        v *= rho
-        v += (1.0 - rho) * (g * g)
+        moving_average(v, rho, g * g)
         delta = -xp.sqrt(x + eps) / xp.sqrt(v + eps) * g
-        x *= rho
-        x += (1.0 - rho) * (delta * delta)
+        moving_average(x, rho, delta * delta)
         w += lr * delta
 
 

@@ -22,6 +22,7 @@ from netlang.ir.graph import (
     Network,
     Node,
     SeqAxis,
+    depth_first,
     is_delay,
     layout_suffix,
     topological_order,
@@ -99,17 +100,16 @@ def _flatten_nodes(value, member: str, record) -> list[Node]:
 
 
 def _attach_late_inputs(roots: list[Node]) -> None:
-    seen: set[int] = set()
-    stack = list(roots)
-    while stack:
-        node = stack.pop()
-        if node.id in seen:
-            continue
-        seen.add(node.id)
+    """Force the inputs of every reachable delay. The walk enters the last root and the last input
+    first (the order this pass has always had): the thunks it forces create nodes, and their ids
+    order the steps within a loop."""
+    def attached_inputs(node: Node) -> list[Node]:
         if node.late_inputs is not None:
             attach, node.late_inputs = node.late_inputs, None
             node.inputs = list(attach()) + node.inputs
-        stack.extend(node.inputs)
+        return node.inputs[::-1]
+
+    depth_first(roots[::-1], attached_inputs)
 
 
 def _strip_prefix(nodes: list[Node], prefix: str) -> None:
