@@ -57,7 +57,7 @@ def _masked(ctx, g2):
 
 def _to_input(g2, x, dyn, xp):
     """A gradient over flattened (and possibly broadcast) samples, back in the shape of input `x`."""
-    return unbroadcast(g2, per_sample(x, dyn).shape, xp).reshape(x.shape)
+    return unbroadcast(g2, per_sample(x, dyn).shape).reshape(x.shape)
 
 
 def _scalar(gy):

@@ -330,9 +330,9 @@ def _ln_backward(ctx, xs, y, gy, attrs):
     mean_g_n = xp.mean(g * normalised, axis=axes, keepdims=True)
     grads = [inv_std * (g - mean_g - normalised * mean_g_n)]
     if len(xs) > 1:
-        grads.append(unbroadcast(gy * normalised, xs[1].shape, xp))
+        grads.append(unbroadcast(gy * normalised, xs[1].shape))
     if len(xs) > 2:
-        grads.append(unbroadcast(gy, xs[2].shape, xp))
+        grads.append(unbroadcast(gy, xs[2].shape))
     return grads
 
 

@@ -21,9 +21,11 @@ Conventions every op follows
   broadcast (output) shape; `apply_backward` sums them back to each input's own shape.
 * **Criteria** (`layout="none"`) reduce over the dynamic axes: the output is a static `(1,)` value,
   the *sum* over all valid samples (CNTK semantics: learning rates are per sample).
-* Kernels are written against `ctx.xp` (numpy or cupy), keep the input dtype (float32 or
-  float64), and may stash what their backward needs in `ctx.saved` (per call) or persistent
-  state in `ctx.state` (per node, e.g. batch-norm running statistics).
+* Kernels are written against `ctx.xp` (numpy or cupy) and the services of `ctx.backend`
+  (scatter_add, concatenate) and draw random numbers from `ctx.rng` on the device; they never test
+  array types. They keep the input dtype (float32 or float64), and may stash what their backward
+  needs in `ctx.saved` (per call) or persistent state in `ctx.state` (per node, e.g. batch-norm
+  running statistics).
 * `backward(ctx, xs, y, gy, attrs)` returns one gradient (or None) per input.
 * Run-time options that change per epoch come in `ctx.options` (e.g. `dropoutRate`). Precomputed
   statistics ops (`precompute=True`: Mean, InvStdDev) accumulate into `ctx.state` while
@@ -33,7 +35,7 @@ Conventions every op follows
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Protocol
 
 Shape = tuple  # BrainScript sample shape, first axis fastest
 
@@ -95,21 +97,42 @@ class OpDef:
     finalize: Callable | None = None            # (state, xp) -> None: turn gathered sums into the value
 
 
+class ArrayBackend(Protocol):
+    """What a kernel may use of the backend (runtime/backend.py implements it): the array module
+    and the services that differ between NumPy and CuPy. Kernels never test array types."""
+
+    name: str                        # "numpy" | "cupy"
+    xp: Any                          # the array module
+
+    def scatter_add(self, dest, index, values) -> None: ...
+    def concatenate(self, arrays, axis: int = 0): ...
+
+
+class RandomStream(Protocol):
+    """The backend's random generator (`ctx.rng`): draws on the device where the arrays live."""
+
+    def random(self, shape): ...     # uniform in [0, 1), float64
+
+
 @dataclass
 class OpContext:
     """What a kernel may use besides its inputs."""
 
-    xp: Any
+    backend: ArrayBackend
     dyn: list[int]
     out_dyn: int
     training: bool = False
-    rng: Any = None
+    rng: RandomStream | None = None
     mask: Any = None                 # (T, N) bool for sequence outputs, else None
     state: dict = field(default_factory=dict)
     saved: dict = field(default_factory=dict)
     node_name: str = ""
     options: dict = field(default_factory=dict)  # run-time options: dropoutRate, precompute_pass, …
-    carry: Any = None                # truncated BPTT: runtime/truncation.CarryOver of this minibatch
+    carry: Any = None                # truncated BPTT: runtime/carryover.CarryOver of this minibatch
+
+    @property
+    def xp(self):
+        return self.backend.xp
 
 
 _REGISTRY: dict[str, OpDef] = {}
@@ -136,7 +159,7 @@ def all_ops() -> list[OpDef]:
 
 # ---- the one path from the executor (and the checks) into a kernel -------------------------------
 
-def _aligned(x, dyn: int, out_dyn: int, out_rank: int, xp):
+def _aligned(x, dyn: int, out_dyn: int, out_rank: int):
     """Reshape `x` (dyn leading dynamic axes) to out_dyn dynamic axes + out_rank sample axes."""
     sample = x.shape[dyn:]
     lead = x.shape[:dyn] if dyn == out_dyn else (1,) * out_dyn if dyn == 0 else None
@@ -151,11 +174,11 @@ def _aligned(x, dyn: int, out_dyn: int, out_rank: int, xp):
 
 def apply_forward(op: OpDef, ctx: OpContext, xs: list, attrs: dict, out_rank: int):
     if op.elementwise:
-        xs = [_aligned(x, d, ctx.out_dyn, out_rank, ctx.xp) for x, d in zip(xs, ctx.dyn)]
+        xs = [_aligned(x, d, ctx.out_dyn, out_rank) for x, d in zip(xs, ctx.dyn)]
     return op.forward(ctx, xs, attrs)
 
 
-def unbroadcast(g, shape: tuple, xp):
+def unbroadcast(g, shape: tuple):
     """Sum `g` down to `shape` (the inverse of NumPy broadcasting, trailing-aligned)."""
     if g.shape == tuple(shape):
         return g
@@ -172,7 +195,7 @@ def apply_backward(op: OpDef, ctx: OpContext, xs: list, y, gy, attrs: dict, out_
     if not op.differentiable or op.backward is None:
         return [None] * len(xs)
     if op.elementwise:
-        aligned = [_aligned(x, d, ctx.out_dyn, out_rank, ctx.xp) for x, d in zip(xs, ctx.dyn)]
+        aligned = [_aligned(x, d, ctx.out_dyn, out_rank) for x, d in zip(xs, ctx.dyn)]
         grads = op.backward(ctx, aligned, y, gy, attrs)
-        return [None if g is None else unbroadcast(g, x.shape, ctx.xp) for g, x in zip(grads, xs)]
+        return [None if g is None else unbroadcast(g, x.shape) for g, x in zip(grads, xs)]
     return op.backward(ctx, xs, y, gy, attrs)

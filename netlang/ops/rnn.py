@@ -31,6 +31,8 @@ one (W, R, b) block; `pack_weights` concatenates blocks into the weights paramet
 """
 from __future__ import annotations
 
+import numpy as np
+
 from netlang.ir.shapes import num_elements
 from netlang.ops.registry import InputSpec, OpCheck, OpDef, ShapeMismatch, ShapeResult, register
 from netlang.ops.sequence import valid_steps
@@ -83,15 +85,15 @@ def _blocks(blob, input_dim: int, attrs) -> list:
     return out
 
 
-def pack_weights(blocks, xp=None):
-    """The flat weights parameter (run-time order) from (W, R, b) blocks in storage order."""
-    import numpy as np
+# The helpers below convert trained parameters of the composed layers; they take the array module
+# of the arrays they are given (NumPy unless told otherwise).
 
-    xp = xp or np
+def pack_weights(blocks, xp=np):
+    """The flat weights parameter (run-time order) from (W, R, b) blocks in storage order."""
     return xp.concatenate([xp.ravel(part) for block in blocks for part in block])
 
 
-def lstm_block_from_layer(W, H, b):
+def lstm_block_from_layer(W, H, b, xp=np):
     """(W, R, b) of one direction from LSTMBlock's run-time parameters.
 
     W (inputDim, 4C), H (C, 4C) and b (4C) hold CNTK's gate order i, g, f, o (the composed layer's
@@ -100,25 +102,15 @@ def lstm_block_from_layer(W, H, b):
     def reorder(m):
         c = m.shape[-1] // 4
         i, g, f, o = (m[..., k * c:(k + 1) * c] for k in range(4))
-        return _concat([i, f, g, o], m)
+        return xp.concatenate([i, f, g, o], axis=-1)
 
     return reorder(W), reorder(H), reorder(b)
 
 
-def gru_block_from_layer(W, H, Hc, b):
+def gru_block_from_layer(W, H, Hc, b, xp=np):
     """(W, R, b) of one direction from BS.RNNs.GRU's run-time parameters: W (inputDim, 3C) and
     b (3C) in gate order z, r, n; H (C, 2C) for z and r; Hc (C, C) for the candidate."""
-    return W, _concat([H, Hc], H), b
-
-
-def _concat(parts, like):
-    import numpy as np
-
-    if isinstance(like, np.ndarray):
-        return np.concatenate(parts, axis=-1)
-    import cupy  # pragma: no cover - GPU only
-
-    return cupy.concatenate(parts, axis=-1)
+    return W, xp.concatenate([H, Hc], axis=-1), b
 
 
 # ---- shape rule --------------------------------------------------------------------------------

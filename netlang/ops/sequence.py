@@ -90,16 +90,6 @@ def _int(x):
     return x.reshape(x.shape[:2] + (-1,))[..., 0].astype("int64")
 
 
-def scatter_add(xp, dest, index, values):
-    """dest[index] += values with repeated indices adding up (numpy's ufunc.at or cupyx)."""
-    if xp.__name__ == "numpy":
-        xp.add.at(dest, index, values)
-    else:  # pragma: no cover - GPU only
-        import cupyx
-
-        cupyx.scatter_add(dest, index, values)
-
-
 # ---- PastValue / FutureValue -------------------------------------------------------------------
 
 def _dims_attr(attrs) -> tuple:
@@ -163,7 +153,7 @@ def initial_state(ctx, xs, attrs, x, lead: int):
 def initial_state_gradient(ctx, xs, g_init, lead: int):
     """`g_init` (broadcast against the delay's output) summed back to the initial-state input."""
     init, dyn = _initial_input(ctx, xs)
-    grad = unbroadcast(g_init, _aligned_shape(init, dyn, lead, g_init.ndim), ctx.xp).reshape(init.shape)
+    grad = unbroadcast(g_init, _aligned_shape(init, dyn, lead, g_init.ndim)).reshape(init.shape)
     if ctx.dyn[1] < 2:
         return grad
     full = ctx.xp.zeros_like(xs[1])
@@ -291,7 +281,7 @@ def _reconcile_backward(ctx, xs, y, gy, attrs):
     src = _reconcile_source(ctx, data, layout)
     if ctx.dyn[1] == 2:
         gy = ctx.xp.where(_expand(valid_steps(ctx, layout), gy.ndim), gy, 0)
-    return [unbroadcast(gy, src.shape, ctx.xp).reshape(data.shape), None]
+    return [unbroadcast(gy, src.shape).reshape(data.shape), None]
 
 
 register(OpDef(
@@ -374,7 +364,7 @@ def _gather_packed_backward(ctx, xs, y, gy, attrs):
     flat_shape = (-1,) + source.shape[ctx.dyn[1]:]
     grad = ctx.xp.zeros_like(source).reshape(flat_shape)
     positions, valid = _packed_positions(ctx, index, grad.shape[0])
-    scatter_add(ctx.xp, grad, positions[valid], gy[valid])
+    ctx.backend.scatter_add(grad, positions[valid], gy[valid])
     return [None, grad.reshape(source.shape)]
 
 
@@ -392,7 +382,7 @@ def _scatter_packed_forward(ctx, xs, attrs):
     out = xp.zeros((lead[0] * lead[1],) + source.shape[ctx.dyn[2]:], dtype=source.dtype)
     idx = _int(index)
     valid = (idx >= 0) & (idx < out.shape[0])
-    scatter_add(xp, out, idx[valid], source[valid])
+    ctx.backend.scatter_add(out, idx[valid], source[valid])
     out = out.reshape(lead + out.shape[1:])
     return xp.where(_expand(valid_steps(ctx, cond), out.ndim), out, 0)
 

@@ -198,7 +198,7 @@ def _splice_forward(ctx, xs, attrs):
         dims = list(out)
         dims[axis - 1] = a.shape[rm_axis(axis, ndim)]
         pieces.append(ctx.xp.broadcast_to(a, lead + to_runtime(dims)))
-    return ctx.xp.concatenate(pieces, axis=rm_axis(axis, ndim))
+    return ctx.backend.concatenate(pieces, axis=rm_axis(axis, ndim))
 
 
 def _splice_backward(ctx, xs, y, gy, attrs):
@@ -209,7 +209,7 @@ def _splice_backward(ctx, xs, y, gy, attrs):
         stop = start + a.shape[axis]
         index = [slice(None)] * gy.ndim
         index[axis] = slice(start, stop)
-        grads.append(unbroadcast(gy[tuple(index)], a.shape, ctx.xp).reshape(x.shape))
+        grads.append(unbroadcast(gy[tuple(index)], a.shape).reshape(x.shape))
         start = stop
     return grads
 

@@ -20,7 +20,6 @@ from typing import Any
 from netlang.ir.shapes import num_elements
 from netlang.ops.linalg import _effective_a, _times_backward, _times_forward, _ttimes_backward, _ttimes_forward, times_rule
 from netlang.ops.registry import InputSpec, OpCheck, OpDef, register
-from netlang.ops.sequence import scatter_add
 
 SPARSE_KERNELS = frozenset({"SparseTimes", "SparseTransposeTimes"})
 
@@ -34,6 +33,7 @@ class SparseRows:
     offsets: Any
     lead: tuple                 # dynamic axes: (T, N) or (N,)
     sample: tuple               # run-time (row-major) sample shape
+    most_per_row: int | None = None   # the most non-zeros of a row, when known without asking the device
     _dense: dict = field(default_factory=dict, repr=False)
 
     @property
@@ -51,12 +51,13 @@ class SparseRows:
     def row_of_nonzero(self, xp):
         return xp.repeat(xp.arange(self.rows), xp.diff(self.offsets))
 
-    def dense(self, xp, dtype):
+    def dense(self, backend, dtype):
         """The dense array `lead + sample` (computed once per dtype)."""
+        xp = backend.xp
         key = xp.dtype(dtype).str
         if key not in self._dense:
             out = xp.zeros((self.rows, self.row_size), dtype=dtype)
-            scatter_add(xp, out, (self.row_of_nonzero(xp), self.indices), self.values.astype(dtype, copy=False))
+            backend.scatter_add(out, (self.row_of_nonzero(xp), self.indices), self.values.astype(dtype, copy=False))
             self._dense[key] = out.reshape(self.shape)
         return self._dense[key]
 
@@ -83,9 +84,9 @@ def as_sparse(x, dyn: int, xp) -> SparseRows:
     return x if isinstance(x, SparseRows) else SparseRows.from_dense(x, dyn, xp)
 
 
-def densified(value, xp, dtype):
+def densified(value, backend, dtype):
     """What an op without a sparse kernel gets for `value`."""
-    return value.dense(xp, dtype) if isinstance(value, SparseRows) else value
+    return value.dense(backend, dtype) if isinstance(value, SparseRows) else value
 
 
 # ---- SparseTimes / SparseTransposeTimes --------------------------------------------------------
@@ -98,15 +99,18 @@ def _weight_rows(a, transpose: bool, attrs):
     return a_eff.reshape(num_elements(a_eff.shape[:num_reduce]), -1), a_eff.shape[num_reduce:], a_eff
 
 
-def _gather(weights, rows: SparseRows, xp):
+def _gather(weights, rows: SparseRows, backend):
     """Σ over each row's non-zeros of value · weights[index]: (rows, M)."""
+    xp = backend.xp
     contrib = weights[rows.indices] * rows.values.astype(weights.dtype, copy=False)[:, None]
     out = xp.zeros((rows.rows, weights.shape[1]), dtype=weights.dtype)
-    counts = xp.diff(rows.offsets)
-    if rows.rows and int(counts.max()) <= 1:      # one-hot rows (padding: none): a plain gather
+    most = rows.most_per_row
+    if most is None and rows.rows:
+        most = int(xp.diff(rows.offsets).max())
+    if rows.rows and most <= 1:      # one-hot rows (padding: none): a plain gather
         out[rows.row_of_nonzero(xp)] = contrib
     else:
-        scatter_add(xp, out, rows.row_of_nonzero(xp), contrib)
+        backend.scatter_add(out, rows.row_of_nonzero(xp), contrib)
     return out
 
 
@@ -118,8 +122,8 @@ def _make_sparse_product(transpose: bool):
         weights, out_axes, _ = _weight_rows(a, transpose, attrs)
         rows = as_sparse(b, ctx.dyn[1], ctx.xp)
         if weights.shape[0] != rows.row_size:     # a product that keeps some of x's axes: dense
-            return dense_forward(ctx, [a, densified(rows, ctx.xp, a.dtype)], attrs)
-        return _gather(weights, rows, ctx.xp).reshape(tuple(rows.lead) + tuple(out_axes))
+            return dense_forward(ctx, [a, densified(rows, ctx.backend, a.dtype)], attrs)
+        return _gather(weights, rows, ctx.backend).reshape(tuple(rows.lead) + tuple(out_axes))
 
     def backward(ctx, xs, y, gy, attrs):
         a, b = xs
@@ -128,11 +132,11 @@ def _make_sparse_product(transpose: bool):
         rows = as_sparse(b, ctx.dyn[1], xp)
         if weights.shape[0] != rows.row_size:
             dense_backward = _ttimes_backward if transpose else _times_backward
-            return [dense_backward(ctx, [a, densified(rows, xp, a.dtype)], y, gy, attrs)[0], None]
+            return [dense_backward(ctx, [a, densified(rows, ctx.backend, a.dtype)], y, gy, attrs)[0], None]
         g2 = gy.reshape(rows.rows, -1)
         contrib = g2[rows.row_of_nonzero(xp)] * rows.values.astype(g2.dtype, copy=False)[:, None]
         grad = xp.zeros_like(weights)
-        scatter_add(xp, grad, rows.indices, contrib)
+        ctx.backend.scatter_add(grad, rows.indices, contrib)
         grad = grad.reshape(a_eff.shape)
         if transpose:
             grad = grad.reshape(a.shape) if a.ndim == 1 else grad.T

@@ -53,7 +53,12 @@ import numpy as np
 
 from netlang.errors import ConfigError, SchemaError, Span, suggest
 from netlang.runtime.flatbuffer import FlatParameters
-from netlang.runtime.schedules import LearningRateSchedule, MinibatchSizeSchedule, MomentumSchedule, as_schedule
+from netlang.runtime.schedules import (
+    LearningRateSchedule,
+    MinibatchSizeSchedule,
+    MomentumSchedule,
+    as_schedule,
+)
 
 # gradUpdateType spellings (case-insensitive) -> canonical name.
 GRAD_UPDATE_TYPES = {
@@ -233,7 +238,7 @@ class Learner:
             "learning_rate_factor": float(self.learning_rate_factor),
             "scalars": {k: float(v) for k, v in self.scalars.items()},
         }
-        state.update({k: _to_host(self.xp, buf).copy() for k, buf in self.state.items()})
+        state.update({k: self.params.backend.to_host(buf).copy() for k, buf in self.state.items()})
         return state
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -258,7 +263,7 @@ class Learner:
                                   f"elements but the network has {self.params.size} parameters",
                                   hint="the network changed since the checkpoint was written")
         for name, value in buffers.items():
-            self.state[name][...] = self.xp.asarray(value, dtype=self.params.dtype).reshape(-1)
+            self.state[name][...] = self.params.backend.from_host(value, self.params.dtype).reshape(-1)
         self.steps = int(state.get("steps", 0))
         self.learning_rate_factor = float(state.get("learning_rate_factor", 1.0))
         self.scalars = {k: float(v) for k, v in state.get("scalars", {}).items()}
@@ -291,10 +296,10 @@ class Learner:
 
     def _noise(self, n: int):
         # A fresh generator per step, seeded by the step number: a resumed run draws the same noise.
-        rng = np.random.default_rng([self.settings.noise_seed, self.steps])
-        noise = rng.standard_normal(n, dtype=self.params.dtype)
+        stream = self.params.backend.random_stream([self.settings.noise_seed, self.steps])
+        noise = stream.standard_normal(n, self.params.dtype)
         noise *= self.settings.gaussian_noise_inject_std
-        return self.xp.asarray(noise)
+        return noise
 
     def _ave_multiplier(self, per_element):
         """CNTK's `aveMultiplier`: the mean of the per-element scale over each parameter."""
@@ -504,6 +509,3 @@ _SCALAR_KEYS = [
     ("gaussianNoiseInjectStd", "gaussian_noise_inject_std", _float),
 ]
 
-
-def _to_host(xp, array):
-    return array if xp is np else xp.asnumpy(array)

@@ -31,7 +31,12 @@ from netlang.ir.graph import Node, SeqAxis, dyn_rank, is_delay
 from netlang.ir.shapes import to_runtime
 from netlang.ops import registry
 from netlang.ops.registry import OpContext, OpDef, apply_backward, apply_forward
-from netlang.ops.sequence import delay_valid, initial_state, initial_state_gradient, time_step
+from netlang.ops.sequence import (
+    delay_valid,
+    initial_state,
+    initial_state_gradient,
+    time_step,
+)
 from netlang.ops.sparse import densified
 
 # Where a loop node's input comes from at step t.
@@ -42,7 +47,7 @@ LOOP, STEP, WHOLE = 0, 1, 2
 class RunState:
     """What one executor run holds, as far as a loop needs it."""
 
-    xp: Any
+    backend: Any                                   # runtime/backend.Backend
     dtype: Any
     values: dict                                   # node id -> value
     grads: dict                                    # node id -> gradient
@@ -51,6 +56,10 @@ class RunState:
     context: Callable[[Node, dict], OpContext]     # a kernel context for a node
     carry: Any = None                              # truncated BPTT: runtime/truncation.CarryOver
     state: Callable[[Node], dict] | None = None    # a node's persistent state (where carried steps live)
+
+    @property
+    def xp(self):
+        return self.backend.xp
 
 
 @dataclass
@@ -141,7 +150,7 @@ def run_forward(loop: Loop, run: RunState) -> None:
     mask = run.masks[loop.axis]
     T = mask.shape[0]
     times = list(range(T)) if loop.direction > 0 else list(range(T - 1, -1, -1))
-    inputs = {n.id: densified(run.values[n.id], xp, run.dtype) for n in loop.external_inputs()}
+    inputs = {n.id: densified(run.values[n.id], run.backend, run.dtype) for n in loop.external_inputs()}
     trace = _Trace([_prepare(n, loop, run) for n in loop.nodes], times, inputs)
     outputs = trace.outputs
     for step in trace.steps:
