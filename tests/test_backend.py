@@ -19,6 +19,8 @@ from netlang.api import load_text
 from netlang.cli import main
 from netlang.datasets.synthetic import prepare_synthetic
 from netlang.errors import ConfigError
+from netlang.ops import registry
+from netlang.ops.registry import OpContext, OpDef
 from netlang.runtime.backend import (
     DeviceRandom,
     NumpyBackend,
@@ -65,6 +67,18 @@ def test_scatter_add_adds_repeated_indices(backend):
     dest = backend.from_host(np.zeros(4))
     backend.scatter_add(dest, backend.from_host(np.array([1, 1, 3])), backend.from_host(np.array([1.0, 2.0, 5.0])))
     assert backend.to_host(dest).tolist() == [0.0, 3.0, 0.0, 5.0]
+
+
+def test_a_backend_runs_its_own_kernel_of_an_op_and_the_default_otherwise():
+    op = OpDef(name="TestTwice", arity=(1, 1), shape=lambda shapes, attrs: tuple(shapes[0]),
+               forward=lambda ctx, xs, attrs: xs[0] * 2, backward=lambda ctx, xs, y, gy, attrs: [gy * 2],
+               kernels={"other": (lambda ctx, xs, attrs: xs[0] * 3, None)})
+    ctx = OpContext(backend=cpu_backend(), dyn=[1], out_dyn=1)
+    assert registry.apply_forward(op, ctx, [np.ones(2)], {}, 1).tolist() == [2.0, 2.0]
+    assert op.implementation("other")[0](ctx, [np.ones(2)], {}).tolist() == [3.0, 3.0]
+    op.kernels["numpy"] = op.kernels.pop("other")
+    assert registry.apply_forward(op, ctx, [np.ones(2)], {}, 1).tolist() == [3.0, 3.0]
+    assert registry.apply_backward(op, ctx, [np.ones(2)], None, np.ones(2), {}, 1) == [None]   # its kernel has none
 
 
 # ---- choosing a device -----------------------------------------------------------------------------

@@ -123,7 +123,8 @@ class Network:
 
     @property
     def inputs(self) -> list[Node]:
-        return [n for n in self.nodes if n.op in ("InputValue", "SparseInputValue")]
+        """The values bound from data: nodes that read no other node and are not parameters."""
+        return [n for n in self.nodes if is_input(n)]
 
     def node(self, name: str) -> Node | None:
         for n in self.nodes:
@@ -134,6 +135,12 @@ class Network:
     def parameter_count(self, learnable_only: bool = True) -> int:
         params = self.learnable_parameters if learnable_only else self.parameters
         return sum(p.dim for p in params)
+
+
+def is_input(node: Node) -> bool:
+    """An input (InputValue, SparseInputValue) is the one kind of node that reads no other node and
+    is not a parameter: the executor binds it by name from the feeds."""
+    return not node.inputs and not node.is_parameter
 
 
 def depth_first(roots: list[Node], inputs_of: Callable[[Node], list[Node]] = lambda node: node.inputs, *,
@@ -172,28 +179,6 @@ def depth_first(roots: list[Node], inputs_of: Callable[[Node], list[Node]] = lam
             elif seen == 1 and acyclic:
                 raise CycleError(nxt, [n for n, _ in path])
     return order
-
-
-def topological_order(roots: list[Node]) -> list[Node]:
-    """Nodes reachable from `roots`, every node after its inputs. A cycle through a delay is broken
-    at the delay: its main input (which closes the loop) is ordered as a root of its own; any other
-    cycle raises CycleError."""
-    return depth_first(roots, _dependencies, acyclic=True, deferred_of=_deferred)
-
-
-def is_delay(node: Node) -> bool:
-    return node.op in ("PastValue", "FutureValue")
-
-
-def _dependencies(node: Node) -> list[Node]:
-    # A delay node's main input closes a loop; it is ordered as a separate root (see loops pass).
-    if is_delay(node):
-        return node.inputs[1:]
-    return node.inputs
-
-
-def _deferred(node: Node) -> list[Node]:
-    return node.inputs[:1] if is_delay(node) else []
 
 
 class CycleError(Exception):

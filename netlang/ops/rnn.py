@@ -34,7 +34,16 @@ from __future__ import annotations
 import numpy as np
 
 from netlang.ir.shapes import num_elements
-from netlang.ops.registry import InputSpec, OpCheck, OpDef, ShapeMismatch, ShapeResult, register
+from netlang.ops.registry import (
+    InputSpec,
+    OpCheck,
+    OpDef,
+    Param,
+    ShapeMismatch,
+    ShapeResult,
+    Signature,
+    register,
+)
 from netlang.ops.sequence import valid_steps
 
 GATES = {"lstm": 4, "gru": 3, "rnnTanh": 1, "rnnReLU": 1}
@@ -42,20 +51,25 @@ GATES = {"lstm": 4, "gru": 3, "rnnTanh": 1, "rnnReLU": 1}
 
 # ---- configuration and weight layout -----------------------------------------------------------
 
+SIGNATURE = Signature((
+    Param("hiddenDims", aliases=("hiddenSize",)), Param("numLayers", 1), Param("bidirectional", False),
+    Param("recurrentOp", "lstm"), Param("axis", -1)))
+
+
 def _config(attrs) -> tuple[int, int, int, str]:
     """(hidden size, layers, directions, recurrentOp) of a node's attributes."""
-    kind = attrs.get("recurrentOp", "lstm")
+    kind = SIGNATURE.value(attrs, "recurrentOp")
     if kind not in GATES:
         raise ShapeMismatch(f"unknown recurrentOp '{kind}' (one of {', '.join(GATES)})")
-    hidden = attrs.get("hiddenDims", attrs.get("hiddenSize"))
+    hidden = SIGNATURE.given(attrs, "hiddenDims")
     if isinstance(hidden, tuple):
         hidden = hidden[0] if len(hidden) == 1 else None
     if not isinstance(hidden, int) or hidden < 1:
         raise ShapeMismatch(f"hiddenDims must be a positive number, got {hidden}")
-    layers = int(attrs.get("numLayers", 1))
+    layers = int(SIGNATURE.value(attrs, "numLayers"))
     if layers < 1:
         raise ShapeMismatch(f"numLayers must be 1 or more, got {layers}")
-    return hidden, layers, 2 if attrs.get("bidirectional", False) else 1, kind
+    return hidden, layers, 2 if SIGNATURE.value(attrs, "bidirectional") else 1, kind
 
 
 def block_sizes(input_dim: int, attrs) -> list[tuple[int, int, int]]:
@@ -356,6 +370,11 @@ def _checks():
 register(OpDef(
     name="OptimizedRNNStack", arity=(2, 2), shape=_rnn_rule, forward=_rnn_stack_forward,
     backward=_rnn_stack_backward, layout=lambda inputs, attrs: getattr(inputs[1], "layout", inputs[1]),
+    signature=SIGNATURE, whole_sequence=True,
+    truncation_unsafe=(
+        "truncated BPTT cannot carry the state of the fused OptimizedRNNStack '{name}' across minibatches",
+        ("use the composed layers (RecurrentLSTMLayer, BS.RNNs.RecurrentLSTMPStack …), which carry it, or "
+         "truncated = false")),
     doc="a stack of lstm | gru | rnnTanh | rnnReLU layers (optionally bidirectional), fused; "
         "weights in one parameter (layout in runtime/ops/rnn.py)",
     checks=_checks(),

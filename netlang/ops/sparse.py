@@ -6,11 +6,11 @@ t·N + n, as `StreamBatch.padded_csr()` returns them; `(N,)` for a batch — and
 shape. Element indices count over the flattened sample.
 
 `Times(W, x)` (and `TransposeTimes`) with x a sparse input is compiled to `SparseTimes`
-(`SparseTransposeTimes`) by compiler/network.py: one row of W's run-time array per non-zero,
+(`SparseTransposeTimes`, their OpDefs' `sparse_form`) by compiler/graph/network.py: one row of W's run-time array per non-zero,
 weighted by its value and summed per sample — a gather, never a dense product with a 10k-wide
 one-hot matrix. The gradient with respect to W is a scatter-add into the rows that were read. The
-kernels also accept a dense array (the dense fallback: it is converted to CSR first); any other op
-that meets a sparse value gets it densified once (`SparseRows.dense`).
+kernels (`sparse_operands=True`) also accept a dense array (the dense fallback: it is converted to
+CSR first); any other op that meets a sparse value gets it densified once (`SparseRows.dense`).
 """
 from __future__ import annotations
 
@@ -18,10 +18,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from netlang.ir.shapes import num_elements
-from netlang.ops.linalg import _effective_a, _times_backward, _times_forward, _ttimes_backward, _ttimes_forward, times_rule
+from netlang.ops.linalg import (
+    TIMES_SIGNATURE,
+    _effective_a,
+    _times_backward,
+    _times_forward,
+    _ttimes_backward,
+    _ttimes_forward,
+    output_rank,
+    times_rule,
+)
 from netlang.ops.registry import InputSpec, OpCheck, OpDef, register
-
-SPARSE_KERNELS = frozenset({"SparseTimes", "SparseTransposeTimes"})
 
 
 @dataclass(eq=False)
@@ -94,8 +101,7 @@ def densified(value, backend, dtype):
 def _weight_rows(a, transpose: bool, attrs):
     """W's run-time array as (K, M): row k is what one unit of sample element k contributes."""
     a_eff = _effective_a(a, transpose)
-    output_rank = 1 if transpose else int(attrs.get("outputRank", 1))
-    num_reduce = a_eff.ndim - output_rank
+    num_reduce = a_eff.ndim - output_rank(attrs, transpose)
     return a_eff.reshape(num_elements(a_eff.shape[:num_reduce]), -1), a_eff.shape[num_reduce:], a_eff
 
 
@@ -156,7 +162,8 @@ def _onehot(shape, dyn=2):
 _fwd, _bwd = _make_sparse_product(False)
 register(OpDef(
     name="SparseTimes", arity=(2, 2), shape=times_rule, forward=_fwd, backward=_bwd,
-    layout=lambda inputs, attrs: getattr(inputs[1], "layout", inputs[1]),
+    layout=lambda inputs, attrs: getattr(inputs[1], "layout", inputs[1]), sparse_operands=True,
+    signature=TIMES_SIGNATURE,
     doc="Times(W, x) for a sparse x: a gather of W's columns (gradient: scatter-add)",
     checks=[
         OpCheck((_static((4, 0)), _onehot((5,))), out=(4,)),
@@ -170,6 +177,7 @@ _fwd, _bwd = _make_sparse_product(True)
 register(OpDef(
     name="SparseTransposeTimes", arity=(2, 2), shape=lambda s, a: times_rule(s, a, transpose=True),
     forward=_fwd, backward=_bwd, layout=lambda inputs, attrs: getattr(inputs[1], "layout", inputs[1]),
+    sparse_operands=True,
     doc="TransposeTimes(E, x) for a sparse x: a gather of E's rows (gradient: scatter-add)",
     checks=[
         OpCheck((_static((5, 3)), _onehot((5,))), out=(3,)),

@@ -12,6 +12,9 @@ Each delay keeps its input's last `k` steps per slot in its persistent node stat
 at the start of an epoch. A whole-sequence delay (runtime/ops/sequence.py) and a delay inside a
 recurrent loop (runtime/recurrence.py) use the same two calls: `read` before the step values are
 formed, `write` after.
+
+Ops that cannot carry their state so (their OpDef's `truncation_unsafe`: FutureValue,
+OptimizedRNNStack) are refused before training starts (`check_network`).
 """
 from __future__ import annotations
 
@@ -20,7 +23,20 @@ from typing import Any
 
 import numpy as np
 
+from netlang.errors import NetworkError
+from netlang.ir.graph import Network
+from netlang.ops.registry import op_of
+
 CARRIED = "carried"
+
+
+def check_network(network: Network) -> None:
+    """Truncated BPTT can run every op of `network`, or a NetworkError names the first that it cannot."""
+    for node in network.nodes:
+        unsafe = op_of(node).truncation_unsafe
+        if unsafe is not None:
+            message, hint = unsafe
+            raise NetworkError(message.format(name=node.name), node.span, hint=hint)
 
 
 @dataclass

@@ -32,11 +32,10 @@ import numpy as np
 
 from netlang.compiler.graph.plan import Plan, make_plan
 from netlang.errors import DataError
-from netlang.ir.graph import BATCH, Network, Node, SeqAxis, dyn_rank, is_delay
+from netlang.ir.graph import BATCH, Network, Node, SeqAxis, dyn_rank
 from netlang.ir.shapes import num_elements, to_runtime
-from netlang.ops import registry
-from netlang.ops.registry import OpContext, apply_backward, apply_forward
-from netlang.ops.sparse import SPARSE_KERNELS, SparseRows, densified
+from netlang.ops.registry import OpContext, apply_backward, apply_forward, op_of
+from netlang.ops.sparse import SparseRows, densified
 from netlang.runtime import carryover as truncation
 from netlang.runtime import recurrence
 from netlang.runtime.backend import Backend, cpu_backend
@@ -114,7 +113,7 @@ class Executor:
             elif step.kind == "loop_backward":
                 recurrence.run_backward(step.loop, run)
             elif step.kind == "forward":
-                op = registry.get(node.op)
+                op = op_of(node)
                 ctx = self._context(node, training, saved.setdefault(node.id, {}), masks.of(node))
                 xs = self._operands(node, values)
                 values[node.id] = apply_forward(op, ctx, xs, node.attrs, len(node.shape))
@@ -122,7 +121,7 @@ class Executor:
                 if node.id in counted and node.inputs:
                     self.sample_counts[node.name] = _samples_in(node.inputs[0], xs[0], masks)
             else:
-                op = registry.get(node.op)
+                op = op_of(node)
                 ctx = self._context(node, training, saved.setdefault(node.id, {}), masks.of(node))
                 xs = self._operands(node, values)
                 if node.id == plan.loss.id and node.id not in grad_values:
@@ -191,11 +190,11 @@ class Executor:
         return OpContext(backend=self.backend, dyn=[dyn_rank(i.layout) for i in node.inputs],
                          out_dyn=dyn_rank(node.layout), training=training, rng=self.rng, mask=mask,
                          state=self.state.setdefault(node.id, {}), saved=saved, node_name=node.name,
-                         options=self.options, carry=self._carry if is_delay(node) else None)
+                         options=self.options, carry=self._carry if op_of(node).delay else None)
 
     def _operands(self, node: Node, values: dict) -> list:
         xs = [values[i.id] for i in node.inputs]
-        if node.op in SPARSE_KERNELS:
+        if op_of(node).sparse_operands:
             return xs
         return [densified(x, self.backend, self.backend.dtype) for x in xs]
 

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from netlang.compiler.graph.loops import Loop
-from netlang.ir.graph import Node, SeqAxis, dyn_rank, is_delay
+from netlang.ir.graph import Node, SeqAxis, dyn_rank
 from netlang.ir.shapes import to_runtime
 from netlang.ops import registry
 from netlang.ops.registry import OpContext, OpDef, apply_backward, apply_forward
@@ -102,10 +102,10 @@ def _prepare(node: Node, loop: Loop, run: RunState) -> _NodeStep:
         else:
             sources.append(WHOLE)
             dyn.append(0 if inp.layout is None else 1)
-    step = _NodeStep(node, registry.get(node.op), sources, len(node.shape))
-    if is_delay(node) and sources[0] == LOOP:
+    step = _NodeStep(node, registry.op_of(node), sources, len(node.shape))
+    if step.op.delay and sources[0] == LOOP:
         step.delay = True
-        step.offset = time_step(node.attrs) * (1 if node.op == "PastValue" else -1)
+        step.offset = time_step(node.attrs) * step.op.delay
     else:
         step.ctx = run.context(node, {})
         step.ctx.dyn, step.ctx.out_dyn, step.ctx.mask = dyn, 1, None
