@@ -481,7 +481,7 @@ def evaluate(executor: Executor, network: Network, source, nodes: list[Node], mb
 def _device_sum(array):
     """The sum of `array` in its own precision, as a float64 scalar that stays on the device; totals
     add these up in float64."""
-    return array.sum().astype(np.float64)
+    return array.sum().astype("float64")
 
 
 def _host_number(backend: Backend, value) -> float:
