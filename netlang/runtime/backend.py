@@ -55,7 +55,7 @@ class Backend:
         raise NotImplementedError
 
     def scatter_add(self, dest, index, values) -> None:
-        raise NotImplementedError
+        self.xp.add.at(dest, index, values)     # NumPy's ufunc.at; CuPy's (which supersedes cupyx.scatter_add)
 
     def concatenate(self, arrays, axis: int = 0):
         return self.xp.concatenate(arrays, axis=axis)
@@ -77,9 +77,6 @@ class NumpyBackend(Backend):
     def to_host(self, array) -> np.ndarray:
         return np.asarray(array)
 
-    def scatter_add(self, dest, index, values) -> None:
-        np.add.at(dest, index, values)
-
     def random_stream(self, seed) -> RandomStream:
         return HostRandom(seed)
 
@@ -87,16 +84,12 @@ class NumpyBackend(Backend):
 class CupyBackend(Backend):
     name = "cupy"
 
-    def __init__(self, cupy, cupyx, dtype, device: str):
+    def __init__(self, cupy, dtype, device: str):
         super().__init__(dtype, device)
         self.xp = cupy
-        self._cupyx = cupyx
 
     def to_host(self, array) -> np.ndarray:
         return self.xp.asnumpy(array)
-
-    def scatter_add(self, dest, index, values) -> None:
-        self._cupyx.scatter_add(dest, index, values)
 
     def random_stream(self, seed) -> RandomStream:
         return DeviceRandom(self.xp, seed)
@@ -189,21 +182,20 @@ def _continued_key(state: dict) -> list[int]:
 
 # ---- choosing a backend --------------------------------------------------------------------------
 
-def _gpu_modules():
-    """(cupy, cupyx) when CuPy imports and sees a CUDA device, else None."""
+def _cupy():
+    """The cupy module when it imports and sees a CUDA device, else None."""
     try:
         import cupy
-        import cupyx
 
         if cupy.cuda.runtime.getDeviceCount() > 0:
-            return cupy, cupyx
+            return cupy
     except Exception:  # noqa: BLE001 - any import/driver failure means "no GPU"
         return None
     return None
 
 
 def gpu_available() -> bool:
-    return _gpu_modules() is not None
+    return _cupy() is not None
 
 
 def cpu_backend(precision: str = "float") -> Backend:
@@ -222,16 +214,15 @@ def select_backend(device_id="cpu", precision: str = "float") -> Backend:
     dev = str(device_id).lower()
     if dev in ("-1", "cpu", "-1.0"):
         return NumpyBackend(dtype, "cpu")
-    modules = _gpu_modules()
+    cupy = _cupy()
     if dev == "auto":
-        return _on_gpu(modules, 0, dtype) if modules is not None else NumpyBackend(dtype, "cpu")
-    if modules is None:
+        return _on_gpu(cupy, 0, dtype) if cupy is not None else NumpyBackend(dtype, "cpu")
+    if cupy is None:
         raise ConfigError(f"deviceId = {device_id} asks for a GPU, but CuPy or a CUDA device is not available",
                           hint="use deviceId = -1 (CPU) or 'auto', or install netlang[gpu] on a machine with a GPU")
-    return _on_gpu(modules, int(float(dev)), dtype)
+    return _on_gpu(cupy, int(float(dev)), dtype)
 
 
-def _on_gpu(modules, index: int, dtype) -> Backend:
-    cupy, cupyx = modules
+def _on_gpu(cupy, index: int, dtype) -> Backend:
     cupy.cuda.Device(index).use()
-    return CupyBackend(cupy, cupyx, dtype, f"gpu:{index}")
+    return CupyBackend(cupy, dtype, f"gpu:{index}")

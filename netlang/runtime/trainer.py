@@ -386,7 +386,9 @@ class Trainer:
         return crit, metrics, n
 
     def _read_sums(self, sums: dict) -> dict:
-        """`sums` with its criterion and metric sums read from the device (a synchronisation point)."""
+        """`sums` with its criterion and metric sums read from the device: the loop's synchronisation
+        point (the device finishes the steps queued so far)."""
+        self.backend.synchronize()
         host = dict(sums)
         host["criterion"] = _host_number(self.backend, sums["criterion"])
         host["metrics"] = {k: _host_number(self.backend, v) for k, v in sums["metrics"].items()}
@@ -404,10 +406,10 @@ class Trainer:
         if not ((every and mbs % every == 0) or (first and mbs <= first)):
             self.progress.advance(totals["samples"])
             return
+        sums = self._read_sums(window)            # first: the time then covers the queued steps
+        self._check_finite(sums["criterion"], epoch)
         seconds = max(time.perf_counter() - window["start"], 1e-9)
         n = max(window["samples"], 1)
-        sums = self._read_sums(window)
-        self._check_finite(sums["criterion"], epoch)
         report = {"event": "minibatch", "epoch": epoch, "minibatches": [window["first_mb"], mbs],
                   "samples": window["samples"], "criterion": {self.criterion.name: sums["criterion"] / n},
                   "metrics": {k: v / n for k, v in sums["metrics"].items()},
