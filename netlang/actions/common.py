@@ -83,4 +83,4 @@ def model_for_evaluation(view, backend: Backend):
     if not path:
         raise ConfigError("this action needs modelPath", hint="set modelPath at the top level or in the block")
     model = load_model(path)
-    return model.network, {k: backend.asarray(v) for k, v in model.parameters.items()}, model.state
+    return model.network, {k: backend.from_host(v, backend.dtype) for k, v in model.parameters.items()}, model.state

@@ -45,7 +45,7 @@ def _samples(values, mask, backend):
     sequence after sequence (the reader's order), anything else one row per item of its batch."""
     if mask is None:
         return values.reshape(len(values), -1)
-    mask = backend.to_numpy(mask)
+    mask = backend.to_host(mask)
     # Steps are the first axis, sequences the second: take them sequence by sequence.
     return values.swapaxes(0, 1)[mask.T].reshape(int(mask.sum()), -1)
 
@@ -68,7 +68,7 @@ def run_write(config, name: str, view) -> dict:
 
     def collect(outputs, minibatch):
         for node in nodes:
-            values = _samples(backend.to_numpy(outputs[node.name]), executor.output_masks.get(node.name), backend)
+            values = _samples(backend.to_host(outputs[node.name]), executor.output_masks.get(node.name), backend)
             if kind == "category":
                 chunks[node.name].extend(labels[i] if i < len(labels) else str(i) for i in values.argmax(1))
             else:

@@ -15,8 +15,9 @@ import yaml
 from netlang.actions import common
 from netlang.compiler.graph.network import build_action_network, require_training_nodes
 from netlang.compiler.lang.config import resolved_config_dict
-from netlang.errors import ConfigError, NetworkError, TrainingInterrupted
+from netlang.errors import ConfigError, TrainingInterrupted
 from netlang.ir.modelfile import atomic_write
+from netlang.runtime import carryover
 from netlang.runtime.autoadjust import AutoAdjustSettings
 from netlang.runtime.distributed import (
     LocalCommunicator,
@@ -26,7 +27,12 @@ from netlang.runtime.distributed import (
     install_failure_handlers,
 )
 from netlang.runtime.learners import SGDSettings
-from netlang.runtime.parallel import FULL_PRECISION_BITS, QUANTIZED_BITS, SUPPORTED_METHODS, ParallelSettings
+from netlang.runtime.parallel import (
+    FULL_PRECISION_BITS,
+    QUANTIZED_BITS,
+    SUPPORTED_METHODS,
+    ParallelSettings,
+)
 from netlang.runtime.progress import Progress
 from netlang.runtime.trainer import Trainer, TrainSettings
 
@@ -174,17 +180,7 @@ def truncation_settings(view, settings, network) -> tuple[int, int | None] | Non
     in_reader = bool(reader is not None and reader.truncated)
     if not (view.SGD.truncated or in_reader):
         return None
-    for node in network.nodes:
-        if node.op == "FutureValue":
-            raise NetworkError(f"truncated BPTT cannot run FutureValue '{node.name}': it would read steps of the "
-                               "next window, which is not there yet", node.span,
-                               hint="train a network with FutureValue (a backward or bidirectional layer) on "
-                                    "whole sequences: truncated = false")
-        if node.op == "OptimizedRNNStack":
-            raise NetworkError(f"truncated BPTT cannot carry the state of the fused OptimizedRNNStack "
-                               f"'{node.name}' across minibatches", node.span,
-                               hint="use the composed layers (RecurrentLSTMLayer, BS.RNNs.RecurrentLSTMPStack …), "
-                                    "which carry it, or truncated = false")
+    carryover.check_network(network)
     length = reader.truncationLength if reader is not None else 0
     if length:
         return length, None

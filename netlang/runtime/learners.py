@@ -53,7 +53,12 @@ import numpy as np
 
 from netlang.errors import ConfigError, SchemaError, Span, suggest
 from netlang.runtime.flatbuffer import FlatParameters
-from netlang.runtime.schedules import LearningRateSchedule, MinibatchSizeSchedule, MomentumSchedule, as_schedule
+from netlang.runtime.schedules import (
+    LearningRateSchedule,
+    MinibatchSizeSchedule,
+    MomentumSchedule,
+    as_schedule,
+)
 
 # gradUpdateType spellings (case-insensitive) -> canonical name.
 GRAD_UPDATE_TYPES = {
@@ -233,7 +238,7 @@ class Learner:
             "learning_rate_factor": float(self.learning_rate_factor),
             "scalars": {k: float(v) for k, v in self.scalars.items()},
         }
-        state.update({k: _to_host(self.xp, buf).copy() for k, buf in self.state.items()})
+        state.update({k: self.params.backend.to_host(buf).copy() for k, buf in self.state.items()})
         return state
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -258,7 +263,7 @@ class Learner:
                                   f"elements but the network has {self.params.size} parameters",
                                   hint="the network changed since the checkpoint was written")
         for name, value in buffers.items():
-            self.state[name][...] = self.xp.asarray(value, dtype=self.params.dtype).reshape(-1)
+            self.state[name][...] = self.params.backend.from_host(value, self.params.dtype).reshape(-1)
         self.steps = int(state.get("steps", 0))
         self.learning_rate_factor = float(state.get("learning_rate_factor", 1.0))
         self.scalars = {k: float(v) for k, v in state.get("scalars", {}).items()}
@@ -291,14 +296,25 @@ class Learner:
 
     def _noise(self, n: int):
         # A fresh generator per step, seeded by the step number: a resumed run draws the same noise.
-        rng = np.random.default_rng([self.settings.noise_seed, self.steps])
-        noise = rng.standard_normal(n, dtype=self.params.dtype)
+        stream = self.params.backend.random_stream([self.settings.noise_seed, self.steps])
+        noise = stream.standard_normal(n, self.params.dtype)
         noise *= self.settings.gaussian_noise_inject_std
-        return self.xp.asarray(noise)
+        return noise
 
     def _ave_multiplier(self, per_element):
         """CNTK's `aveMultiplier`: the mean of the per-element scale over each parameter."""
         return self.params.expand(self.params.segment_mean(per_element))
+
+
+def moving_average(average, decay: float, x, scale=1.0):
+    """`average ← decay·average + (1 − decay)·scale·x` in place: the unit-gain exponential average
+    every update rule keeps (momentum, squared gradients …). Returns the term added, `(scale·(1 −
+    decay))·x`; `scale` (a learning rate, scalar or per element) multiplies before `x` does, as CNTK
+    computes it."""
+    added = (scale * (1.0 - decay)) * x
+    average *= decay
+    average += added
+    return added
 
 
 class SGDLearner(Learner):
@@ -310,9 +326,7 @@ class SGDLearner(Learner):
     def update(self, w, g, lr, epoch, mb_samples):
         mu = self.momentum_per_minibatch(epoch, mb_samples)
         m = self.state["smoothed_gradient"][: w.size]
-        step = (lr * (1.0 - mu)) * g
-        m *= mu
-        m += step
+        step = moving_average(m, mu, g, scale=lr)
         if self.settings.use_nesterov:
             w -= mu * m
             w -= step
@@ -350,8 +364,7 @@ class RmsPropLearner(Learner):
             mean_square[...] = g * g
             step_size.fill(0.02)
             self.scalars["initialized"] = 1.0
-        mean_square *= s.rms_gamma
-        mean_square += (1.0 - s.rms_gamma) * (g * g)
+        moving_average(mean_square, s.rms_gamma, g * g)
         sign = xp.sign(g)
         same_direction = previous_sign * sign > 0
         grown = xp.minimum(step_size * s.rms_wgt_inc, s.rms_wgt_max)
@@ -382,15 +395,13 @@ class FSAdaGradLearner(Learner):
         self.scalars["smoothed_count"] = count
         target = s.fsadagrad_target_av_denom * math.sqrt(count)
         mean_square = self.state["mean_square"][:n]
-        mean_square *= nu
-        mean_square += (1.0 - nu) * (g * g)
+        moving_average(mean_square, nu, g * g)
         nonzero = mean_square != 0
         safe = xp.where(nonzero, mean_square, 1)
         g *= xp.where(nonzero, xp.minimum(target / xp.sqrt(safe), 10.0), 1)
         if mu > 0:
             m = self.state["smoothed_gradient"][:n]
-            m *= mu
-            m += (1.0 - mu) * g
+            moving_average(m, mu, g)
             g = m
         w -= lr * g
 
@@ -410,10 +421,8 @@ class AdamLearner(Learner):
         correction = math.sqrt(1.0 - beta2 ** t) / (1.0 - beta1 ** t)
         m = self.state["mean"][:n]
         v = self.state["mean_square"][:n]
-        m *= beta1
-        m += (1.0 - beta1) * g
-        v *= beta2
-        v += (1.0 - beta2) * (g * g)
+        moving_average(m, beta1, g)
+        moving_average(v, beta2, g * g)
         w -= (lr * correction) * m / (xp.sqrt(v) + s.adam_epsilon)
 
 
@@ -427,11 +436,9 @@ class AdaDeltaLearner(Learner):
         rho, eps = s.adadelta_rho, s.adadelta_epsilon
         v = self.state["mean_square_gradient"][:n]
         x = self.state["mean_square_delta"][:n]
-        v *= rho
-        v += (1.0 - rho) * (g * g)
+        moving_average(v, rho, g * g)
         delta = -xp.sqrt(x + eps) / xp.sqrt(v + eps) * g
-        x *= rho
-        x += (1.0 - rho) * (delta * delta)
+        moving_average(x, rho, delta * delta)
         w += lr * delta
 
 
@@ -502,6 +509,3 @@ _SCALAR_KEYS = [
     ("gaussianNoiseInjectStd", "gaussian_noise_inject_std", _float),
 ]
 
-
-def _to_host(xp, array):
-    return array if xp is np else xp.asnumpy(array)

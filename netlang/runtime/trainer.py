@@ -12,6 +12,12 @@ With K > 1 workers (`mpiexec -n K netlang train`) the loop is the same on every 
 parallel strategy (runtime/parallel.py) decides which share of each minibatch a worker reads and
 what is exchanged around the learner step. Totals (samples, criterion, metrics) are summed over the
 workers, so progress and epoch results are global; rank 0 alone writes models, checkpoints and logs.
+
+The criterion and metric sums stay on the device: the loop adds them up there and reads them (a
+synchronisation with the device) only where it reports, every `numMBsToShowResult` minibatches, at
+the end of an epoch and when it writes a mid-epoch checkpoint. There it also checks that the
+criterion is finite; a diverged run stops at the next report with the error naming the criterion.
+(The parallel strategies read the sums every step, to add them up over the workers.)
 """
 from __future__ import annotations
 
@@ -87,8 +93,7 @@ class Trainer:
         self.criterion = self._criterion_node()
         self.evaluations = self._evaluation_nodes()
         params = network.parameters
-        self.flat = FlatParameters([(p.name, to_runtime(p.shape)) for p in params], xp=backend.xp,
-                                   dtype=backend.dtype,
+        self.flat = FlatParameters([(p.name, to_runtime(p.shape)) for p in params], backend=backend,
                                    lr_multipliers={p.name: p.learning_rate_multiplier for p in params})
         self.executor = Executor(network, backend, {p.name: self.flat.view(p.name) for p in params},
                                  seed=settings.seed)
@@ -153,12 +158,12 @@ class Trainer:
 
     def _training_state(self, epoch: int, position: dict | None) -> dict:
         return {"epoch": epoch, "position": position, "reader": self.source.state(),
-                "rng": self.executor.rng.bit_generator.state,
+                "rng": self.executor.rng.state(),
                 "learner": {k: v for k, v in self.learner.state_dict().items() if not _is_array(v)},
                 "autoAdjust": self.adjuster.state() if self.adjuster else None}
 
     def _state_arrays(self) -> dict:
-        arrays = {f"learner/{k}": self.backend.to_numpy(v)
+        arrays = {f"learner/{k}": self.backend.to_host(v)
                   for k, v in self.learner.state_dict().items() if _is_array(v)}
         arrays.update(self.executor.state_arrays())
         return arrays
@@ -203,14 +208,15 @@ class Trainer:
         learner_state = dict(training.get("learner", {}))
         for key, value in ckpt.state.items():
             if key.startswith("learner/"):
-                learner_state[key[8:]] = self.backend.asarray(value) if value.dtype.kind == "f" else value
+                learner_state[key[8:]] = self.backend.from_host(value, self.backend.dtype) \
+                    if value.dtype.kind == "f" else value
         self.learner.load_state_dict(learner_state)
         self.executor.load_state_arrays(ckpt.state)
         note = self.parallel.restore_arrays(ckpt.state)
         if note:
             self.progress.message(note)
         self.source.restore(training["reader"])
-        self.executor.rng.bit_generator.state = training["rng"]
+        self.executor.rng.restore(training["rng"])
         if self.adjuster is not None and training.get("autoAdjust"):
             self.adjuster.load_state(training["autoAdjust"])
         position = training.get("position")
@@ -292,7 +298,7 @@ class Trainer:
         while True:
             if self.parallel.any_rank(self._stop_signal is not None):
                 totals["seconds"] = time.perf_counter() - start
-                self._interrupt(epoch, totals)
+                self._interrupt(epoch, self._read_sums(totals))
             minibatch = self.source.next_minibatch(mb_size, rank, workers)
             # Every worker steps while the global minibatch has samples, even with an empty share.
             if (minibatch.global_num_samples if workers > 1 else minibatch.num_samples):
@@ -310,6 +316,8 @@ class Trainer:
                 break
         self.parallel.end_epoch()
         self.executor.forget_carried()      # every slot ran dry; nothing carried belongs in the model
+        totals = self._read_sums(totals)
+        self._check_finite(totals["criterion"], epoch)
         seconds = time.perf_counter() - start
         samples = max(totals["samples"], 1)
         result = EpochResult(epoch, totals["samples"], totals["criterion"] / samples,
@@ -320,22 +328,22 @@ class Trainer:
                                  mb_size, self.backend)["metrics"]
         return result
 
-    def step(self, epoch: int, minibatch) -> tuple[float, dict, int]:
-        """One update; returns the criterion and metric sums and the samples, over all workers."""
+    def step(self, epoch: int, minibatch) -> tuple[object, dict, int]:
+        """One update; returns the criterion and metric sums (on the device; host numbers with
+        several workers) and the samples, over all workers."""
         local = int(minibatch.num_samples)
         if local:
             feeds = feeds_from_minibatch(self.network, minibatch, self.backend.dtype)
             carry = None
             if minibatch.slots is not None:   # truncated BPTT: windows continue the previous minibatch's
-                carry = CarryOver.of(minibatch.slots, minibatch.steps_before, self.backend.xp)
+                carry = CarryOver.of(minibatch.slots, minibatch.steps_before, self.backend)
             outputs, _ = self.executor.run(feeds, self.evaluations, loss=self.criterion, wrt=self.learnable,
                                            grads=self.grad_views, training=True, carry=carry)
             # The criterion sums over its labels' samples (per-sequence labels: sequences); the
             # learning rate and the reported averages are per such sample, as in CNTK.
             local = self.executor.sample_counts.get(self.criterion.name, local)
-            crit = float(self.backend.to_numpy(outputs[self.criterion.name]).sum())
-            metrics = {node.name: float(self.backend.to_numpy(outputs[node.name]).sum())
-                       for node in self.evaluations}
+            crit = _device_sum(outputs[self.criterion.name])
+            metrics = {node.name: _device_sum(outputs[node.name]) for node in self.evaluations}
         else:  # this worker's share of the global minibatch is empty: it adds nothing
             self.flat.zero_grad()
             crit, metrics = 0.0, {node.name: 0.0 for node in self.evaluations}
@@ -344,25 +352,38 @@ class Trainer:
         if samples:
             self.learner.step(epoch, samples)
         self.parallel.after_update(local, n)
-        if not math.isfinite(crit):
-            raise NetworkError(f"the criterion '{self.criterion.name}' became {crit} in epoch {epoch}",
-                               self.criterion.span, hint="lower the learning rate or check the data")
         return crit, metrics, n
+
+    def _read_sums(self, sums: dict) -> dict:
+        """`sums` with its criterion and metric sums read from the device: the loop's synchronisation
+        point (the device finishes the steps queued so far)."""
+        self.backend.synchronize()
+        host = dict(sums)
+        host["criterion"] = _host_number(self.backend, sums["criterion"])
+        host["metrics"] = {k: _host_number(self.backend, v) for k, v in sums["metrics"].items()}
+        return host
+
+    def _check_finite(self, criterion: float, epoch: int) -> None:
+        if not math.isfinite(criterion):
+            raise NetworkError(f"the criterion '{self.criterion.name}' became {criterion} in epoch {epoch}",
+                               self.criterion.span, hint="lower the learning rate or check the data")
 
     def _maybe_report(self, epoch: int, totals: dict, window: dict, lr: float) -> None:
         mbs = totals["minibatches"]
         every = self.settings.num_mbs_to_show_result
         first = self.settings.first_mbs_to_show_result
         if not ((every and mbs % every == 0) or (first and mbs <= first)):
-            self.progress.advance(totals["samples"], window, self.criterion.name)
+            self.progress.advance(totals["samples"])
             return
+        sums = self._read_sums(window)            # first: the time then covers the queued steps
+        self._check_finite(sums["criterion"], epoch)
         seconds = max(time.perf_counter() - window["start"], 1e-9)
         n = max(window["samples"], 1)
         report = {"event": "minibatch", "epoch": epoch, "minibatches": [window["first_mb"], mbs],
-                  "samples": window["samples"], "criterion": {self.criterion.name: window["criterion"] / n},
-                  "metrics": {k: v / n for k, v in window["metrics"].items()},
+                  "samples": window["samples"], "criterion": {self.criterion.name: sums["criterion"] / n},
+                  "metrics": {k: v / n for k, v in sums["metrics"].items()},
                   "learningRatePerSample": lr, "samplesPerSecond": window["samples"] / seconds}
-        self.progress.report(report, self.settings.max_epochs)
+        self.progress.report(report, self.settings.max_epochs, totals["samples"])
         self._log(report)
         window.update(samples=0, criterion=0.0, metrics={}, start=time.perf_counter(), first_mb=mbs + 1)
 
@@ -416,15 +437,26 @@ def evaluate(executor: Executor, network: Network, source, nodes: list[Node], mb
             feeds = feeds_from_minibatch(network, minibatch, backend.dtype)
             outputs, _ = executor.run(feeds, nodes, training=False)
             for n in nodes:
-                totals[n.name] += float(backend.to_numpy(outputs[n.name]).sum())
+                totals[n.name] += _device_sum(outputs[n.name])
                 counts[n.name] += executor.sample_counts.get(n.name, int(minibatch.num_samples))
             samples += int(minibatch.num_samples)
             if on_minibatch is not None:
                 on_minibatch(outputs, minibatch)
         if minibatch.end_of_epoch:
             break
+    totals = {k: _host_number(backend, v) for k, v in totals.items()}
     return {"metrics": {k: v / max(counts[k], 1) for k, v in totals.items()}, "samples": samples,
             "counts": counts}
+
+
+def _device_sum(array):
+    """The sum of `array` in its own precision, as a float64 scalar that stays on the device; totals
+    add these up in float64."""
+    return array.sum().astype("float64")
+
+
+def _host_number(backend: Backend, value) -> float:
+    return float(backend.to_host(value))
 
 
 def _is_array(value) -> bool:
