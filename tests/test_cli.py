@@ -12,7 +12,7 @@ import yaml
 from netlang import cli
 from netlang.actions import check as check_command
 from netlang.actions.table import COMMANDS as COMMANDS_TABLE
-from netlang.compiler.lang.config import ACTIONS as CONFIG_ACTIONS
+from netlang.compiler.lang.blocks import ACTIONS as CONFIG_ACTIONS
 
 EXAMPLE = str(Path(__file__).resolve().parents[1] / "examples" / "hello.net")
 COMMANDS = ("train", "eval", "write", "run", "check", "explain", "data")
