@@ -254,6 +254,11 @@ def test_explain_selects_key_paths_case_insensitively(capsys):
     assert [line.split()[0] for line in out.splitlines()] == ["train.SGD.maxEpochs", "command"]
 
 
+def test_explain_says_what_an_unset_adam_beta1_means(capsys):
+    code, out, _ = run(capsys, "explain", EXAMPLE, "train.SGD.adamBeta1")
+    assert code == 0 and out.split() == ["train.SGD.adamBeta1", "(the", "momentum", "per", "minibatch)", "default"]
+
+
 def test_explain_selects_a_block(capsys):
     _, out, _ = run(capsys, "explain", EXAMPLE, "train.reader.input")
     keys = [line.split()[0] for line in out.splitlines()]

@@ -192,10 +192,6 @@ class MinibatchSource:
                  chunk_cache: int | None = None):
         if not deserializers:
             raise ValueError("a minibatch source needs at least one deserializer")
-        if seed < 0:
-            raise ConfigError(f"randomizationSeed must be ≥ 0, not {seed}", key="randomizationSeed")
-        if epoch_size < 0:
-            raise ConfigError(f"epochSize must be ≥ 0, not {epoch_size}", key="epochSize")
         self._deserializers = list(deserializers)
         self._all_infos = self._collect_streams()
         self._infos = self._select_streams(streams)

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from netlang.errors import ConfigError, DataError, DataPosition
+from netlang.errors import DataError, DataPosition
 from netlang.readers.batch import DenseChunk, Minibatch, SparseChunk, StreamBatch, StreamInfo, offsets_of
 
 STATE_VERSION = 1
@@ -47,8 +47,6 @@ class TruncatedSource:
     """Wraps a `MinibatchSource`; same interface, minibatches of `parallel` windows of `length` steps."""
 
     def __init__(self, source, length: int, parallel: int | None = None):
-        if length < 1:
-            raise ConfigError(f"truncationLength must be ≥ 1, not {length}", key="truncationLength")
         self._source = source
         self.length = length
         self._parallel = parallel          # None: minibatchSize // length, decided per request

@@ -9,8 +9,9 @@ The network member is never evaluated here: `ActionView.network_expr()` hands th
 record and member name so it can evaluate the network later.
 
 Adam and AdaDelta are netlang additions (CNTK's SGD block has neither): `gradUpdateType = "adam"`
-reads `adamBeta1` (0.9), `adamBeta2` (0.999) and `adamEpsilon` (1e-8), Kingma & Ba's defaults;
-`gradUpdateType = "adadelta"` reads `rho` (0.95) and `epsilon` (1e-8), CNTK's Python API defaults.
+reads `adamBeta1` (not given: β1 follows the momentum schedule), `adamBeta2` (0.999) and
+`adamEpsilon` (1e-8), Kingma & Ba's defaults; `gradUpdateType = "adadelta"` reads `rho` (0.95) and
+`epsilon` (1e-8), CNTK's Python API defaults.
 """
 from __future__ import annotations
 
@@ -172,7 +173,9 @@ SGD_SCHEMA = Schema("SGD", [
     Field("rms_gamma", Float(min=0, max=1), 0.99),
     Field("varianceTimeConstant", Float(min=0), 720000.0, doc="FSAdaGrad, in samples"),
     Field("fsAdagradTargetAvDenom", Float(min=0), 1.0),
-    Field("adamBeta1", Float(min=0, max=1, max_exclusive=True), 0.9),
+    Field("adamBeta1", Float(min=0, max=1, max_exclusive=True), None,
+          doc="Adam's first-moment decay; not given: the momentum per minibatch (0.9 by default)",
+          unset_text="(the momentum per minibatch)"),
     Field("adamBeta2", Float(min=0, max=1, max_exclusive=True), 0.999),
     Field("adamEpsilon", Float(min=0), 1e-8),
     Field("rho", Float(min=0, max=1), 0.95, doc="AdaDelta decay"),
