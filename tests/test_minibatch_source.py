@@ -12,7 +12,8 @@ from netlang.readers.batch import ChunkData, SparseSequence, StreamBatch, Stream
 from netlang.readers.ctf import CtfDeserializer, CtfStream
 from netlang.readers.factory import create_source
 from netlang.readers.prefetch import PrefetchingSource
-from netlang.readers.source import MinibatchSource
+from netlang.readers.source import MinibatchSource, SourceWrapper
+from netlang.readers.windows import TruncatedSource
 
 import settings_of
 
@@ -329,6 +330,27 @@ def test_sequences_a_deserializer_read_per_sequence_drops_are_left_out(tmp_path)
     assert keys_of(mb) == [0, 2] and mb.num_samples == 2
     src = MinibatchSource([PerSequence(CtfDeserializer(str(path), [X], max_errors=1))], randomize=False)
     assert keys_of(src.next_minibatch(1)) == [0] and keys_of(src.next_minibatch(1)) == [2]
+
+
+# ---- wrappers ----------------------------------------------------------------------------------
+
+def test_a_source_wrapper_hands_on_what_it_does_not_change(tmp_path):
+    lengths = lengths_for(30)
+    direct = source(tmp_path, lengths, seed=3, epoch_size=20)
+    with SourceWrapper(source(tmp_path, lengths, seed=3, epoch_size=20)) as wrapped:
+        assert wrapped.stream_infos() == direct.stream_infos() and wrapped.streams() == direct.streams()
+        assert wrapped.samples_per_sweep == direct.samples_per_sweep
+        wrapped.start_epoch(1)
+        direct.start_epoch(1)
+        saved = wrapped.state()
+        first = keys_of(wrapped.next_minibatch(5))
+        assert first == keys_of(direct.next_minibatch(5))
+        wrapped.restore(saved)
+        assert keys_of(wrapped.next_minibatch(5)) == first
+
+
+def test_prefetch_and_truncation_are_source_wrappers():
+    assert issubclass(PrefetchingSource, SourceWrapper) and issubclass(TruncatedSource, SourceWrapper)
 
 
 # ---- prefetch ----------------------------------------------------------------------------------
