@@ -676,6 +676,17 @@ def test_legacy_width_height_channels_must_agree_with_its_transforms(tmp_path):
         build_image_deserializer(cfg, str(tmp_path), np.float32)
 
 
+def test_a_transform_chain_the_reader_cannot_run_is_reported_at_the_stream(tmp_path):
+    image_set(tmp_path, count=2)
+    cfg = {"deserializers": [{"type": "ImageDeserializer", "file": "map.txt", "input": {
+        "features": {"transforms": [{"type": "Transpose"}, {"type": "Scale", "width": 4, "height": 4,
+                                                            "channels": 3}]},
+        "labels": {"labelDim": 3}}}]}
+    with pytest.raises(ConfigError, match="Transpose must be the last") as err:
+        create_source(settings_of.reader(cfg), str(tmp_path))
+    assert err.value.span is not None and err.value.key.endswith("input.features.transforms")
+
+
 def test_an_image_reader_needs_a_label_stream(tmp_path):
     image_set(tmp_path, count=1)
     cfg = settings_of.deserializer({"file": "map.txt", "input": {"features": {}}})

@@ -510,8 +510,15 @@ def build_image_deserializer(settings: DeserializerSettings, base_dir: str, dtyp
     legacy = settings.legacy_streams
     features, labels = _image_and_label_streams(settings)
     transforms = _feature_transforms(features, base_dir, legacy)
-    deserializer = ImageDeserializer(map_path, transforms, labels.dim, features_name=features.name,
-                                     labels_name=labels.name, dtype=dtype, inline_base64=inline_base64)
+    try:
+        deserializer = ImageDeserializer(map_path, transforms, labels.dim, features_name=features.name,
+                                         labels_name=labels.name, dtype=dtype, inline_base64=inline_base64)
+    except ConfigError as err:
+        if err.span is not None:
+            raise
+        # A chain the deserializer cannot run (Transpose not last, mixed channels) is the stream's.
+        source = features.source("transforms")
+        raise type(err)(err.message, source.span, hint=err.hint, key=source.path) from None
     if legacy:
         _check_declared_shape(features, deserializer)
     elif not any(isinstance(t, Transpose) for t in transforms):

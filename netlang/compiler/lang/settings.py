@@ -109,9 +109,9 @@ def _join(path: str, name: str) -> str:
 
 @dataclass(frozen=True, kw_only=True)
 class SGDSettings(Settings):
-    """The learner's keys of an SGD block (reference §5.3). Exactly one learning-rate key is set and
-    exactly one momentum key (the schema fills in momentumPerMB = 0.9); `adam_beta1` None means β1
-    follows the momentum schedule."""
+    """The learner's keys of an SGD block (reference §5.3). One learning-rate key is set (none only
+    with autoAdjustLR = searchBeforeEpoch, which the runtime refuses) and exactly one momentum key
+    (the schema fills in momentumPerMB = 0.9); `adam_beta1` None means β1 follows the momentum."""
 
     minibatch_size: Schedule = setting("minibatchSize")
     learning_rates_per_sample: Schedule | None = setting("learningRatesPerSample")
@@ -409,7 +409,8 @@ def deserializer_settings(view: View) -> DeserializerSettings:
 
 def stream_settings(name: str, view: View) -> StreamSettings:
     transforms = None if view.transforms is None else tuple(transform_settings(t) for t in view.transforms)
-    return _read(StreamSettings, view, name=name, transforms=transforms)
+    return _read(StreamSettings, view, sources={"transforms": _source(view, "transforms")}, name=name,
+                 transforms=transforms)
 
 
 def transform_settings(view: View) -> TransformSettings:
