@@ -7,10 +7,15 @@ and in the gradient. The output is a static `(1)` value. Labels, probabilities g
 instance weights get no gradient.
 
 CosDistance is per sample (output `(1)` per sample, common layout) and is CNTK's cosine *similarity*.
+
+CrossEntropyWithSoftmax and ClassificationError take CNTK's `axis`: 0 (the default) makes all elements
+of a sample one distribution; a 1-based axis makes the classes run along that axis and every position
+of the other axes a prediction of its own (Fast R-CNN's `4:R` ROI labels with `axis = 1`: one class
+distribution per region). The criterion is the sum over the positions, then over the samples.
 """
 from __future__ import annotations
 
-from netlang.ir.shapes import format_shape
+from netlang.ir.shapes import format_shape, rm_axis
 from netlang.ops.registry import (
     InputSpec,
     OpCheck,
@@ -58,10 +63,10 @@ def _masked_sum(ctx, per):
     return ctx.xp.reshape(per.sum(), (1,))
 
 
-def _masked(ctx, g2):
-    """Per-sample gradient rows `g2` (lead..., elements) with padded steps zeroed."""
-    valid = _valid(ctx, g2.shape[:-1])
-    return g2 if valid is None else ctx.xp.where(valid[..., None], g2, 0)
+def _masked(ctx, g2, trailing: int = 1):
+    """Per-sample gradients `g2` (lead..., `trailing` sample axes) with padded steps zeroed."""
+    valid = _valid(ctx, g2.shape[:-trailing])
+    return g2 if valid is None else ctx.xp.where(valid.reshape(valid.shape + (1,) * trailing), g2, 0)
 
 
 def _to_input(g2, x, dyn, xp):
@@ -78,25 +83,72 @@ def _floor(p, xp):
     return xp.maximum(p, xp.finfo(p.dtype).tiny)
 
 
-# ---- CrossEntropyWithSoftmax(label, z) ---------------------------------------------------------
+# ---- the class axis ------------------------------------------------------------------------------
+
+CLASS_AXIS = Param("axis", 0)
+
+
+def _class_axis(attrs, signature) -> int:
+    return int(signature.value(attrs, "axis"))
+
+
+def _check_class_axis(name, shape, axis: int) -> None:
+    if not 0 <= axis <= len(shape):
+        raise ShapeMismatch(f"{name}: axis {axis} is not an axis of {format_shape(shape)} "
+                            f"(0: the whole sample, 1..{len(shape)}: the class axis)")
+
+
+def _by_class(x, dyn: int, axis: int, xp):
+    """`x` as (dynamic axes..., positions, classes): axis 0 makes the whole sample one position; a
+    1-based axis moves that axis last and flattens the others into positions."""
+    if axis == 0:
+        return per_sample(x, dyn)[..., None, :]
+    moved = xp.moveaxis(x, rm_axis(axis, x.ndim), -1)
+    return moved.reshape(x.shape[:dyn] + (-1, moved.shape[-1]))
+
+
+def _from_by_class(g, x, dyn: int, axis: int, xp):
+    """A gradient laid out as `_by_class(x)` (possibly broadcast over dynamic axes) in x's shape."""
+    if axis == 0:
+        return _to_input(g[..., 0, :], x, dyn, xp)
+    moved_sample = xp.moveaxis(x[(0,) * dyn], rm_axis(axis, x.ndim - dyn), -1).shape
+    lead = g.shape[:-2]
+    g = xp.moveaxis(g.reshape(lead + moved_sample), -1, len(lead) + rm_axis(axis, x.ndim - dyn))
+    return unbroadcast(g, x.shape)
+
+
+# ---- CrossEntropyWithSoftmax(label, z [, axis]) --------------------------------------------------
+
+CROSS_ENTROPY_SIGNATURE = Signature((CLASS_AXIS,))
+
+
+def _cews_rule(in_shapes, attrs):
+    shape = _same_shape("CrossEntropyWithSoftmax", in_shapes)
+    _check_class_axis("CrossEntropyWithSoftmax", shape, _class_axis(attrs, CROSS_ENTROPY_SIGNATURE))
+    return (1,)
+
+
+def _cews_parts(ctx, xs, attrs):
+    axis = _class_axis(attrs, CROSS_ENTROPY_SIGNATURE)
+    label, z = xs
+    return axis, _by_class(label, ctx.dyn[0], axis, ctx.xp), _by_class(z, ctx.dyn[1], axis, ctx.xp)
+
 
 def _cews_forward(ctx, xs, attrs):
-    label, z = xs
-    l2, z2 = per_sample(label, ctx.dyn[0]), per_sample(z, ctx.dyn[1])
-    logp = log_softmax(z2, ctx.xp)
+    _, l3, z3 = _cews_parts(ctx, xs, attrs)
+    logp = log_softmax(z3, ctx.xp)
     ctx.saved["logp"] = logp
-    return _masked_sum(ctx, -(l2 * logp).sum(axis=-1))
+    return _masked_sum(ctx, -(l3 * logp).sum(axis=(-2, -1)))
 
 
 def _cews_backward(ctx, xs, y, gy, attrs):
-    label, z = xs
-    l2 = per_sample(label, ctx.dyn[0])
+    axis, l3, z3 = _cews_parts(ctx, xs, attrs)
     logp = ctx.saved.get("logp")
     if logp is None:
-        logp = log_softmax(per_sample(z, ctx.dyn[1]), ctx.xp)
+        logp = log_softmax(z3, ctx.xp)
     # d/dz of −Σ l·log softmax(z) is softmax(z)·Σl − l (softmax − label for one-hot labels).
-    g2 = (ctx.xp.exp(logp) * l2.sum(axis=-1, keepdims=True) - l2) * _scalar(gy)
-    return [None, _to_input(_masked(ctx, g2), z, ctx.dyn[1], ctx.xp)]
+    g3 = (ctx.xp.exp(logp) * l3.sum(axis=-1, keepdims=True) - l3) * _scalar(gy)
+    return [None, _from_by_class(_masked(ctx, g3, 2), xs[1], ctx.dyn[1], axis, ctx.xp)]
 
 
 def _label(shape, dyn=1):
@@ -107,14 +159,24 @@ def _z(shape, dyn=1, low=-2.0, high=2.0):
     return InputSpec(shape, dyn, "float", low, high)
 
 
+def _labels_per_position(shape, dyn=1):
+    """Label weights for the `axis` cases: 0/1 at random (the checks' one-hot kind is one-hot per
+    sample, not per position; the gradient rule holds for any weights)."""
+    return InputSpec(shape, dyn, "binary", grad=False)
+
+
 register(OpDef(
-    name="CrossEntropyWithSoftmax", arity=(2, 2), shape=_criterion_rule("CrossEntropyWithSoftmax"),
-    forward=_cews_forward, backward=_cews_backward, layout="none",
-    doc="−Σ label · log softmax(z), fused and stable; summed over samples",
+    name="CrossEntropyWithSoftmax", arity=(2, 2), shape=_cews_rule,
+    forward=_cews_forward, backward=_cews_backward, layout="none", signature=CROSS_ENTROPY_SIGNATURE,
+    doc="−Σ label · log softmax(z), fused and stable, over the sample or along `axis`; summed over "
+        "positions and samples",
     checks=[
         OpCheck((_label((5,)), _z((5,))), out=(1,)),
         OpCheck((_label((4,), 2), _z((4,), 2)), out=(1,)),
         OpCheck((_label((3, 2)), _z((3, 2))), out=(1,)),
+        OpCheck((_labels_per_position((4, 3)), _z((4, 3))), {"axis": 1}, out=(1,)),
+        OpCheck((_labels_per_position((2, 3, 2)), _z((2, 3, 2))), {"axis": 2}, out=(1,)),
+        OpCheck((_labels_per_position((3, 2), 2), _z((3, 2), 2)), {"axis": 1}, out=(1,)),
     ],
 ))
 
@@ -146,8 +208,7 @@ register(OpDef(
 
 # ---- ClassificationError(label, z [, topN]) ----------------------------------------------------
 
-# `axis` is CNTK's class axis; netlang's classes are always the whole sample (axis 0).
-CLASSIFICATION_ERROR_SIGNATURE = Signature((Param("topN", 1), Param("axis", 0)))
+CLASSIFICATION_ERROR_SIGNATURE = Signature((Param("topN", 1), CLASS_AXIS))
 
 
 def _top_n(xs, attrs) -> int:
@@ -157,7 +218,8 @@ def _top_n(xs, attrs) -> int:
 
 
 def _classification_error_rule(in_shapes, attrs):
-    _same_shape("ClassificationError", in_shapes[:2])
+    shape = _same_shape("ClassificationError", in_shapes[:2])
+    _check_class_axis("ClassificationError", shape, _class_axis(attrs, CLASSIFICATION_ERROR_SIGNATURE))
     if len(in_shapes) == 3 and tuple(in_shapes[2]) not in ((1,), ()):
         raise ShapeMismatch(f"ClassificationError: topN must be a scalar, got {format_shape(in_shapes[2])}")
     top_n = CLASSIFICATION_ERROR_SIGNATURE.value(attrs, "topN")
@@ -169,26 +231,28 @@ def _classification_error_rule(in_shapes, attrs):
 def _classification_error_forward(ctx, xs, attrs):
     label, z = xs[0], xs[1]
     xp = ctx.xp
-    l2, z2 = per_sample(label, ctx.dyn[0]), per_sample(z, ctx.dyn[1])
-    l2, z2 = xp.broadcast_arrays(l2, z2)
-    target = l2.argmax(axis=-1)[..., None]
-    target_score = xp.take_along_axis(z2, target, axis=-1)
+    axis = _class_axis(attrs, CLASSIFICATION_ERROR_SIGNATURE)
+    l3, z3 = xp.broadcast_arrays(_by_class(label, ctx.dyn[0], axis, xp), _by_class(z, ctx.dyn[1], axis, xp))
+    target = l3.argmax(axis=-1)[..., None]
+    target_score = xp.take_along_axis(z3, target, axis=-1)
     # The label's class is among the top N when fewer than N scores beat it.
-    beaten_by = (z2 > target_score).sum(axis=-1)
-    return _masked_sum(ctx, (beaten_by >= _top_n(xs, attrs)).astype(z.dtype))
+    beaten_by = (z3 > target_score).sum(axis=-1)
+    wrong = (beaten_by >= _top_n(xs, attrs)).astype(z.dtype)
+    return _masked_sum(ctx, wrong.sum(axis=-1))
 
 
 register(OpDef(
     name="ClassificationError", arity=(2, 3), shape=_classification_error_rule,
     forward=_classification_error_forward, layout="none", differentiable=False,
     aliases=("ErrorPrediction",), signature=CLASSIFICATION_ERROR_SIGNATURE,
-    doc="number of samples whose label class is not among the topN highest scores of z",
+    doc="number of samples (with axis: positions) whose label class is not among the topN highest scores of z",
     checks=[
         OpCheck((_label((5,)), _z((5,))), out=(1,), grad=False),
         OpCheck((_label((5,)), _z((5,))), attrs={"topN": 3}, out=(1,), grad=False),
         OpCheck((_label((4,), 2), _z((4,), 2)), out=(1,), grad=False),
         OpCheck((_label((5,)), _z((5,)), InputSpec((1,), 0, "positive", 2.0, 2.4, grad=False)), out=(1,),
                 grad=False),
+        OpCheck((_labels_per_position((4, 3)), _z((4, 3))), {"axis": 1}, out=(1,), grad=False),
     ],
 ))
 
