@@ -15,7 +15,7 @@ from netlang.actions.table import COMMANDS as COMMANDS_TABLE
 from netlang.compiler.lang.blocks import ACTIONS as CONFIG_ACTIONS
 
 EXAMPLE = str(Path(__file__).resolve().parents[1] / "examples" / "hello.net")
-COMMANDS = ("train", "eval", "write", "run", "check", "explain", "data")
+COMMANDS = ("train", "eval", "write", "edit", "run", "check", "explain", "inspect", "data")
 
 
 def position_of(text: str) -> str:
@@ -101,17 +101,17 @@ def test_each_cntk_action_is_run_by_one_command_and_is_a_name_the_config_languag
     actions = [action for command in COMMANDS_TABLE for action in command.actions]
     assert len(actions) == len(set(actions)) and set(actions) <= set(CONFIG_ACTIONS)
     assert {action: command.name for command in COMMANDS_TABLE for action in command.actions} == \
-        {"train": "train", "test": "eval", "eval": "eval", "write": "write"}
+        {"train": "train", "test": "eval", "eval": "eval", "write": "write", "edit": "edit"}
     for command in COMMANDS_TABLE:
         assert bool(command.actions) == (command.block_runner is not None)
 
 
 def test_run_names_an_action_no_command_runs_at_its_line(capsys, tmp_path):
-    path = tmp_path / "edit.net"
-    path.write_text('command = change\nchange = { action = "edit" }\n')
+    path = tmp_path / "dump.net"
+    path.write_text('command = change\nchange = { action = "dumpnode" }\n')
     code, _, err = run(capsys, "run", str(path))
-    assert code == 78 and f"{path}:2:12: config error: action 'edit' of block 'change' is not available" in err
-    assert "available: train, test, eval, write" in err
+    assert code == 78 and f"{path}:2:12: config error: action 'dumpnode' of block 'change' is not available" in err
+    assert "available: train, test, eval, write, edit" in err
 
 
 # ---- options and overrides in any order --------------------------------------------------------------

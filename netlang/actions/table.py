@@ -15,7 +15,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from netlang.actions import check, data, explain
+from netlang.actions import check, data, explain, inspect
+from netlang.actions.edit import print_edited, run_edit
 from netlang.actions.evaluate import run_eval, run_write
 from netlang.actions.output import print_metrics, print_written, progress_for, stdout_console
 from netlang.actions.train import run_train
@@ -163,9 +164,22 @@ separated by spaces, or the arg-max's label with format = { type = "category" ; 
         printer=print_written,
     ),
     Command(
+        name="edit",
+        help="build a network from trained models (load, clone, edit) and save it",
+        description="""Build the network of each block with action = "edit" (BrainScriptNetworkBuilder, typically
+with BS.Network.Load, CloneFunction and Edit) and write it to outputModelPath: parameters taken from a
+model keep their values, new ones get their initial values. With makeMode = true (the default) an
+existing outputModelPath is left alone.""",
+        example="netlang edit configs/vision/fast_rcnn.net",
+        runner=run_own_blocks,
+        actions=("edit",),
+        block_runner=run_edit,
+        printer=print_edited,
+    ),
+    Command(
         name="run",
         help="run the config's command list (command = train:test)",
-        description="Run every block named by command = A:B in order: train, test/eval and write actions.",
+        description="Run every block named by command = A:B in order: train, test/eval, write and edit actions.",
         example="netlang run cfg.net command=train:test",
         runner=run_every_block,
     ),
@@ -191,6 +205,18 @@ or train.SGD.maxEpochs to see only those.""",
                  option("--yaml", metavar="FILE", help="write the resolved configuration as YAML ('-': stdout)")),
         key_paths=True,
         runner=explain.run,
+    ),
+    Command(
+        name="inspect",
+        help="list the nodes of a model file: names, ops, shapes, parameters",
+        description="""List the nodes of a trained model file: each node's name and the member that reaches it
+after m = BS.Network.Load (...) (m.conv1_W for conv1.W), its op, shape and inputs, and the parameter
+count of each parameter (frozen ones marked): the names CloneFunction and Edit need.""",
+        example="netlang inspect out/shapes_classifier/model.dnn",
+        options=(option("model", metavar="MODELFILE", help="a model file written by train or edit"),
+                 option("--json", action="store_true", help="print the nodes as one JSON document")),
+        takes_config=False,
+        runner=inspect.run,
     ),
     Command(
         name="data",

@@ -57,7 +57,13 @@ def build_network(record, ctx: BuildContext) -> Network:
                 roots.append(item)
         elif isinstance(value, Node):
             roots.append(value)
-    _attach_late_inputs(roots)
+    return finish_network(roots, groups, ctx.span, record, getattr(record, "path", ""))
+
+
+def finish_network(roots: list[Node], groups: dict[str, list[Node]], span, record=None, prefix: str = "") -> Network:
+    """Steps 3 to 5 for the nodes reachable from `roots`: order, tag, name (relative to `prefix`),
+    validate. Also the last step of BS.Network.Edit (compiler/graph/reuse.py)."""
+    attach_late_inputs(roots)
     try:
         nodes = topological_order(roots)
     except CycleError as exc:
@@ -67,7 +73,7 @@ def build_network(record, ctx: BuildContext) -> Network:
         for tag in node.tags:
             if tag in groups and node not in groups[tag] and not (tag == "feature" and "label" in node.tags):
                 groups[tag].append(node)
-    _strip_prefix(nodes, getattr(record, "path", ""))
+    _strip_prefix(nodes, prefix)
     _make_names_unique(nodes)
     _guess_delay_shapes(nodes)
     shapeinfer.validate(nodes)
@@ -77,7 +83,7 @@ def build_network(record, ctx: BuildContext) -> Network:
     _use_sparse_products(nodes)
     if not _needs_time_axis(nodes):
         _lower_to_frame_mode(nodes)
-    return Network(nodes=nodes, groups=groups, span=ctx.span, record=record)
+    return Network(nodes=nodes, groups=groups, span=span, record=record)
 
 
 def _flatten_nodes(value, member: str, record) -> list[Node]:
@@ -94,7 +100,7 @@ def _flatten_nodes(value, member: str, record) -> list[Node]:
                        hint="a function's result record must be selected with .member, e.g. (out.z)")
 
 
-def _attach_late_inputs(roots: list[Node]) -> None:
+def attach_late_inputs(roots: list[Node]) -> None:
     """Force the inputs of every reachable delay. The walk enters the last root and the last input
     first (the order this pass has always had): the thunks it forces create nodes, and their ids
     order the steps within a loop."""
@@ -184,7 +190,8 @@ def _needs_time_axis(nodes: list[Node]) -> bool:
     either, a network runs in frame mode."""
     if any(op_of(n).needs_time_axis for n in nodes):
         return True
-    return len({n.layout for n in nodes if op_of(n).leaf in ("input", "sparse_input")}) > 1
+    # An input of a loaded model that ran in frame mode (BATCH) has no sequence axis of its own.
+    return len({n.layout for n in nodes if op_of(n).leaf in ("input", "sparse_input") and n.layout is not BATCH}) > 1
 
 
 def _check_reduced_axes(nodes: list[Node]) -> None:

@@ -16,12 +16,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from netlang.compiler.graph import leaves, network, shapeinfer
+from netlang.compiler.graph import leaves, network, reuse, shapeinfer
 from netlang.compiler.lang import values
 from netlang.compiler.lang.nodes import BuildContext, NodeFactory
 from netlang.errors import EvalError, NetworkError, suggest
 from netlang.grammar.library import STDLIB_PATH
-from netlang.ir.graph import BATCH, Node, SeqAxis
+from netlang.ir.graph import BATCH, Network, Node, SeqAxis
 from netlang.ops import registry
 
 
@@ -275,7 +275,7 @@ def new_delay_node(record, op: registry.OpDef, ctx: BuildContext) -> Node:
 
     Its shape comes from the declared dims (0: inferred later) and its layout is provisionally
     BATCH, which combines with any sequence axis; validation gives it its input's layout. The
-    `inputs` thunk is forced when the network is assembled (`network._attach_late_inputs`). Of the
+    `inputs` thunk is forced when the network is assembled (`network.attach_late_inputs`). Of the
     enclosing function's arguments it reads only its signature's attributes: forcing its input (or
     initial state) now would re-enter the loop being defined.
     """
@@ -335,12 +335,19 @@ def name_member_value(value, path: str):
     return value
 
 
+def _from_users_call(constructor):
+    """A constructor whose errors point at the user's call (the library function it runs in is no help)."""
+    return lambda record, ctx: constructor(record, BuildContext(ctx.path, user_span(ctx.span)))
+
+
 _CONSTRUCTORS = {
     "ComputationNode": new_computation_node,
     "TensorShape": new_tensor_shape,
     "BoolVector": new_bool_vector,
     "ComputationNetwork": new_computation_network,
     "ComputationNetworkFromFile": network.load_network,
+    "CloneFunctionConfigLambda": _from_users_call(reuse.clone_function),
+    "ComputationNetworkWithEdits": _from_users_call(reuse.edit_network),
     "DynamicAxis": dynamic_axis,
 }
 
@@ -361,6 +368,8 @@ class GraphNodes(NodeFactory):
         return if_node(cond, then_value, else_value, ctx)
 
     def member(self, node, name, ctx):
+        if isinstance(node, Network):
+            return reuse.network_member(node, name, ctx)
         return node_member(node, name, ctx)
 
     def constructors(self) -> dict:
