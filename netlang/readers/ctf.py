@@ -83,6 +83,7 @@ class CtfIndex:
     first_lines: np.ndarray
     chunk_offsets: np.ndarray
     chunk_seqs: np.ndarray
+    positional: bool = False          # no sequence ids in the file: the keys are the sequences' positions
 
     @property
     def num_chunks(self) -> int:
@@ -162,7 +163,8 @@ def build_index(path: str, streams: list[CtfStream], *, chunk_size_bytes: int = 
     chunk_seqs.append(len(keys))
     index = CtfIndex(np.array(keys, dtype=np.int64), np.array(sizes, dtype=np.int64),
                      np.array(line_counts, dtype=np.int64), np.array(first_lines, dtype=np.int64),
-                     np.array(chunk_offsets, dtype=np.int64), np.array(chunk_seqs, dtype=np.int64))
+                     np.array(chunk_offsets, dtype=np.int64), np.array(chunk_seqs, dtype=np.int64),
+                     positional=not use_ids)
     if use_ids:
         _check_unique_ids(path, index)
     return index
@@ -383,6 +385,10 @@ class CtfDeserializer:
 
     def stream_infos(self) -> list[StreamInfo]:
         return [s.info() for s in self._streams.list]
+
+    @property
+    def positional_keys(self) -> bool:
+        return self.index.positional
 
     def num_chunks(self) -> int:
         return self.index.num_chunks

@@ -114,6 +114,7 @@ class MapFile:
     labels: np.ndarray
     keys: np.ndarray
     lines: np.ndarray
+    positional: bool = False          # no line has a key: the keys are the lines' positions
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -151,7 +152,8 @@ def read_map_file(path: str, *, inline_base64: bool = False) -> MapFile:
     if not labels:
         raise DataError("the map file lists no images", DataPosition(path))
     keys = _sequence_keys(raw_keys, lines, path)
-    return MapFile(path, locations, np.array(labels, dtype=np.int64), keys, np.array(lines, dtype=np.int64))
+    return MapFile(path, locations, np.array(labels, dtype=np.int64), keys, np.array(lines, dtype=np.int64),
+                   positional=all(key is None for key in raw_keys))
 
 
 def _lines(path: str):
@@ -291,6 +293,10 @@ class ImageDeserializer:
 
     def stream_infos(self) -> list[StreamInfo]:
         return [StreamInfo(self._names[0], self._shape), StreamInfo(self._names[1], (self._label_dim,))]
+
+    @property
+    def positional_keys(self) -> bool:
+        return self._map.positional
 
     @property
     def num_sequences(self) -> int:

@@ -4,7 +4,11 @@ Three things happen here, in this order:
 
 * **Composition.** Several deserializers (features from one file, labels from another) are joined by
   sequence key. The first one is primary: its chunks are the units of randomization and reading; a
-  sequence the others lack is left out (with a warning).
+  sequence the others lack is left out (with a warning). A file without sequence keys (a CTF file
+  without ids, a map file without a key column) is keyed by position, so it is joined by sequence
+  index: then every deserializer must hold the same number of sequences, else the reader stops
+  with an error naming each file and its count (a sample file that is one line short would
+  otherwise pair every later image with the wrong labels, or silently drop samples).
 * **Randomization (per sweep).** A sweep is one pass over the data. Sweep `s` permutes the chunks
   with a generator seeded by `(randomizationSeed, s)`, groups the permuted chunks into windows
   (`randomizationWindow` chunks, or about that many samples with `sampleBasedRandomizationWindow`),
@@ -54,7 +58,8 @@ class Deserializer(Protocol):
     Optional: `read_sequences(chunks, positions, sweep)` returns a `ChunkData` of just the sequences
     at `positions[i]` of chunk `chunks[i]`, in that order; the source then reads only what each
     minibatch needs (see the module docstring). `sweep_dependent` (default False) says the data
-    depend on the sweep; `read_chunk(chunk, sweep)` then takes the sweep too.
+    depend on the sweep; `read_chunk(chunk, sweep)` then takes the sweep too. `positional_keys`
+    (default False) says the keys are the sequences' positions in the file (it has no keys).
     """
 
     description: str
@@ -90,6 +95,7 @@ class SequenceTable:
     """
 
     def __init__(self, deserializers: Sequence[Deserializer], size_from: int | None):
+        _check_positional_counts(deserializers)
         primary = deserializers[0]
         per_chunk_keys = [np.asarray(primary.chunk_keys(c)) for c in range(primary.num_chunks())]
         keys = np.concatenate(per_chunk_keys)
@@ -128,6 +134,20 @@ class SequenceTable:
 
     def __len__(self) -> int:
         return len(self.keys)
+
+
+def _check_positional_counts(deserializers: Sequence[Deserializer]) -> None:
+    """Deserializers joined by sequence index (one of them has no keys) must hold as many sequences."""
+    if len(deserializers) < 2 or not any(getattr(d, "positional_keys", False) for d in deserializers):
+        return
+    counts = [sum(len(d.chunk_keys(c)) for c in range(d.num_chunks())) for d in deserializers]
+    if len(set(counts)) > 1:
+        listed = ", ".join(f"{d.description}: {n}" for d, n in zip(deserializers, counts))
+        raise DataError(f"the deserializers hold different numbers of sequences ({listed}); files without "
+                        "sequence keys are joined by position, so they must list the same samples",
+                        DataPosition(deserializers[counts.index(min(counts))].description),
+                        hint="make the files list one line (sequence) per sample in the same order, or give "
+                             "every sequence a key (CTF: a leading id; map file: a key column)")
 
 
 def _join(keys: np.ndarray, d: Deserializer):
