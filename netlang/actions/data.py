@@ -4,14 +4,19 @@
     netlang data prepare fashion-mnist --source DIR --out DIR [--no-png]
     netlang data prepare synthetic --out DIR [--seed N --classes K --dim D --samples N]
     netlang data prepare atis --source DIR --out DIR [--min-count N]
+    netlang data prepare shapes --out DIR [--seed N --train-images N --test-images N]
     netlang data score-slots PREDICTIONS REFERENCE [--labels slots.wl] [--json] [--per-type]
+    netlang data score-detections SCORES --rois FILE --boxes FILE [--nms 0.3] [--json]
 
 MNIST and Fashion-MNIST share the IDX layout and the output files (CNTK's
 `Train-28x28_cntk_text.txt`/`Test-28x28_cntk_text.txt`, plus PNGs and map files for the image reader).
 Nothing is downloaded: `--source` is a directory holding the four IDX files (MNIST) or the two
 IOB files (ATIS). `score-slots` scores slot tagging with conlleval's chunk rules
 (netlang/datasets/conlleval.py): the labels the `write` action wrote against a reference CTF file
-(or an ATIS IOB file).
+(or an ATIS IOB file). `prepare shapes` writes the synthetic detection set of the Fast R-CNN configs
+(netlang/datasets/shapes.py); `score-detections` turns the class scores of every region that the
+`write` action wrote into detections (per-class NMS) and reports VOC-style mAP@0.5 and COCO-style
+mAP@[.5:.95] (netlang/datasets/detection.py).
 """
 from __future__ import annotations
 
@@ -22,10 +27,12 @@ import sys
 import time
 
 from netlang.actions.output import stdout_console
-from netlang.datasets import atis, conlleval
+from netlang.datasets import atis, conlleval, detection
 from netlang.datasets.atis import prepare_atis
 from netlang.datasets.mnist import prepare_mnist
+from netlang.datasets.shapes import prepare_shapes
 from netlang.datasets.synthetic import prepare_synthetic
+from netlang.errors import DataError, DataPosition
 
 EXAMPLE = "netlang data prepare synthetic --out data/synthetic --classes 3 --dim 2"
 
@@ -59,8 +66,10 @@ def add_subcommands(parser) -> list:
     synthetic.add_argument("--dim", type=int, default=2, help="feature dimension (default 2)")
     synthetic.add_argument("--samples", type=int, default=2000, help="training samples (default 2000)")
     _add_atis_parser(datasets)
+    _add_shapes_parser(datasets)
     score = _add_score_slots_parser(actions)
-    return [prepare, score, *datasets.choices.values()]
+    score_detections = _add_score_detections_parser(actions)
+    return [prepare, score, score_detections, *datasets.choices.values()]
 
 
 def _add_atis_parser(datasets) -> None:
@@ -75,6 +84,44 @@ def _add_atis_parser(datasets) -> None:
     atis.add_argument("--out", required=True, metavar="DIR", help="output directory")
     atis.add_argument("--min-count", type=int, default=1, metavar="N",
                       help="training words seen fewer than N times become <unk> (default 1: none)")
+
+
+def _add_shapes_parser(datasets) -> None:
+    shapes = datasets.add_parser(
+        "shapes", help="synthetic object detection: coloured shapes on clutter, boxes, region proposals",
+        description="A synthetic detection set for Fast R-CNN: 64x64 images of five shape classes on cluttered "
+                    "backgrounds with ground-truth boxes; region proposals and per-region labels as CTF, image map "
+                    "files, and 32x32 crops for pre-training a classifier. The test set has held-out colours and "
+                    "background styles.",
+        epilog="example:\n  netlang data prepare shapes --out data/shapes",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    shapes.add_argument("--out", required=True, metavar="DIR", help="output directory")
+    shapes.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    shapes.add_argument("--train-images", type=int, default=1000, metavar="N", help="training images (default 1000)")
+    shapes.add_argument("--test-images", type=int, default=250, metavar="N", help="test images (default 250)")
+
+
+def _add_score_detections_parser(actions):
+    score = actions.add_parser(
+        "score-detections", help="object detection mAP@0.5 (VOC) and mAP@[.5:.95] (COCO) of scored regions",
+        description="Score the regions of each image as detections: SCORES is the write action's output for "
+                    "the network's class scores (one line per image, the scores of every region, background "
+                    "first), ROIS the CTF file of the regions the network read, BOXES the ground truth "
+                    "(<set>.boxes.json of netlang data prepare shapes). Scores are turned into probabilities "
+                    "with a softmax per region, each class's boxes go through non-maximum suppression, and "
+                    "mAP@0.5 (VOC-style) and mAP@[.5:.95] (COCO-style) are reported.",
+        epilog="example:\n  netlang data score-detections out/fast_rcnn/test.z --rois data/shapes/test.rois.txt "
+               "--boxes data/shapes/test.boxes.json",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    score.add_argument("scores", metavar="SCORES", help="the write action's output: class scores per region")
+    score.add_argument("--rois", required=True, metavar="FILE", help="CTF file of the regions (|rois x1 y1 x2 y2 …)")
+    score.add_argument("--boxes", required=True, metavar="FILE", help="ground truth (<set>.boxes.json)")
+    score.add_argument("--nms", type=float, default=0.3, metavar="IOU",
+                       help="suppress boxes overlapping a better one of their class by more (default 0.3)")
+    score.add_argument("--probabilities", action="store_true",
+                       help="the scores are probabilities already (no softmax)")
+    score.add_argument("--json", action="store_true", help="print the scores as one JSON document")
+    return score
 
 
 def _add_score_slots_parser(actions):
@@ -101,18 +148,24 @@ def _add_score_slots_parser(actions):
 def run(args) -> int:
     if args.data_action == "score-slots":
         return run_score_slots(args)
+    if args.data_action == "score-detections":
+        return run_score_detections(args)
     console = stdout_console(args)
     started = time.perf_counter()
     if args.dataset == "atis":
         counts = prepare_atis(os.path.expanduser(args.source), args.out, min_count=args.min_count)
     elif args.dataset in ("mnist", "fashion-mnist"):
         counts = prepare_mnist(os.path.expanduser(args.source), args.out, pngs=not args.no_png)
+    elif args.dataset == "shapes":
+        counts = prepare_shapes(args.out, seed=args.seed, train_images=args.train_images,
+                                test_images=args.test_images)
     else:
         counts = prepare_synthetic(args.out, seed=args.seed, classes=args.classes, dim=args.dim,
                                    samples=args.samples)
     if getattr(args, "verbosity", 0) >= 0:
         for name, count in counts.items():
-            unit = "entries" if name.endswith(".wl") else "sequences" if args.dataset == "atis" else "samples"
+            unit = "entries" if name.endswith(".wl") else "sequences" if args.dataset == "atis" else \
+                "images" if name in ("train.txt", "test.txt") else "samples"
             console.print(f"wrote {os.path.join(args.out, name)} ({count} {unit})", markup=False)
         console.print(f"{args.dataset}: done in {time.perf_counter() - started:.1f} s", markup=False)
     return 0
@@ -142,3 +195,24 @@ def _slot_reference(args) -> tuple[list[list[str]], list[str] | None]:
     labels_path = args.labels or os.path.join(os.path.dirname(args.reference), atis.SLOT_LABELS)
     labels = atis.Vocabulary.read(labels_path)
     return atis.read_slot_references(args.reference, labels, args.stream), labels.entries
+
+
+def run_score_detections(args) -> int:
+    classes, truth = detection.read_ground_truth(args.boxes)
+    regions = detection.read_regions(args.rois)
+    if len(regions) != len(truth):
+        raise DataError(f"{len(regions)} images have regions, the ground truth has {len(truth)}",
+                        DataPosition(args.rois), hint="score the regions file of the same set as the boxes")
+    scores = detection.read_region_scores(args.scores, regions, len(classes))
+    if not args.probabilities:
+        scores = [detection.softmax(s) for s in scores]
+    found = [d for image, (boxes, s) in enumerate(zip(regions, scores))
+             for d in detection.detections(image, boxes, s, nms_iou=args.nms)]
+    result = detection.score(found, truth, classes)
+    if args.json:
+        sys.stdout.write(json.dumps(result.as_dict()) + "\n")
+        return 0
+    console = stdout_console(args)
+    console.print(result.summary(), markup=False)
+    console.print("AP@0.5 per class: " + ", ".join(f"{k} {v:.4f}" for k, v in result.ap50.items()), markup=False)
+    return 0
