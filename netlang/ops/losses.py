@@ -111,9 +111,11 @@ def _from_by_class(g, x, dyn: int, axis: int, xp):
     """A gradient laid out as `_by_class(x)` (possibly broadcast over dynamic axes) in x's shape."""
     if axis == 0:
         return _to_input(g[..., 0, :], x, dyn, xp)
-    moved_sample = xp.moveaxis(x[(0,) * dyn], rm_axis(axis, x.ndim - dyn), -1).shape
+    sample = x.shape[dyn:]
+    at = rm_axis(axis, len(sample))                          # the class axis among the sample axes
+    moved_sample = sample[:at] + sample[at + 1:] + sample[at:at + 1]
     lead = g.shape[:-2]
-    g = xp.moveaxis(g.reshape(lead + moved_sample), -1, len(lead) + rm_axis(axis, x.ndim - dyn))
+    g = xp.moveaxis(g.reshape(lead + moved_sample), -1, len(lead) + at)
     return unbroadcast(g, x.shape)
 
 
