@@ -1,8 +1,8 @@
 """`netlang inspect MODELFILE`: the nodes of a trained model, to find what to load, clone or freeze.
 
 Per node: its name, the member that reaches it from `BS.Network.Load` (`m.conv1_W` for
-`conv1.W`), its op, its shape, its inputs, and for parameters their element count, marked frozen
-when their learningRateMultiplier is 0. `--json` prints the same as one document.
+`conv1.W`), its op, its shape, and for parameters their element count, marked frozen when their
+learningRateMultiplier is 0. `--json` prints the same as one document, with each node's inputs.
 """
 from __future__ import annotations
 
@@ -41,12 +41,12 @@ def run(args) -> int:
         return 0
     console = stdout_console(args)
     table = Table(title=f"model {document['model']}", title_justify="left", show_edge=False)
-    for column in ("node", "member", "op", "shape", "inputs", "parameters"):
+    for column in ("node", "member", "op", "shape", "parameters"):
         table.add_column(column, justify="right" if column == "parameters" else "left", overflow="fold")
     for node in document["nodes"]:
         count = f"{node['parameters']:,}" + (" frozen" if node["frozen"] else "") if node["parameters"] else ""
         table.add_row(escape(node["name"]), escape(node["member"]) if node["member"] != node["name"] else "",
-                      node["op"], node["shape"], escape(", ".join(node["inputs"])), count)
+                      node["op"], node["shape"], count)
     console.print(table)
     groups = "; ".join(f"{g}: {', '.join(names)}" for g, names in document["groups"].items())
     console.print(f"{document['parameters']:,} learnable and {document['frozen']:,} frozen parameters in "
