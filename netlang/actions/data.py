@@ -97,7 +97,7 @@ def _add_shapes_parser(datasets) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter)
     shapes.add_argument("--out", required=True, metavar="DIR", help="output directory")
     shapes.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    shapes.add_argument("--train-images", type=int, default=1000, metavar="N", help="training images (default 1000)")
+    shapes.add_argument("--train-images", type=int, default=1500, metavar="N", help="training images (default 1500)")
     shapes.add_argument("--test-images", type=int, default=250, metavar="N", help="test images (default 250)")
 
 

@@ -15,10 +15,12 @@ follow the same rules in both.
 
 **Region proposals** do not look at the ground truth on the test set: they are a multi-scale sliding
 grid of square boxes (sides 10 to 50 pixels, steps of 2^(1/3), stride 0.4 of the side), the same
-for every image: 553 boxes, of which one overlaps every object of the test set with IoU ≥ 0.5 and
-nearly every one with IoU ≥ 0.6 (`shapes.json` gives the figures). Training images sample their regions from the grid plus jittered ground-truth boxes:
-up to a quarter foreground (IoU ≥ 0.5 with an object, labelled with its class) and the rest
-background (IoU < 0.5, half of them from 0.1–0.5 when there are such), `NUM_TRAIN_ROIS` per image.
+for every image: 553 boxes, of which one overlaps every object with IoU ≥ 0.5 (`shapes.json` gives
+the recall at 0.5 and 0.7). Training images sample `NUM_TRAIN_ROIS` regions from the grid plus
+jittered ground-truth boxes: up to a quarter foreground (IoU ≥ 0.6 with an object, labelled with its
+class) and the rest background (IoU < 0.4, half of them from 0.1–0.4 when there are such); regions
+in between are not used, so the detector learns to rank an object's well-placed boxes above its
+nearly-placed ones. The test set's region labels use VOC's single threshold, 0.5.
 
 **Files** (in `--out`), in the formats the Fast R-CNN configs read:
 
@@ -61,6 +63,9 @@ TRAIN_BACKGROUNDS = ("gradient", "stripes", "lines", "blotches")
 TEST_BACKGROUNDS = ("checker", "scribbles")
 NUM_TRAIN_ROIS = 64
 FOREGROUND_FRACTION = 0.25
+# Training regions: foreground from this IoU, background below the other (see the module docstring).
+FOREGROUND_IOU = 0.6
+BACKGROUND_IOU = 0.4
 PROPOSAL_SIDES = tuple(round(10 * 2 ** (k / 3), 1) for k in range(8))     # 10 … 50.4 pixels
 PROPOSAL_STRIDE = 0.4                                                      # of the side
 SUPERSAMPLE = 4
@@ -256,23 +261,23 @@ def _jittered(rng, box, count: int) -> np.ndarray:
     return np.round(np.array(out))
 
 
-def region_labels(regions: np.ndarray, objects: list[dict]) -> tuple[np.ndarray, np.ndarray]:
-    """(label per region: the class of the object it overlaps with IoU ≥ 0.5, else 0; its best IoU)."""
+def region_labels(regions: np.ndarray, objects: list[dict], threshold: float = 0.5) -> tuple[np.ndarray, np.ndarray]:
+    """(label per region: the class of the object it overlaps with IoU ≥ `threshold`, else 0; its best IoU)."""
     if not objects:
         return np.zeros(len(regions), dtype=np.int64), np.zeros(len(regions))
     overlaps = iou(regions, np.array([o["box"] for o in objects], dtype=np.float64))
     best = overlaps.max(axis=1)
     labels = np.array([o["label"] for o in objects])[overlaps.argmax(axis=1)]
-    return np.where(best >= 0.5, labels, 0), best
+    return np.where(best >= threshold, labels, 0), best
 
 
 def training_regions(rng, objects: list[dict], grid: np.ndarray, count: int = NUM_TRAIN_ROIS) -> np.ndarray:
     """`count` regions for a training image: up to a quarter foreground, the rest background."""
     candidates = np.concatenate([grid] + [_jittered(rng, o["box"], 24) for o in objects])
-    labels, best = region_labels(candidates, objects)
+    labels, best = region_labels(candidates, objects, FOREGROUND_IOU)
     foreground = np.flatnonzero(labels > 0)
-    hard = np.flatnonzero((labels == 0) & (best >= 0.1))
-    easy = np.flatnonzero((labels == 0) & (best < 0.1))
+    hard = np.flatnonzero((best >= 0.1) & (best < BACKGROUND_IOU))
+    easy = np.flatnonzero(best < 0.1)
     take_fg = min(len(foreground), int(count * FOREGROUND_FRACTION))
     take_hard = min(len(hard), (count - take_fg) // 2)
     chosen = [rng.choice(foreground, take_fg, replace=False), rng.choice(hard, take_hard, replace=False),
@@ -339,20 +344,24 @@ def proposal_recall(objects_per_image: list[list[dict]], grid: np.ndarray, thres
     return float((iou(np.array(boxes, dtype=np.float64), grid).max(axis=1) >= threshold).mean()) if boxes else 0.0
 
 
-def _write_set(out_dir: str, name: str, rng, count: int, hue_bands, backgrounds, grid, train: bool) -> dict:
+def _write_set(out_dir: str, name: str, seed: list, count: int, hue_bands, backgrounds, grid, train: bool) -> dict:
+    # One generator each for the images, their regions and their crops: how the regions are sampled
+    # does not change the images.
+    draw, sample, cut = (np.random.default_rng(seed + [part]) for part in range(3))
     folder = os.path.join(out_dir, "images", name)
     crop_folder = os.path.join(out_dir, "crops", name)
     os.makedirs(folder, exist_ok=True)
     os.makedirs(crop_folder, exist_ok=True)
     maps, rois, roi_labels, crop_lines, truth = [], [], [], [], []
     for i in range(count):
-        image, objects = render(rng, hue_bands, backgrounds)
+        image, objects = render(draw, hue_bands, backgrounds)
         Image.fromarray(image).save(os.path.join(folder, f"{i:05d}.png"))
         maps.append(f"images/{name}/{i:05d}.png\t0\n")
-        regions = training_regions(rng, objects, grid) if train else grid
+        regions = training_regions(sample, objects, grid) if train else grid
         rois.append(_ctf_line("rois", regions, integers=True))
-        roi_labels.append(_ctf_line("roiLabels", _one_hot(region_labels(regions, objects)[0]), integers=True))
-        for j, (pixels, label) in enumerate(crops_of(rng, image, objects)):
+        threshold = FOREGROUND_IOU if train else 0.5
+        roi_labels.append(_ctf_line("roiLabels", _one_hot(region_labels(regions, objects, threshold)[0]), integers=True))
+        for j, (pixels, label) in enumerate(crops_of(cut, image, objects)):
             Image.fromarray(pixels).save(os.path.join(crop_folder, f"{i:05d}_{j}.png"))
             crop_lines.append(f"crops/{name}/{i:05d}_{j}.png\t{label}\n")
         truth.append({"image": f"images/{name}/{i:05d}.png", "objects": objects})
@@ -372,7 +381,7 @@ def _write_set(out_dir: str, name: str, rng, count: int, hue_bands, backgrounds,
             "proposal recall at IoU 0.7": round(proposal_recall([t["objects"] for t in truth], grid, 0.7), 4)}
 
 
-def prepare_shapes(out_dir: str, *, seed: int = 0, train_images: int = 1000, test_images: int = 250) -> dict:
+def prepare_shapes(out_dir: str, *, seed: int = 0, train_images: int = 1500, test_images: int = 250) -> dict:
     """Write the data set (see the module docstring); returns {file: count} and writes shapes.json."""
     if train_images < 1 or test_images < 1:
         raise UsageError("--train-images and --test-images must be at least 1")
@@ -381,10 +390,10 @@ def prepare_shapes(out_dir: str, *, seed: int = 0, train_images: int = 1000, tes
     os.makedirs(out_dir, exist_ok=True)
     grid = grid_proposals()
     train_bands = [b for b in range(HUE_BANDS) if b not in TEST_HUE_BANDS]
-    sets = {"train": _write_set(out_dir, "train", np.random.default_rng([seed, 1]), train_images, train_bands,
-                                TRAIN_BACKGROUNDS, grid, train=True),
-            "test": _write_set(out_dir, "test", np.random.default_rng([seed, 2]), test_images, TEST_HUE_BANDS,
-                               TEST_BACKGROUNDS, grid, train=False)}
+    sets = {"train": _write_set(out_dir, "train", [seed, 1], train_images, train_bands, TRAIN_BACKGROUNDS, grid,
+                                train=True),
+            "test": _write_set(out_dir, "test", [seed, 2], test_images, TEST_HUE_BANDS, TEST_BACKGROUNDS, grid,
+                               train=False)}
     _write_text(os.path.join(out_dir, "classes.txt"), [c + "\n" for c in CLASSES])
     info = {"seed": seed, "classes": list(CLASSES), "image size": IMAGE_SIZE, "crop size": CROP_SIZE,
             "object sizes": list(SIZE_RANGE), "train hue bands (of 12)": train_bands,
