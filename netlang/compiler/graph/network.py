@@ -210,7 +210,7 @@ def _use_sparse_products(nodes: list[Node]) -> None:
     ops/sparse.py), not as a dense product with a mostly-zero matrix."""
     for node in nodes:
         sparse_form = op_of(node).sparse_form
-        if sparse_form and op_of(node.inputs[1]).leaf == "sparse_input":
+        if sparse_form and op_of(node.inputs[1]).leaf == "sparse_input" and node.inputs[0].layout is None:
             node.op = sparse_form
 
 

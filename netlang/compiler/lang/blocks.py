@@ -35,7 +35,8 @@ from netlang.compiler.lang.fields import (
     Unsupported,
 )
 from netlang.compiler.lang.schema import REQUIRED, Field, Schema
-from netlang.compiler.lang.views import Block, BlockList, RecordOf, View
+from netlang.compiler.lang import values
+from netlang.compiler.lang.views import Block, BlockList, RecordOf, View, own_names, validate
 
 INFINITY = math.inf
 
@@ -45,26 +46,27 @@ AUTO_ADJUST_SCHEMA = Schema("AutoAdjust", [
     Field("autoAdjustLR", Enum(("none", "searchBeforeEpoch", "adjustAfterEpoch"),
                                {"before": "searchBeforeEpoch", "beforeEpoch": "searchBeforeEpoch",
                                 "after": "adjustAfterEpoch", "afterEpoch": "adjustAfterEpoch",
-                                "false": "none"}), "none",
+                                "false": "none"}), "none", inherit=True,
           doc="automatic learning-rate control: search before each epoch or adjust after it"),
-    Field("reduceLearnRateIfImproveLessThan", Float(), 0.0),
-    Field("continueReduce", Bool(), False),
-    Field("learnRateAdjustInterval", Int(min=1), 1),
-    Field("learnRateDecreaseFactor", Float(min=0, max=1), 0.618),
-    Field("increaseLearnRateIfImproveMoreThan", Float(), INFINITY),
-    Field("learnRateIncreaseFactor", Float(min=1), 1.382),
-    Field("loadBestModel", Bool(), True),
-    Field("UseCVSetControlLRIfCVExists", Bool(), True),
-    Field("UseEvalCriterionControlLR", Bool(), False),
-    Field("numPrevLearnRates", Int(min=1), 5),
-    Field("numBestSearchEpoch", Int(min=1), 1),
-    Field("numSamples4Search", Int(min=1), None, doc="default 500 x minibatch size"),
-    Field("numMiniBatch4LRSearch", Int(min=1), None, doc="legacy, in minibatches"),
-    Field("autoAdjustMinibatch", Bool(), False),
-    Field("minibatchSizeTuningFrequency", Int(min=1), 1),
-    Field("minibatchSizeTuningMax", Int(min=1), 1048576),
-    Field("minibatchSearchCriterionErrorMargin", Int(min=0), 1),
-], doc="automatic learning-rate and minibatch-size adjustment")
+    Field("reduceLearnRateIfImproveLessThan", Float(), 0.0, inherit=True),
+    Field("continueReduce", Bool(), False, inherit=True),
+    Field("learnRateAdjustInterval", Int(min=1), 1, inherit=True),
+    Field("learnRateDecreaseFactor", Float(min=0, max=1), 0.618, inherit=True),
+    Field("increaseLearnRateIfImproveMoreThan", Float(), INFINITY, inherit=True),
+    Field("learnRateIncreaseFactor", Float(min=1), 1.382, inherit=True),
+    Field("loadBestModel", Bool(), True, inherit=True),
+    Field("UseCVSetControlLRIfCVExists", Bool(), True, inherit=True),
+    Field("UseEvalCriterionControlLR", Bool(), False, inherit=True),
+    Field("numPrevLearnRates", Int(min=1), 5, inherit=True),
+    Field("numBestSearchEpoch", Int(min=1), 1, inherit=True),
+    Field("numSamples4Search", Int(min=1), None, doc="default 500 x minibatch size", inherit=True),
+    Field("numMiniBatch4LRSearch", Int(min=1), None, doc="legacy, in minibatches", inherit=True),
+    Field("autoAdjustMinibatch", Bool(), False, inherit=True),
+    Field("minibatchSizeTuningFrequency", Int(min=1), 1, inherit=True),
+    Field("minibatchSizeTuningMax", Int(min=1), 1048576, inherit=True),
+    Field("minibatchSearchCriterionErrorMargin", Int(min=0), 1, inherit=True),
+], doc="automatic learning-rate and minibatch-size adjustment (CNTK reads these keys through the parent "
+       "chain, so they may also stand in the SGD block itself)")
 
 DATA_PARALLEL_SGD_SCHEMA = Schema("DataParallelSGD", [
     Field("gradientBits", Scheduled(integer=True, min=1, max=64), None,
@@ -197,6 +199,19 @@ SGD_SCHEMA = Schema("SGD", [
 ], doc="the learner: schedules, momentum, regularisation, update rule")
 
 
+def _auto_adjust_from_sgd_keys(sgd: View) -> None:
+    """CNTK reads the AutoAdjust keys through the parent chain: written in the SGD block itself (as old
+    configs do: `autoAdjustLR = "adjustAfterEpoch"`, `loadBestModel = true`), they configure AutoAdjust."""
+    if sgd.AutoAdjust is not None or sgd.record is None:
+        return
+    keys = {k.lower() for f in AUTO_ADJUST_SCHEMA.fields for k in f.keys()}
+    if not any(name.lower() in keys for name in own_names(sgd.record)):
+        return
+    path = f"{sgd.path}.AutoAdjust" if sgd.path else "AutoAdjust"
+    inner = values.Record(sgd.record, path, sgd.span)   # empty: every key comes from SGD or above
+    sgd.set_derived("AutoAdjust", validate(inner, AUTO_ADJUST_SCHEMA, path, span=sgd.span, context=sgd.context))
+
+
 def _check_learning_rate(sgd: View) -> None:
     per_sample, per_mb = sgd.given("learningRatesPerSample"), sgd.given("learningRatesPerMB")
     if per_sample and per_mb:
@@ -222,7 +237,8 @@ def _check_legacy_adagrad(sgd: View) -> None:
         sgd.set_derived("gradUpdateType", "adagrad")
 
 
-SGD_SCHEMA.checks += [_check_learning_rate, _check_momentum, _check_legacy_adagrad]
+SGD_SCHEMA.checks += [_auto_adjust_from_sgd_keys, _check_learning_rate, _check_momentum, _check_legacy_adagrad]
+SGD_SCHEMA.also_known = lambda: {k for f in AUTO_ADJUST_SCHEMA.fields for k in f.keys()}
 
 
 def _at_most_one(*keys):
@@ -255,6 +271,14 @@ STREAM_SCHEMA = Schema("stream", [
     Field("labelType", String(), None),
     Field("type", String(), None, doc="legacy per-stream type (e.g. \"real\", \"category\")"),
     Field("transforms", AnyValue(), None, doc="image transforms"),
+    # LMSequenceReader / LUSequenceReader streams (accepted; those readers are not available yet)
+    Field("sectionType", String(), None, doc="LMSequenceReader: data or labels"),
+    Field("beginSequence", String(), None, doc="LMSequenceReader: the sentence-start word"),
+    Field("endSequence", String(), None, doc="LMSequenceReader: the sentence-end word"),
+    Field("mapping", AnyValue(), None, doc="LMSequenceReader: the label-mapping section"),
+    Field("category", AnyValue(), None, doc="LMSequenceReader: the category section"),
+    Field("elementSize", Int(min=1), None, doc="LMSequenceReader"),
+    Field("wordContext", List(Int()), None, doc="LUSequenceReader: the context window"),
 ], doc="one input stream of a reader")
 
 # Image reader keys (netlang/readers/transforms.py): the records of a stream's `transforms = ( … )`,
@@ -265,7 +289,7 @@ _IMAGE_TRANSFORM_FIELDS = lambda: [  # noqa: E731  (a fresh list per schema: Fie
           None),
     Field("sideRatio", List(Float(min=0, max=1)), None, aliases=("cropRatio",), doc="r or min:max"),
     Field("areaRatio", List(Float(min=0, max=1)), None, doc="r or min:max"),
-    Field("aspectRatio", List(Float(min=0, max=1)), None, doc="r or min:max (width/height or height/width)"),
+    Field("aspectRatio", List(Float(min=0)), None, doc="r or min:max of width/height, e.g. 0.75:1.3333"),
     Field("jitterType", Enum(("None", "UniRatio", "UniLength", "UniArea")), None),
     Field("hflip", Bool(), None, doc="random horizontal flip (default: on for random crops)"),
     Field("width", Int(min=1), None),
@@ -321,7 +345,7 @@ READER_SCHEMA = Schema("reader", [
     Field("randomizationWindow", Int(min=1), None, doc="in chunks (CTF: 128), or samples when sample-based"),
     Field("sampleBasedRandomizationWindow", Bool(), False),
     Field("randomizationSeed", Int(min=0), 0),
-    Field("frameMode", Bool(), False),
+    Field("frameMode", Bool(), False, inherit=True),
     Field("truncated", Bool(), False),
     Field("truncationLength", Int(min=0), 0),
     Field("epochSize", Int(min=0), None),
@@ -330,10 +354,18 @@ READER_SCHEMA = Schema("reader", [
     Field("useNumericSequenceKeys", Bool(), False),
     Field("hashSequenceKeys", Bool(), False),
     # legacy HTKMLFReader
-    Field("readMethod", Enum(("blockRandomize", "rollingWindow")), None),
+    Field("readMethod", Enum(("blockRandomize", "rollingWindow")), None, inherit=True),
     Field("pageFilePath", Path(), None),
-    Field("miniBatchMode", Enum(("partial", "full")), None),
-    Field("nbruttsineachrecurrentiter", Int(min=1), 1),
+    Field("miniBatchMode", Enum(("partial", "full")), None, inherit=True),
+    Field("nbruttsineachrecurrentiter", Int(min=1), 1, inherit=True),
+    Field("useMersenneTwisterRand", Bool(), False, inherit=True,
+          doc="CNTK's choice of random generator for randomization; accepted, netlang's is NumPy's"),
+    # LMSequenceReader / LUSequenceReader (accepted; those readers are not available yet)
+    Field("unk", String(), None, doc="LMSequenceReader: the word for out-of-vocabulary words"),
+    Field("wordclass", Path(), None, doc="LMSequenceReader: the word-class file"),
+    Field("cacheBlockSize", Int(min=1), None, doc="LMSequenceReader"),
+    Field("dataMultiPass", Bool(), False, doc="LMSequenceReader"),
+    Field("writerConfig", AnyValue(), None, doc="LMSequenceReader"),
 ], extra_blocks=STREAM_SCHEMA, doc="a data reader (legacy per-stream blocks are accepted as streams)")
 
 

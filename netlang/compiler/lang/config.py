@@ -17,6 +17,7 @@ from netlang.compiler.lang.plain import format_plain, to_plain
 from netlang.compiler.lang.views import ValidationContext, View, own_names, referenced_names, validate
 from netlang.errors import SchemaError, suggest
 from netlang.grammar import ast
+from netlang.grammar.legacy import is_legacy_config
 
 
 class Config:
@@ -26,9 +27,15 @@ class Config:
         self.record = record
         self.path = path
         self.overrides = tuple(overrides)
-        self.context = ValidationContext(referenced_names(record) | _command_words(record), record)
+        self.context = ValidationContext(referenced_names(record) | _command_words(record), record,
+                                         legacy=is_legacy_config(path))
         self.top = validate(record, TOP_SCHEMA, context=self.context)
         self._actions: list | None = None
+
+    @property
+    def warnings(self) -> list:
+        """The warnings validation gave so far (ConfigWarnings; `.cntk` files only)."""
+        return list(self.context.warnings)
 
     def actions(self) -> list[tuple[str, ActionView]]:
         """The blocks named by `command`, in order, each validated."""

@@ -17,6 +17,7 @@ nodes get it through `nodes.BuildContext(path, span)`; the IR uses it as the nod
 """
 from __future__ import annotations
 
+import copy
 import sys
 from typing import Sequence
 
@@ -26,7 +27,7 @@ from netlang.compiler.lang.operators import MAX_ARRAY_LENGTH, binary_operation, 
 from netlang.compiler.lang.overrides import apply_overrides
 from netlang.compiler.lang.values import NONE, Array, Lambda, Record, Thunk, join_path, type_name
 from netlang.errors import EvalError, Span, suggest
-from netlang.grammar import ast
+from netlang.grammar import ast, legacy
 from netlang.grammar.library import load_stdlib
 from netlang.grammar.parser import parse_expression, parse_file, parse_text
 
@@ -263,6 +264,14 @@ def _element_thunk(fn: Lambda, index: int, path: str, span: Span | None) -> Thun
     return Thunk(lambda: fn.call([float(index)], {}, span, path), path, "element", span)
 
 
+# --- a value that could not be read (legacy configs: an undefined $name$, a network with a syntax error)
+
+def _eval_failure(node: ast.Failure, scope: Record, path):
+    error = copy.copy(node.error)
+    error.call_chain = []
+    raise error
+
+
 # --- new ---------------------------------------------------------------------------------------
 
 def _eval_new(node: ast.New, scope: Record, path):
@@ -292,6 +301,7 @@ _EVALUATORS = {
     ast.Lambda: _eval_lambda,
     ast.New: _eval_new,
     ast.ArrayCtor: _eval_array_ctor,
+    ast.Failure: _eval_failure,
 }
 _LITERALS = frozenset({ast.Number, ast.String, ast.Bool})
 _PATHLESS = _LITERALS | {ast.Ident}  # expressions that never create nodes, so need no path
@@ -311,7 +321,10 @@ def top_scope(file_ast: ast.Record, nodes: NodeFactory = NO_NODES) -> Record:
 
 def evaluate_text(text: str, name: str = "<string>", overrides: Sequence[str] = (),
                   include_path: Sequence[str] = (), nodes: NodeFactory = NO_NODES) -> Record:
-    """Parse `text` as a file, apply command-line overrides, and return its (lazy) top record."""
+    """Parse `text` as a file, apply command-line overrides, and return its (lazy) top record. A name
+    ending in `.cntk` is read by CNTK's legacy config rules (grammar/legacy.py)."""
+    if legacy.is_legacy_config(name):
+        return top_scope(_legacy_ast(legacy.read_legacy_text(text, name), overrides, include_path), nodes)
     file_ast = parse_text(text, name, tuple(include_path))
     if overrides:
         file_ast = apply_overrides(file_ast, overrides)
@@ -320,11 +333,22 @@ def evaluate_text(text: str, name: str = "<string>", overrides: Sequence[str] = 
 
 def evaluate_file(path: str, overrides: Sequence[str] = (), include_path: Sequence[str] = (),
                   nodes: NodeFactory = NO_NODES) -> Record:
-    """Read, parse and evaluate a config file; includes are also searched next to the file."""
+    """Read, parse and evaluate a config file; includes are also searched next to the file. A `.cntk`
+    file is read by CNTK's legacy config rules (grammar/legacy.py)."""
+    if legacy.is_legacy_config(path):
+        return top_scope(_legacy_ast(legacy.read_legacy_file(path), overrides, include_path), nodes)
     file_ast = parse_file(path, tuple(include_path))
     if overrides:
         file_ast = apply_overrides(file_ast, overrides)
     return top_scope(file_ast, nodes)
+
+
+def _legacy_ast(file_ast: ast.Record, overrides: Sequence[str], include_path: Sequence[str]) -> ast.Record:
+    """A legacy config's AST: overrides act as more config lines, then `$name$` is substituted, so a
+    command-line value reaches every `$name$` that uses it, as in CNTK."""
+    if overrides:
+        file_ast = apply_overrides(file_ast, overrides, legacy=True)
+    return legacy.resolve(file_ast, include_path)
 
 
 def evaluate_expression(text: str, scope: Record | None = None, nodes: NodeFactory = NO_NODES):
