@@ -6,4 +6,4 @@ and one name below.
 """
 from netlang.ops import registry  # noqa: F401  (first: the families register into it)
 from netlang.ops import (conv, elementwise, leaves, linalg, losses, normalization, pooling,  # noqa: F401
-                         reductions, rnn, sequence, shape_ops, softmax, sparse, stats)
+                         reductions, rnn, sequence, shape_ops, softmax, sparse, stats, trace)

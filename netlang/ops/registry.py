@@ -194,6 +194,7 @@ class ArrayBackend(Protocol):
 
     def scatter_add(self, dest, index, values) -> None: ...
     def concatenate(self, arrays, axis: int = 0): ...
+    def to_host(self, array): ...    # a NumPy copy (for printing: the Trace op)
 
 
 class RandomStream(Protocol):

@@ -35,6 +35,7 @@ from netlang.compiler.lang.fields import (
     Unsupported,
 )
 from netlang.compiler.lang.schema import REQUIRED, Field, Schema
+from netlang.compiler.lang.simple_network import ACTIVATIONS, CRITERIA, EVALUATIONS, SimpleNetworkRef, layer_sizes
 from netlang.compiler.lang import values
 from netlang.compiler.lang.views import Block, BlockList, RecordOf, View, own_names, validate
 
@@ -398,6 +399,49 @@ ACTIONS = ("train", "adapt", "test", "eval", "testunroll", "cv", "write", "edit"
 
 _OLD_BUILDER_HINT = "write the network in BrainScript: network = { ... } (alias BrainScriptNetworkBuilder)"
 
+# CNTK's SimpleNetworkBuilder (compiler/lang/simple_network.py writes the network out).
+SIMPLE_NETWORK_SCHEMA = Schema("SimpleNetworkBuilder", [
+    Field("rnnType", Enum(("FFDNN", "RNN", "LSTM", "CLASSLSTM", "NCELSTM", "CLASSRNN", "LOGBILINEAR", "DNNLM",
+                           "CONDITIONALLSTM")), "FFDNN", doc="the kind of network; netlang writes out FFDNN"),
+    Field("layerSizes", Scheduled(integer=True, min=1), REQUIRED,
+          doc="input:hidden…:output dimensions; value*n repeats a value"),
+    Field("layerTypes", List(Enum(tuple(ACTIVATIONS), {"ReLU": "RectifiedLinear"})), ["Sigmoid"],
+          doc="the hidden layers' nonlinearities, the last one repeating"),
+    Field("trainingCriterion", Enum(("CrossEntropyWithSoftmax", "SquareError", "Logistic",
+                                     "ClassCrossEntropyWithSoftmax", "SequenceWithSoftmax",
+                                     "NoiseContrastiveEstimation")), "CrossEntropyWithSoftmax"),
+    Field("evalCriterion", Enum(("ErrorPrediction", "CrossEntropyWithSoftmax", "SquareError", "Logistic",
+                                 "ClassCrossEntropyWithSoftmax", "SequenceWithSoftmax", "NoiseContrastiveEstimation"),
+                                {"ClassificationError": "ErrorPrediction"}), "ErrorPrediction"),
+    Field("initValueScale", Float(min=0), 1.0),
+    Field("uniformInit", Bool(), True, doc="uniform (±0.05·scale) or gaussian (0.2·scale/√fan-in) weights"),
+    Field("applyMeanVarNorm", Bool(), False, doc="normalise the features by their mean and standard deviation"),
+    Field("needPrior", Bool(), False, doc="add ScaledLogLikelihood = HLast - Log (Mean (labels)) as the output"),
+    Field("addDropoutNodes", Bool(), False, doc="Dropout after each hidden layer (rate: SGD dropoutRate)"),
+    # keys of the other network kinds, accepted; those kinds are not written out yet
+    Field("recurrentLayer", List(Int(min=0)), None),
+    Field("defaultHiddenActivity", Float(), None),
+    Field("vocabSize", Int(min=1), None),
+    Field("nbrClass", Int(min=1), None),
+    Field("lookupTableOrder", Int(min=0), None),
+], doc="CNTK's SimpleNetworkBuilder: a fixed topology from a few settings")
+
+
+def _check_simple_network(block: View) -> None:
+    if block.rnnType != "FFDNN":
+        raise block.error("rnnType", f"SimpleNetworkBuilder with rnnType = {block.rnnType} is not supported by netlang "
+                          "yet (only FFDNN)", hint="write the network in BrainScript: BrainScriptNetworkBuilder = { … }")
+    for key, supported in (("trainingCriterion", CRITERIA), ("evalCriterion", EVALUATIONS)):
+        if block[key] not in supported:
+            raise block.error(key, f"{key} = {block[key]} is not supported by netlang yet",
+                              hint=f"one of {', '.join(supported)}")
+    if len(layer_sizes(block.layerSizes)) < 2:
+        raise block.error("layerSizes", "layerSizes needs at least the input and the output dimension",
+                          hint="e.g. layerSizes = 363:512:512:132")
+
+
+SIMPLE_NETWORK_SCHEMA.checks.append(_check_simple_network)
+
 # Settings that live at the top level and may be overridden in an action block.
 _SHARED_FIELDS = lambda: [  # noqa: E731
     Field("modelPath", Path(), None, inherit=True, doc="model file; epoch files are <modelPath>.<epoch>"),
@@ -411,7 +455,7 @@ ACTION_SCHEMA = Schema("action", [
     Field("action", Enum(ACTIONS, {"trainRNN": "train"}), "train"),
     Field("network", Network(), None, aliases=("BrainScriptNetworkBuilder", "ExperimentalNetworkBuilder"),
           inherit=True),
-    Field("SimpleNetworkBuilder", Unsupported(_OLD_BUILDER_HINT), None),
+    Field("SimpleNetworkBuilder", Block(SIMPLE_NETWORK_SCHEMA), None),
     Field("NDLNetworkBuilder", Unsupported(_OLD_BUILDER_HINT), None),
     Field("SGD", Block(SGD_SCHEMA), None, aliases=("optimizer",), inherit=True),
     Field("reader", Block(READER_SCHEMA), None, inherit=True),
@@ -478,15 +522,19 @@ def _apply_action_defaults(view: View) -> None:
 
 def _check_action_needs(view: View) -> None:
     what = f"{view.path} (action {view.action})"
+    if view.network is not None and view.SimpleNetworkBuilder is not None and view.given("network") \
+            and view.member_name("network"):
+        raise view.error("SimpleNetworkBuilder", f"{what} gives both a BrainScript network and a SimpleNetworkBuilder",
+                         hint="keep one of them")
     if view.action == "train":
-        if view.network is None:
+        if view.network_expr() is None:
             raise view.block_error(f"{what} has no network", hint="add network = { ... } to the block")
         if view.SGD is None:
             raise view.block_error(f"{what} has no SGD block", hint="add SGD = { maxEpochs = ... ; "
                                                                     "learningRatesPerMB = ... }")
     if view.action in ("train",) + EVALUATING_ACTIONS and view.reader is None:
         raise view.block_error(f"{what} has no reader", hint="add reader = { ... } to the block")
-    if view.action in EVALUATING_ACTIONS and view.network is None and view.modelPath is None:
+    if view.action in EVALUATING_ACTIONS and view.network_expr() is None and view.modelPath is None:
         raise view.block_error(f"{what} has no model: give modelPath or a network")
 
 
@@ -497,8 +545,11 @@ class ActionView(View):
     def name(self) -> str:
         return self.path
 
-    def network_expr(self) -> NetworkRef | None:
-        """The unevaluated network member (record + name) for the IR builder, or None."""
+    def network_expr(self) -> NetworkRef | SimpleNetworkRef | None:
+        """The unevaluated network member (record + name) for the IR builder, the network a
+        SimpleNetworkBuilder block describes, or None."""
+        if self.network is None and self.SimpleNetworkBuilder is not None:
+            return SimpleNetworkRef(self.SimpleNetworkBuilder, self.record, self.span_of("SimpleNetworkBuilder"))
         return self.network
 
 

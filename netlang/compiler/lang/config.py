@@ -49,6 +49,13 @@ class Config:
                 return view
         raise KeyError(name)
 
+    def is_library(self) -> bool:
+        """A file of definitions only (e.g. a Macros.bs that configs include): no `command`, no block of
+        CNTK's default command `train`, and no other block with an `action`."""
+        if self.top.given("command") or self.record.find_ci("train") is not None:
+            return False
+        return not any(_is_action_block(self.record.expr_of(n)) for n in own_names(self.record))
+
     def _commands(self):
         names = self.top.command
         spans = getattr(names, "spans", [None] * len(names))
@@ -80,6 +87,10 @@ class Config:
             if is_plain(thunk.expr, thunk.scope, {name}):
                 out[name] = to_plain(view.record.get(name))
         return out
+
+
+def _is_action_block(expr) -> bool:
+    return isinstance(expr, ast.Record) and any(m.name.lower() == "action" for m in expr.members)
 
 
 def _command_words(record) -> set:

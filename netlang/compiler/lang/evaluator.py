@@ -21,7 +21,7 @@ import copy
 import sys
 from typing import Sequence
 
-from netlang.compiler.lang.builtins import format_value, root_scope
+from netlang.compiler.lang.builtins import LANGUAGE_TYPES, format_value, root_scope
 from netlang.compiler.lang.nodes import NO_NODES, NodeFactory
 from netlang.compiler.lang.operators import MAX_ARRAY_LENGTH, binary_operation, context, to_int, unary_operation
 from netlang.compiler.lang.overrides import apply_overrides
@@ -280,6 +280,9 @@ def _eval_new(node: ast.New, scope: Record, path):
     if not isinstance(arg, Record):
         raise EvalError("expected expression of type 'record'", node.arg.span,
                         hint=f"'new {node.type_name}' takes a record, e.g. new {node.type_name} [ ... ]")
+    language_type = LANGUAGE_TYPES.get(node.type_name)
+    if language_type is not None:
+        return language_type(arg, node.span)
     return scope.nodes.construct(node.type_name, arg, context(path, node.span))
 
 
