@@ -122,9 +122,10 @@ def run(args) -> int:
         document = dict(resolved)
         actions = document.setdefault("actions", {})
         for name, net in networks.items():
-            actions.setdefault(name, {}).update(net if "deferred" in net else
-                                                {"parameters": net["parameters"], "nodes": net["nodes"],
-                                                 "unused_parameters": net["unused_parameters"]})
+            report = net if "deferred" in net else {"parameters": net["parameters"], "nodes": net["nodes"]}
+            if net.get("unused_parameters"):
+                report["unused_parameters"] = net["unused_parameters"]
+            actions.setdefault(name, {}).update(report)
         if data:
             document["data"] = data
         sys.stdout.write(json.dumps(document, indent=2) + "\n")

@@ -49,6 +49,7 @@ LEGACY_SUFFIXES = (".cntk",)
 NETWORK_KEYS = frozenset({"brainscriptnetworkbuilder", "experimentalnetworkbuilder", "network"})
 
 _OPENERS = {"[": "]", "{": "}", "(": ")", '"': '"'}
+_BRAINSCRIPT_OPENERS = {**_OPENERS, "'": "'"}     # in a network, single quotes delimit strings too
 _CLOSERS = frozenset("]})")
 # A character right after a block's opening bracket that replaces ';' as its separator (CNTK's
 # custom separators), unless it starts a path (`..`, `./`, `.\`, `\\`).
@@ -183,7 +184,9 @@ def _find_include(requested: str, including: str, site: Span) -> str:
 # ---- items: key = value ---------------------------------------------------------------------------
 
 class _Reader:
-    """Reads the items of a legacy source into AST members."""
+    """Reads the items of a legacy source into AST members, block by block: a block ends at its
+    closing bracket, found as the items are read, so a network inside it is scanned by BrainScript's
+    rules (its strings and comments may hold brackets)."""
 
     def __init__(self, source: LegacySource):
         self.source = source
@@ -193,12 +196,17 @@ class _Reader:
     def error(self, message: str, start: int, end: int | None = None, hint: str | None = None) -> ParseError:
         return ParseError(message, self.source.span(start, end if end is not None else start + 1), hint=hint)
 
+    def unclosed(self, opened_at: int) -> ParseError:
+        opener = self.text[opened_at]
+        return self.error(f"no closing {_BRAINSCRIPT_OPENERS[opener]} for this '{opener}'", opened_at,
+                          hint="brackets and double quotes must be balanced in a .cntk file")
+
     # -- brackets
-    def group_end(self, start: int, end: int, brainscript: bool = False) -> int:
-        """The index just past the bracket group or quoted string opening at `start`. Inside a network
-        (BrainScript) also `'` strings and `//`, `/* */` comments are skipped, so brackets in them do
-        not count (CNTK counts them and fails; netlang is lenient there)."""
-        text = self.text
+    def group_end(self, start: int, brainscript: bool = False) -> int:
+        """The index just past the bracket group or quoted string opening at `start`. In a network
+        (BrainScript) also `'` strings and `#`, `//`, `/* */` comments are skipped, so brackets in them
+        do not count (CNTK counts them and fails; netlang is lenient there)."""
+        text, end = self.text, len(self.text)
         stack = [(_OPENERS[text[start]], start)]
         i = start + 1
         while i < end:
@@ -208,35 +216,43 @@ class _Reader:
                 if ch == closer:
                     stack.pop()
             elif brainscript and (ch == "#" or text.startswith("//", i)):
-                newline = text.find("\n", i, end)
+                newline = text.find("\n", i)
                 i = end if newline < 0 else newline
                 continue
             elif brainscript and text.startswith("/*", i):
-                close = text.find("*/", i + 2, end)
+                close = text.find("*/", i + 2)
                 i = end if close < 0 else close + 2
                 continue
             elif ch == closer:
                 stack.pop()
             elif ch in _OPENERS or (brainscript and ch == "'"):
-                stack.append((_OPENERS.get(ch, "'"), i))
+                stack.append((_BRAINSCRIPT_OPENERS[ch], i))
             elif ch in _CLOSERS:
-                raise self.error(f"unmatched bracket: '{ch}' does not close the '{text[opened_at]}' at "
-                                 f"{self.source.span(opened_at, opened_at + 1)}", i,
-                                 hint=f"close the '{text[opened_at]}' with '{closer}' first")
+                raise self.unmatched(i, opened_at)
             if not stack:
                 return i + 1
             i += 1
-        closer, opened_at = stack[-1]
-        raise self.error(f"no closing {closer} for this '{text[opened_at]}'", opened_at,
-                         hint="brackets and double quotes must be balanced in a .cntk file")
+        raise self.unclosed(stack[-1][1])
+
+    def unmatched(self, at: int, opened_at: int | None) -> ParseError:
+        ch = self.text[at]
+        if opened_at is None:
+            return self.error(f"unmatched bracket: '{ch}' closes nothing", at)
+        opener = self.text[opened_at]
+        return self.error(f"unmatched bracket: '{ch}' does not close the '{opener}' at "
+                          f"{self.source.span(opened_at, opened_at + 1)}", at,
+                          hint=f"close the '{opener}' with '{_BRAINSCRIPT_OPENERS[opener]}' first")
 
     # -- blocks
-    def block(self, start: int, end: int, separator: str = ";") -> list[ast.Member]:
-        """The members of the items in text[start:end]."""
+    def block(self, start: int, separator: str = ";", opened_at: int | None = None) -> tuple[list[ast.Member], int]:
+        """The members of the items from `start` to the bracket closing the one at `opened_at` (or
+        to the end of the text), and the index after that bracket."""
         members: list[ast.Member] = []
-        for member in self.items(start, end, separator):
+        for member in self.items(start, separator, opened_at):
+            if isinstance(member, int):
+                return members, member
             self.add(members, member)
-        return members
+        return members, len(self.text)
 
     def add(self, members: list[ast.Member], member: ast.Member) -> None:
         """A later key replaces an earlier one of any case; a `[ … ]` block is merged into an earlier block."""
@@ -257,35 +273,45 @@ class _Reader:
             return
         members.append(member)
 
-    def items(self, start: int, end: int, separator: str):
+    def items(self, start: int, separator: str, opened_at: int | None):
+        """The members of the block's items; last, the index after its closing bracket."""
         text = self.text
+        closer = _OPENERS[text[opened_at]] if opened_at is not None else None
         separators = "\n," + separator
         i = start
-        while i < end:
+        while True:
+            if i >= len(text):
+                if opened_at is not None:
+                    raise self.unclosed(opened_at)
+                yield i
+                return
             ch = text[i]
+            if ch == closer:
+                yield i + 1
+                return
             if ch in separators or ch in " \t":
                 i += 1
             elif ch in "[{":          # a block without a key: CNTK reads its items as this block's
-                close = self.group_end(i, end)
-                yield from self.items(i + 1, close - 1, ";")
-                i = close
+                inner, i = self.block(i + 1, ";", i)
+                yield from inner
             elif ch in _CLOSERS:
-                raise self.error(f"unmatched bracket: '{ch}' closes nothing", i)
+                raise self.unmatched(i, opened_at)
             else:
-                member, i = self.item(i, end, separators)
+                member, i = self.item(i, separators, closer)
                 if member is not None:
                     yield member
 
-    def item(self, start: int, end: int, separators: str) -> tuple[ast.Member | None, int]:
+    def item(self, start: int, separators: str, closer: str | None) -> tuple[ast.Member | None, int]:
         """One `key = value` (or bare `key`) starting at `start`; returns it and where the next item may start."""
-        text = self.text
+        text, end = self.text, len(self.text)
+        stops = "=[{(\"" + separators + (closer or "")
         k = start
-        while k < end and text[k] not in "=[{(\"" and text[k] not in separators:
+        while k < end and text[k] not in stops:
             k += 1
         key = text[start:k].strip(" \t")
         key_span = self.source.span(start, start + max(len(key), 1))
         origin = self.source.origin_kind(start)
-        if k >= end or text[k] in separators:   # a bare key means key = true
+        if k >= end or text[k] in separators or text[k] == closer:   # a bare key means key = true
             if not key:
                 return None, k
             return self.member(key, key_span, ast.LegacyText(key_span, "true"), start, k, origin), k
@@ -294,80 +320,90 @@ class _Reader:
             v += 1
         if not key:
             raise self.error("a value without a key", start, hint="write key = value")
-        if v >= end or text[v] in separators:
+        if v >= end or text[v] in separators or text[v] == closer:
             raise self.error(f"no value given for '{key}'", k, hint=f"write {key} = value (or {key} alone for true)")
-        value, after = self.value(key, v, end, separators)
+        value, after = self.value(key, v, separators, closer)
         return self.member(key, key_span, value, start, after, origin), after
 
     def member(self, key: str, key_span: Span, value: ast.Node, start: int, end: int, origin: str) -> ast.Member:
         return ast.Member(self.source.span(start, max(end, start + 1)), key, value, key_span, origin=origin)
 
     # -- values
-    def value(self, key: str, v: int, end: int, separators: str) -> tuple[ast.Node, int]:
+    def value(self, key: str, v: int, separators: str, closer: str | None) -> tuple[ast.Node, int]:
         """The value starting at `v` and the index after it."""
         text = self.text
-        if text[v] in _OPENERS:
-            close = self.group_end(v, end, brainscript=key.lower() in NETWORK_KEYS)
-            return self.group_value(key, v, close), close
+        opener = text[v]
+        if key.lower() in NETWORK_KEYS and opener in _OPENERS:
+            close = self.group_end(v, brainscript=True)
+            inner = (v + 1, close - 1) if opener == '"' else (v, close)
+            return ast.LegacyBrainScript(self.source.span(v, close), self.source, *inner), close
+        if opener == '"':
+            close = self.group_end(v)
+            span = self.source.span(v + 1, close - 1) if close - v > 2 else self.source.span(v, close)
+            return ast.LegacyText(span, text[v + 1:close - 1]), close
+        if opener in "[{":
+            first, separator = self.separator(v + 1, ";")
+            members, close = self.block(first, separator, v)
+            record = ast.Record(self.source.span(v, close), members)
+            if opener == "[":
+                self.bracketed.add(id(record))
+            return record, close
+        if opener == "(":
+            return self.array(v)
+        return self.text_value(v, separators, closer)
+
+    def text_value(self, v: int, separators: str, closer: str | None) -> tuple[ast.LegacyText, int]:
+        """An unquoted value: to the next separator or closing bracket (its block's end, or an error
+        the block reports), trimmed."""
+        text, end = self.text, len(self.text)
         j = v
-        while j < end and text[j] not in separators:
-            j = self.group_end(j, end) if text[j] in _OPENERS else j + 1
+        while j < end and text[j] not in separators and text[j] not in _CLOSERS:
+            j = self.group_end(j) if text[j] in _OPENERS else j + 1
         stop = j
         while stop > v and text[stop - 1] in " \t":
             stop -= 1
-        return ast.LegacyText(self.source.span(v, stop), text[v:stop]), j
+        return ast.LegacyText(self.source.span(v, max(stop, v + 1)), text[v:stop]), j
 
-    def group_value(self, key: str, start: int, close: int) -> ast.Node:
-        """A value written in brackets or quotes, text[start:close]."""
-        text, opener = self.text, self.text[start]
-        if key.lower() in NETWORK_KEYS:
-            inner = (start + 1, close - 1) if opener == '"' else (start, close)
-            return ast.LegacyBrainScript(self.source.span(start, close), self.source, *inner)
-        if opener == '"':
-            content_span = self.source.span(start + 1, close - 1) if close - start > 2 else self.source.span(start, close)
-            return ast.LegacyText(content_span, text[start + 1:close - 1])
-        first, separator = self.separator(start + 1, close - 1, ":" if opener == "(" else ";")
-        if opener == "(":
-            return self.array(start, close, first, separator)
-        record = ast.Record(self.source.span(start, close), self.block(first, close - 1, separator))
-        if opener == "[":
-            self.bracketed.add(id(record))
-        return record
-
-    def separator(self, start: int, end: int, default: str) -> tuple[int, str]:
+    def separator(self, start: int, default: str) -> tuple[int, str]:
         """CNTK's custom separator: a separator character right after the opening bracket."""
-        if start < end and self.text[start] in _CUSTOM_SEPARATORS and not self.text.startswith(_PATH_STARTS, start):
-            return start + 1, self.text[start]
+        text = self.text
+        if start < len(text) and text[start] in _CUSTOM_SEPARATORS and not text.startswith(_PATH_STARTS, start):
+            return start + 1, text[start]
         return start, default
 
-    def array(self, start: int, close: int, first: int, separator: str) -> ast.Node:
+    def array(self, v: int) -> tuple[ast.Node, int]:
         """`( a : b )`: an array when it holds blocks (`( [ … ] : [ … ] )`), else the text inside."""
         text = self.text
+        first, separator = self.separator(v + 1, ":")
+        separators = "\n," + separator
         elements = []
         i = first
-        while i < close - 1:
-            if text[i] in "\n," + separator + " \t":
+        while True:
+            if i >= len(text):
+                raise self.unclosed(v)
+            ch = text[i]
+            if ch == ")":
+                close = i + 1
+                break
+            if ch in separators or ch in " \t":
                 i += 1
-                continue
-            if text[i] in "[{":
-                end = self.group_end(i, close - 1)
-                elements.append(self.group_value("", i, end))
-                i = end
-                continue
-            j = i
-            while j < close - 1 and text[j] not in "\n," + separator:
-                j = self.group_end(j, close - 1) if text[j] in _OPENERS else j + 1
-            elements.append(self.value("", i, j, "\n," + separator)[0])
-            i = j
+            elif ch in "[{\"(":
+                element, i = self.value("", i, separators, ")")
+                elements.append(element)
+            elif ch in _CLOSERS:
+                raise self.unmatched(i, v)
+            else:
+                element, i = self.text_value(i, separators, ")")
+                elements.append(element)
         if any(isinstance(e, ast.Record) for e in elements):
-            return ast.ArrayLit(self.source.span(start, close), elements)
+            return ast.ArrayLit(self.source.span(v, close), elements), close
         inner_start, inner_end = first, close - 1
         while inner_start < inner_end and text[inner_start] in " \t\n":
             inner_start += 1
         while inner_end > inner_start and text[inner_end - 1] in " \t\n":
             inner_end -= 1
-        return ast.LegacyText(self.source.span(inner_start, max(inner_end, inner_start + 1)),
-                              text[inner_start:inner_end])
+        span = self.source.span(inner_start, max(inner_end, inner_start + 1))
+        return ast.LegacyText(span, text[inner_start:inner_end]), close
 
 
 # ---- public entry points: reading -----------------------------------------------------------------
@@ -378,7 +414,7 @@ def read_legacy_text(text: str, name: str) -> ast.Record:
     sources.register(name, text)
     seen = [os.path.realpath(name)] if not name.startswith("<") else []
     source = LegacySource(_lines(text, name, seen))
-    members = _Reader(source).block(0, len(source.text))
+    members, _ = _Reader(source).block(0)
     lines = text.split("\n")
     return ast.Record(Span(name, 1, 1, len(lines), len(lines[-1]) + 1), members)
 
@@ -397,10 +433,10 @@ def parse_override_value(key: str, text: str, name: str, line: int, col: int) ->
     if start >= len(text):
         return ast.LegacyText(source.span(0, 1), "")
     if text[start] in _OPENERS:
-        close = reader.group_end(start, len(text), brainscript=key.lower() in NETWORK_KEYS)
+        value, close = reader.value(key, start, "", None)
         if text[close:].strip():
             raise reader.error(f"unexpected text after the value of '{key}'", close)
-        return reader.group_value(key, start, close)
+        return value
     stop = len(text.rstrip(" \t"))
     return ast.LegacyText(source.span(start, stop), text[start:stop])
 

@@ -17,7 +17,7 @@ from netlang.ops.registry import InputSpec, OpCheck, OpDef, Param, Signature, re
 
 SIGNATURE = Signature((Param("say", ""), Param("logFrequency", 100), Param("logFirst", 10),
                        Param("logGradientToo", False), Param("onlyUpToRow", 100000000),
-                       Param("onlyUpToT", 100000000)))
+                       Param("onlyUpToT", 100000000), Param("format", None)))
 
 
 def _due(count: int, attrs) -> bool:

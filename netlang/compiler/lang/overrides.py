@@ -40,7 +40,7 @@ _INTERPOLATION = re.compile(r"\$([A-Za-z_]\w*)\$")
 def apply_overrides(file_ast: ast.Record, overrides: Sequence[str], legacy: bool = False) -> ast.Record:
     """`file_ast` with every `key=value` of `overrides` applied in order (the input is not modified);
     `legacy`: the values are read by CNTK's legacy config rules."""
-    known = _known_names(file_ast)
+    known = set() if legacy else _known_names(file_ast)
     result = file_ast
     sources.register(COMMAND_LINE, "\n".join(overrides))
     for line, argument in enumerate(overrides, start=1):

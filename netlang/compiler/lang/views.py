@@ -238,7 +238,7 @@ def validate(record, schema: Schema, path: str = "", span: Span | None = None,
         context = ValidationContext(referenced_names(record), record)
     view = (view_class or schema.view_class or View)(schema, record, path, span, origin)
     view._context = context
-    members = _match_members(record, schema, path)
+    members = _match_members(record, schema, path, context)
     _check_unknown_keys(view, record, members, context)  # first: a typo explains a missing key
     for f in schema.fields:
         _read_field(view, f, members.get(f.name), record, path, context)
@@ -260,8 +260,9 @@ def defaults(schema: Schema, path: str, span: Span | None = None) -> View:
     return view
 
 
-def _match_members(record, schema: Schema, path: str) -> dict[str, str]:
-    """Canonical field name -> the record member that sets it; two spellings of one key are an error."""
+def _match_members(record, schema: Schema, path: str, context: ValidationContext) -> dict[str, str]:
+    """Canonical field name -> the record member that sets it; two spellings of one key are an error
+    (in a `.cntk` file a warning, and the later one counts: CNTK reads each spelling on its own)."""
     members: dict[str, str] = {}
     for name in own_names(record):
         f = schema.field(name)
@@ -269,10 +270,13 @@ def _match_members(record, schema: Schema, path: str) -> dict[str, str]:
             continue
         if f.name in members:
             first = members[f.name]
-            raise SchemaError(f"'{name}' and '{first}' are the same setting, given twice",
-                              record.span_of(name), key=_join(path, name),
-                              hint=f"keep one of them (keys are case-insensitive; aliases of '{f.name}': "
-                                   f"{', '.join(f.aliases) or 'none'})")
+            message = f"'{name}' and '{first}' are the same setting, given twice"
+            hint = (f"keep one of them (keys are case-insensitive; aliases of '{f.name}': "
+                    f"{', '.join(f.aliases) or 'none'})")
+            if not context.legacy:
+                raise SchemaError(message, record.span_of(name), key=_join(path, name), hint=hint)
+            context.warn(ConfigWarning(f"{message}; netlang uses '{name}'", record.span_of(name),
+                                       key=_join(path, name), hint=hint))
         members[f.name] = name
     return members
 
@@ -327,7 +331,7 @@ def _check_unknown_keys(view: View, record, members: dict, context: ValidationCo
     known = set(members.values())
     also = {k.lower() for k in schema.also_known()} if schema.also_known else set()
     for name in own_names(record):
-        if name in known or name.lower() in also:
+        if name in known or name.lower() in also or schema.field(name) is not None:
             continue
         if schema.closed:
             if schema.extra_blocks is not None and _is_record_member(record, name):
