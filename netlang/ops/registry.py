@@ -309,5 +309,6 @@ def apply_backward(op: OpDef, ctx: OpContext, xs: list, y, gy, attrs: dict, out_
     if op.elementwise:
         aligned = [_aligned(x, d, ctx.out_dyn, out_rank) for x, d in zip(xs, ctx.dyn)]
         grads = backward(ctx, aligned, y, gy, attrs)
-        return [None if g is None else unbroadcast(g, x.shape) for g, x in zip(grads, xs)]
+        # Sum back to the aligned shape (sample axes padded after the dynamic ones), then drop the padding.
+        return [None if g is None else unbroadcast(g, a.shape).reshape(x.shape) for g, a, x in zip(grads, aligned, xs)]
     return backward(ctx, xs, y, gy, attrs)
