@@ -4,6 +4,7 @@ and what `netlang check` does with library files and models an earlier block wri
 from __future__ import annotations
 
 import json
+import os
 import textwrap
 
 import numpy as np
@@ -12,8 +13,10 @@ import pytest
 from netlang.cli import main
 from netlang.compiler.graph import evaluate_expression, evaluate_text, load_config
 from netlang.compiler.graph.network import build_action_network, network_from_value
+from netlang.compiler.lang.evaluator import force_all
 from netlang.errors import NetlangError
 from netlang.ops.registry import ShapeMismatch, get
+from netlang.readers.transforms import Crop
 from netlang.runtime.backend import select_backend
 from netlang.runtime.executor import Executor
 
@@ -269,3 +272,65 @@ def test_check_defers_a_model_an_earlier_block_writes_and_checks_the_rest(capsys
     out = capsys.readouterr().out
     assert "train: 10 learnable parameters" in out
     assert "tune: loads out/m.dnn.1, which block train writes" in out
+
+
+# ---- the library CNTK.core.bs is written against ------------------------------------------------
+
+# The helpers as CNTK's core library defines them (through `new` objects), in our own text.
+CORE_STYLE_HELPERS = """
+    CoreLength (x) = new NumericFunction [ what = 'Length' ; arg = x ]
+    CoreMod (x, y) = new NumericFunction [ what = 'Mod' ; args = (x : y) ]
+    CoreIntDiv (x, y) = new NumericFunction [ what = 'IntDiv' ; args = (x : y) ]
+    CoreFormat (value, format) = new StringFunction [ what = 'Format' ; arg = value ; how = format ]
+    CoreSubstr (s, begin, num) = new StringFunction [ what = 'Substr' ; arg = s ; pos = begin ; chars = num ]
+    CoreReplace (s, from, to) = new StringFunction [ what = 'Replace' ; arg = s ; replacewhat = from ; withwhat = to ]
+    CoreChr (c) = new StringFunction [ what = 'Chr' ; arg = c ]
+    CoreIsSameObject (a, b) = new CompareFunction [ what = 'IsSameObject' ; args = (a : b) ]
+    CoreIsArray (a) = new CompareFunction [ what = 'IsArray' ; args = a ]
+    CoreIsDouble (a) = new CompareFunction [ what = 'IsDouble' ; args = a ]
+    CoreIsBool (a) = new CompareFunction [ what = 'IsBool' ; args = a ]
+"""
+
+
+@pytest.mark.parametrize("call", [
+    "Length ((1:2:3))", "Length ('abc')", "Mod (-7, 3)", "IntDiv (-7, 2)", "Format (3.14159, '.3')", "Format (7, '')",
+    "Substr ('hello', 1, 3)", "Substr ('hello', -2, -1)", "Replace ('a.b.c', '.', '/')", "Chr (66)",
+    "IsSameObject (None, None)", "IsSameObject ((1:2), (1:2))", "IsArray ((1:2))", "IsArray (1)", "IsDouble (1)",
+    "IsBool (true)", "IsBool (1)",
+])
+def test_helpers_written_as_cntk_core_bs_writes_them_agree_with_netlangs(call):
+    record = evaluate_text(textwrap.dedent(CORE_STYLE_HELPERS) + f"mine = {call}\ncore = Core{call}\n", "<core>")
+    assert record.get("core") == record.get("mine")
+
+
+CNTK_CORE_BS = os.environ.get("NETLANG_CNTK_CORE_BS")
+
+
+@pytest.mark.skipif(not CNTK_CORE_BS, reason="set NETLANG_CNTK_CORE_BS to a copy of CNTK's CNTK.core.bs")
+def test_cntk_core_bs_itself_evaluates_and_its_layers_agree_with_netlangs():
+    with open(CNTK_CORE_BS, encoding="utf-8") as handle:
+        core = handle.read()
+    probe = """
+        features = Input {20} ; labels = Input {5}
+        z = Sequential (DenseLayer {64, activation=ReLU} : LinearLayer {5}) (features)
+        ce = CrossEntropyWithSoftmax (labels, z) ; criterionNodes = (ce)
+    """
+    record = evaluate_text(core + "\nprobe = {" + probe + "}\n", CNTK_CORE_BS)
+    for name in ("BS", "CNTK2"):
+        force_all(record.get(name))
+    theirs = network_from_value(record.get("probe"))
+    ours = network_of(probe)
+    assert theirs.parameter_count() == ours.parameter_count() == 20 * 64 + 64 + 64 * 5 + 5
+
+
+def test_a_crop_jitters_aspect_ratios_above_one_too():
+    crop = Crop("randomarea", area_ratio=(0.25, 0.25), aspect_ratio=(0.75, 1.3333), jitter="uniratio")
+    assert crop.is_random
+    rng = np.random.default_rng(0)
+    image = np.zeros((40, 40, 3))
+    ratios = set()
+    for _ in range(40):
+        out = crop.apply(image, rng, 0)
+        ratios.add(round(out.shape[1] / out.shape[0], 1))
+        assert out.shape[0] * out.shape[1] <= 0.3 * 40 * 40
+    assert min(ratios) < 1 < max(ratios)
