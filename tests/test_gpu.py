@@ -126,3 +126,110 @@ def test_every_update_source_compiles_with_nvcc(rule):
                                       noise=flags, nesterov=flags and rule == "none", ave_multiplier=flags)
         for dtype in (np.float32, np.float64):
             assert nvcc_compiles(updates.update_source(config), dtype) == ""
+
+
+# ---- every op's GPU kernels, run on the CPU, against its NumPy kernels --------------------------------
+
+from netlang.ops import conv as conv_ops  # noqa: E402
+from netlang.ops import registry  # noqa: E402
+from test_op_registry import Case  # noqa: E402
+
+GPU_OPS = [op for op in registry.all_ops() if not op.leaf and "cupy" in op.kernels]
+GPU_CASES = [pytest.param(op, i, id=f"{op.name}-{i}") for op in GPU_OPS for i in range(len(op.checks))]
+
+
+class ReferenceCudnn:
+    """cuDNN's three convolutions as its documentation defines them (cross-correlation of the
+    zero-padded input, stride, dilation), written out in NumPy: the stand-in that lets the CPU run
+    the convolution ops' cuDNN path, geometry translation and all."""
+
+    def supports(self, conv, dtype):
+        return True
+
+    @staticmethod
+    def _windows(x, conv):
+        pad = [(0, 0), (0, 0)] + list(zip(conv.pre, conv.post))
+        xp_ = np.pad(x, pad)
+        ks = conv.w_dims[2:]
+        outs = []
+        for axis, (k, s, d) in enumerate(zip(ks, conv.stride, conv.dilation)):
+            length = xp_.shape[2 + axis]
+            outs.append((length - (d * (k - 1) + 1)) // s + 1)
+        return xp_, ks, outs
+
+    def forward(self, x, w, conv):
+        padded, ks, outs = self._windows(x, conv)
+        y = np.zeros((x.shape[0], conv.w_dims[0]) + tuple(outs), dtype=x.dtype)
+        for offsets in itertools.product(*(range(k) for k in ks)):
+            region = tuple(slice(o * d, o * d + (n - 1) * s + 1, s)
+                           for o, d, s, n in zip(offsets, conv.dilation, conv.stride, outs))
+            patch = padded[(slice(None), slice(None)) + region]
+            taps = w[(slice(None), slice(None)) + offsets]
+            y += np.einsum("ncs,mc->nms", patch.reshape(patch.shape[:2] + (-1,)), taps).reshape(y.shape)
+        assert y.shape[1:] == tuple(conv.y_dims)
+        return y
+
+    def backward_data(self, dy, w, conv, dx):
+        seen = np.zeros((dy.shape[0],) + tuple(dx.shape[1:]), dtype=dy.dtype)
+        padded, ks, outs = self._windows(seen, conv)
+        grad = np.zeros_like(padded)
+        for offsets in itertools.product(*(range(k) for k in ks)):
+            region = tuple(slice(o * d, o * d + (n - 1) * s + 1, s)
+                           for o, d, s, n in zip(offsets, conv.dilation, conv.stride, outs))
+            taps = w[(slice(None), slice(None)) + offsets]
+            target = grad[(slice(None), slice(None)) + region]
+            target += np.einsum("nms,mc->ncs", dy.reshape(dy.shape[:2] + (-1,)), taps).reshape(target.shape)
+        inner = tuple(slice(p, p + n) for p, n in zip(conv.pre, dx.shape[2:]))
+        dx[...] = grad[(slice(None), slice(None)) + inner]
+        return True
+
+    def backward_filter(self, x, dy, conv, dw):
+        padded, ks, outs = self._windows(x, conv)
+        for offsets in itertools.product(*(range(k) for k in ks)):
+            region = tuple(slice(o * d, o * d + (n - 1) * s + 1, s)
+                           for o, d, s, n in zip(offsets, conv.dilation, conv.stride, outs))
+            patch = padded[(slice(None), slice(None)) + region]
+            dw[(slice(None), slice(None)) + offsets] = np.einsum(
+                "ncs,nms->mc", patch.reshape(patch.shape[:2] + (-1,)), dy.reshape(dy.shape[:2] + (-1,)))
+        return True
+
+
+def _compare(op, index, gpu_backend):
+    check = op.checks[index]
+    cpu = Case(op, check, np.float64, NumpyBackend(np.float64))
+    gpu = Case(op, check, np.float64, gpu_backend)
+    cpu_ctx, cpu_y = cpu.forward()
+    gpu_ctx, gpu_y = gpu.forward()
+    np.testing.assert_allclose(gpu_y, cpu_y, rtol=1e-10, atol=1e-12, err_msg=f"{op.name} check {index}: forward")
+    for key in cpu_ctx.state:          # batch norm's running statistics and counters
+        np.testing.assert_allclose(np.asarray(gpu_ctx.state[key], dtype=float).reshape(-1),
+                                   np.asarray(cpu_ctx.state[key], dtype=float).reshape(-1), rtol=1e-10)
+    if not op.differentiable or op.backward is None or not check.grad:
+        return
+    weights = np.random.default_rng(5).standard_normal(cpu_y.shape)
+    cpu_grads = registry.apply_backward(op, cpu_ctx, cpu.copies(), cpu_y, weights, cpu.attrs, len(cpu.out_shape))
+    gpu_grads = registry.apply_backward(op, gpu_ctx, gpu.copies(), gpu_y, weights, gpu.attrs, len(gpu.out_shape))
+    for i, (a, b) in enumerate(zip(cpu_grads, gpu_grads)):
+        assert (a is None) == (b is None), f"{op.name} check {index}: gradient {i} present on one backend only"
+        if a is not None:
+            np.testing.assert_allclose(b, a, rtol=1e-9, atol=1e-11, err_msg=f"{op.name} check {index}: gradient {i}")
+
+
+@needs_gxx
+@pytest.mark.parametrize("op,index", GPU_CASES)
+def test_an_ops_gpu_kernels_equal_its_numpy_kernels(op, index):
+    backend = EmulatedGpuBackend(np.float64)
+    if op.name.startswith("Convolution"):
+        backend.cudnn = ReferenceCudnn()
+    _compare(op, index, backend)
+
+
+@pytest.mark.parametrize("op,index", [c for c in GPU_CASES if c.values[0].name.startswith("Convolution")])
+def test_without_cudnn_a_convolution_runs_its_im2col_kernels(op, index):
+    _compare(op, index, EmulatedGpuBackend(np.float64))       # cudnn None: the fallback, same numbers
+
+
+def test_the_ops_with_gpu_kernels_are_the_ones_the_engine_promises():
+    names = {op.name for op in GPU_OPS}
+    assert {"Convolution", "ConvolutionTranspose", "Pooling", "MaxPooling", "AveragePooling", "BatchNormalization",
+            "OptimizedRNNStack", "Dropout", "Sigmoid", "Tanh", "ReLU"} <= names
