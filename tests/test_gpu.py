@@ -233,3 +233,241 @@ def test_the_ops_with_gpu_kernels_are_the_ones_the_engine_promises():
     names = {op.name for op in GPU_OPS}
     assert {"Convolution", "ConvolutionTranspose", "Pooling", "MaxPooling", "AveragePooling", "BatchNormalization",
             "OptimizedRNNStack", "Dropout", "Sigmoid", "Tanh", "ReLU"} <= names
+
+
+# ---- CNTK's convolution geometry in cuDNN's terms -------------------------------------------------------
+
+GEOMETRIES = [
+    # (x BS shape, W BS shape, attrs): every padding rule of conv.py's docstring
+    ((32, 32, 3), (1, 1, 3, 4), {"kernelShape": (1, 1), "strideShape": 4}),      # auto: lower -1 (a crop)
+    ((9, 9, 2), (1, 1, 2, 3), {"kernelShape": (1, 1), "strideShape": 2}),        # auto: upper -1
+    ((8, 7, 2), (2, 2, 2, 3), {"kernelShape": (2, 2)}),                          # even kernel: 0 below, 1 above
+    ((8, 8, 2), (4, 4, 2, 3), {"kernelShape": (4, 4), "strideShape": 2}),        # k=4 at stride 2
+    ((10, 9, 1), (3, 3, 1, 2), {"kernelShape": (3, 3), "autoPadding": False, "lowerPad": (2, 1),
+                                "upperPad": (0, 3)}),                            # explicit, asymmetric
+    ((11, 10, 2), (3, 3, 2, 2), {"kernelShape": (3, 3), "dilation": (2, 1), "strideShape": (1, 2)}),
+    ((12,), (3, 2), {"kernelShape": (3,), "strideShape": 2}),                  # 1-D, no channel axis
+    ((6, 5, 4, 2), (3, 3, 3, 2, 2), {"kernelShape": (3, 3, 3)}),              # 3-D
+    ((6, 6, 4), (3, 3, 2, 3), {"kernelShape": (3, 3, 2), "strideShape": (1, 1, 2), "autoPadding": (True, True, False)}),
+]
+
+
+def _conv_case(x_shape, w_shape, attrs, backend, transposed=False):
+    from netlang.ops.registry import OpContext
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((3,) + tuple(reversed(x_shape)))
+    w = rng.standard_normal(tuple(reversed(w_shape)))
+    op = conv_ops.CONVOLUTION
+    ctx = OpContext(backend=backend, dyn=[0, 1], out_dyn=1, training=True)
+    y = registry.apply_forward(op, ctx, [w, x], attrs, len(x_shape))
+    gy = rng.standard_normal(y.shape)
+    return [y] + registry.apply_backward(op, ctx, [w, x], y, gy, attrs, len(x_shape))
+
+
+@needs_gxx
+@pytest.mark.parametrize("x_shape,w_shape,attrs", GEOMETRIES)
+def test_cudnns_padding_stride_and_crops_reproduce_cntks_geometry(x_shape, w_shape, attrs):
+    gpu = EmulatedGpuBackend(np.float64)
+    gpu.cudnn = ReferenceCudnn()
+    expected = _conv_case(x_shape, w_shape, attrs, NumpyBackend(np.float64))
+    got = _conv_case(x_shape, w_shape, attrs, gpu)
+    for name, a, b in zip(("y", "dW", "dx"), expected, got):
+        np.testing.assert_allclose(b, a, rtol=1e-10, atol=1e-10, err_msg=name)
+
+
+def test_the_cudnn_translation_crops_only_what_changes_the_output():
+    geo = conv_ops.geometry_for((32, 32, 3), (1, 1, 3, 4), {"kernelShape": (1, 1), "strideShape": 4}, False)
+    conv = conv_ops.cudnn_convolution(geo)
+    assert conv.x_dims == (3, 32, 32) and conv.w_dims == (4, 3, 1, 1) and conv.y_dims == (4, 8, 8)
+    assert conv.crop == ((1, 0), (1, 0)) and conv.pre == (0, 0) and conv.stride == (4, 4)
+    geo = conv_ops.geometry_for((56, 56, 8), (1, 1, 8, 4), {"kernelShape": (1, 1), "strideShape": 2}, False)
+    conv = conv_ops.cudnn_convolution(geo)
+    assert not conv.cropped and conv.post == (0, 0) and conv.y_dims == (4, 28, 28)   # upper -1: no copy
+    four = conv_ops.geometry_for((4, 4, 4, 4, 2), (2, 2, 2, 2, 2, 1), {"kernelShape": (2, 2, 2, 2)}, False)
+    assert conv_ops.cudnn_convolution(four) is None                                     # four sliding axes
+
+
+# ---- staging minibatches through pinned memory ---------------------------------------------------------
+
+from netlang.runtime.gpu.kernels import KernelCache, grid_for, source_key, typed_source  # noqa: E402
+from netlang.runtime.gpu.staging import StagingRing  # noqa: E402
+
+
+class LoggedTransfers:
+    """StagingRing's device operations on NumPy, with a log of the stream order they ask for."""
+
+    def __init__(self):
+        self.log = []
+        self._events = 0
+
+    def _event(self, stream):
+        self._events += 1
+        name = f"{stream}{self._events}"
+        self.log.append(("record", name))
+        return name
+
+    def pinned(self, nbytes):
+        self.log.append(("pinned", nbytes))
+        return np.zeros(nbytes, dtype=np.uint8)
+
+    def device_bytes(self, nbytes):
+        self.log.append(("device", nbytes))
+        return np.zeros(nbytes, dtype=np.uint8)
+
+    def copy_async(self, device_bytes, host_bytes):
+        self.log.append(("copy", device_bytes.ctypes.data))
+        device_bytes[...] = host_bytes
+
+    def copy_event(self):
+        return self._event("copy")
+
+    def compute_event(self):
+        return self._event("compute")
+
+    def copy_waits(self, event):
+        self.log.append(("copy waits", event))
+
+    def compute_waits(self, event):
+        self.log.append(("compute waits", event))
+
+    def host_waits(self, event):
+        self.log.append(("host waits", event))
+
+    def view(self, device_bytes, dtype, shape):
+        return device_bytes.view(dtype).reshape(shape)
+
+
+def test_staged_uploads_alternate_two_device_buffers_and_convert_on_the_host():
+    transfers = LoggedTransfers()
+    ring = StagingRing(transfers, slots=3)
+    batches = [np.arange(6, dtype=np.float64).reshape(2, 3) + k for k in range(4)]
+    out = [ring.upload("x", b, np.float32) for b in batches]
+    for b, o in zip(batches, out):
+        assert o.dtype == np.float32 and o.shape == (2, 3)
+    np.testing.assert_array_equal(out[3], batches[3].astype(np.float32))
+    addresses = [o.ctypes.data for o in out]
+    assert addresses[0] != addresses[1] and addresses[2] == addresses[0] and addresses[3] == addresses[1]
+    np.testing.assert_array_equal(out[1], batches[3].astype(np.float32))   # the buffer of upload 2 was reused by 4
+    assert ring.grown == 2
+
+
+def test_a_reused_buffer_is_written_after_the_compute_work_queued_before_the_previous_upload():
+    transfers = LoggedTransfers()
+    ring = StagingRing(transfers, slots=2)
+    for k in range(3):
+        ring.upload("x", np.full(4, float(k)), np.float64)
+    log = transfers.log
+    copies = [i for i, entry in enumerate(log) if entry[0] == "copy"]
+    # The third upload reuses the first buffer: its copy waits for the compute event recorded at the
+    # second upload (everything queued before step 2 started, so the step that read buffer 1 is done).
+    released_at_second = [e for e in log[copies[1]:copies[2]] if e[0] == "record" and e[1].startswith("compute")][0][1]
+    assert ("copy waits", released_at_second) in log[copies[1]:copies[2]]
+    # Every copy is waited for by the compute stream, never by the host, until a pinned slot comes round.
+    assert sum(1 for e in log if e[0] == "compute waits") == 3
+    host_waits = [e for e in log if e[0] == "host waits"]
+    first_copy = [e[1] for e in log if e[0] == "record" and e[1].startswith("copy")][0]
+    assert host_waits == [("host waits", first_copy)]          # pinned slot 1 comes round at upload 3
+
+
+def test_a_grown_buffer_waits_for_all_compute_work_queued_so_far():
+    transfers = LoggedTransfers()
+    ring = StagingRing(transfers, slots=4)
+    ring.upload("x", np.zeros(4), np.float64)
+    ring.upload("x", np.zeros(4), np.float64)
+    start = len(transfers.log)
+    ring.upload("x", np.zeros(64), np.float64)        # larger than buffer 1: a fresh one
+    fresh = transfers.log[start:]
+    assert ("device", 512) in fresh
+    recorded = [e[1] for e in fresh if e[0] == "record"]
+    assert ("copy waits", recorded[0]) in fresh and recorded[0].startswith("compute")
+
+
+# ---- the kernel cache ----------------------------------------------------------------------------------
+
+class CountingCupy:
+    """Stands in for the cupy module: counts the kernels constructed (compilation happens there)."""
+
+    def __init__(self):
+        self.built = []
+
+    def RawKernel(self, source, name, options=()):
+        self.built.append((name, source, options))
+        return lambda grid, block, args: self.built.append(("launch", grid, block))
+
+    def ElementwiseKernel(self, *args, **kwargs):
+        self.built.append(("elementwise",) + args)
+        return object()
+
+
+def test_a_kernel_is_compiled_once_per_source_and_type_and_launched_over_a_grid_stride_grid():
+    fake = CountingCupy()
+    cache = KernelCache(fake)
+    source = 'extern "C" __global__ void k(T* a, long long n) {}'
+    for _ in range(3):
+        cache.launch(source, "k", np.float32, 1000, ())
+    cache.launch(source, "k", np.float64, 10, ())
+    compiled = [b for b in fake.built if b[0] == "k"]
+    assert len(compiled) == 2 and compiled[0][1].startswith("typedef float T;") and "--fmad=false" in compiled[0][2]
+    assert compiled[1][1].startswith("typedef double T;")
+    assert ("launch", (grid_for(1000),), (256,)) in fake.built and grid_for(10 ** 9) == 65536
+    cache.elementwise("T x", "T y", "y = x", "copy")
+    cache.elementwise("T x", "T y", "y = x", "copy")
+    assert sum(1 for b in fake.built if b[0] == "elementwise") == 1
+    assert source_key(source, "k") != source_key(source + " ", "k")
+    with pytest.raises(ValueError, match="float32 or float64"):
+        typed_source(source, np.int32)
+
+
+# ---- every CUDA source of the engine compiles with nvcc --------------------------------------------------
+
+def _elementwise_wrapper(in_params: str, out_params: str, operation: str) -> str:
+    """An ElementwiseKernel's statement inside a kernel of the same parameters, for nvcc."""
+    def decl(text, out):
+        kind, name = text.split()
+        ctype = {"T": "T", "float64": "double", "float32": "float"}[kind]
+        return f"{ctype}{'*' if out else ''} {name}"
+    ins = [p.strip() for p in in_params.split(",")]
+    outs = [p.strip() for p in out_params.split(",")]
+    refs = " ".join(f"{decl(o, False).split()[0]}& {o.split()[1]} = {o.split()[1]}_[i];" for o in outs)
+    params = ", ".join([decl(p, False) for p in ins] + [decl(o, True) + "_" for o in outs])
+    return f'extern "C" __global__ void check({params}, long long n) {{ for (long long i = 0; i < n; ++i) {{ {refs} {operation}; }} }}'
+
+
+@needs_nvcc
+def test_every_raw_kernel_source_and_elementwise_statement_compiles_with_nvcc():
+    from netlang.ops import normalization, pooling, rnn
+    sources = [pooling.POOL_SOURCE, normalization.BN_SOURCE, rnn.LSTM_SOURCE]
+    statements = [("T x, T m, T g, T b", "T y", "y = (x - m) * g + b"),
+                  ("T g, T x, T m, T k, T v, T s, T w", "T gx", "gx = g * k - ((x - m) * v + s) * w"),
+                  ("T x, float64 u, float64 rate, T scale", "T y, T mask", "mask = u >= rate ? scale : (T)0; y = x * mask")]
+    for name in ("Sigmoid", "ELU", "Softplus"):
+        statements.append(("T x", "T y", _statement(registry.get(name), 0)))
+    for name in ("Sigmoid", "Tanh", "ReLU", "ELU", "Softplus", "Sqrt", "Abs", "Reciprocal", "Square", "Sin", "Cos"):
+        statements.append(("T x, T y, T gy", "T gx", _statement(registry.get(name), 1)))
+    sources += [_elementwise_wrapper(*s) for s in statements]
+    for source in sources:
+        for dtype in (np.float32, np.float64):
+            assert nvcc_compiles(source, dtype) == "", source
+
+
+def _statement(op, which: int) -> str:
+    """The CUDA statement a unary op's GPU kernel compiles (read back from its kernel cache use)."""
+    recorded = []
+
+    class Recorder:
+        def elementwise(self, in_params, out_params, operation, name, preamble=""):
+            recorded.append(operation)
+            return lambda *args: np.zeros(1)
+
+    backend = EmulatedGpuBackend(np.float64)
+    backend.kernels = Recorder()
+    from netlang.ops.registry import OpContext
+    ctx = OpContext(backend=backend, dyn=[1], out_dyn=1)
+    forward, backward = op.kernels["cupy"]
+    x = np.ones((2, 2))
+    if which == 0:
+        forward(ctx, [x], {})
+    else:
+        backward(ctx, [x], x, x, {})
+    assert recorded, f"{op.name}: no fused kernel for pass {which}"
+    return recorded[0]
