@@ -471,3 +471,182 @@ def _statement(op, which: int) -> str:
         backward(ctx, [x], x, x, {})
     assert recorded, f"{op.name}: no fused kernel for pass {which}"
     return recorded[0]
+
+
+# ---- on a GPU: the real CuPy backend -----------------------------------------------------------------
+
+from test_op_registry import CASES  # noqa: E402
+
+
+def _gpu(dtype):
+    return select_backend(0, "double" if dtype == np.float64 else "float")
+
+
+@needs_gpu
+@pytest.mark.parametrize("op,index", CASES)
+def test_every_op_runs_forward_and_backward_on_cupy_as_on_numpy(op, index):
+    """float64 where cuDNN allows it (a convolution cuDNN declines in float64 runs im2col, which is
+    exact too); float32 to single-precision tolerance."""
+    for dtype, rtol in ((np.float64, 1e-8), (np.float32, 2e-3)):
+        check = op.checks[index]
+        cpu = Case(op, check, dtype, NumpyBackend(dtype))
+        gpu_backend = _gpu(dtype)
+        gpu = Case(op, check, dtype, gpu_backend)
+        cpu_ctx, cpu_y = cpu.forward()
+        gpu_ctx, gpu_y = gpu.forward()
+        np.testing.assert_allclose(gpu_backend.to_host(gpu_y), cpu_y, rtol=rtol, atol=rtol,
+                                   err_msg=f"{op.name} check {index} {np.dtype(dtype).name}: forward")
+        if not op.differentiable or op.backward is None or not check.grad:
+            continue
+        weights = np.random.default_rng(5).standard_normal(cpu_y.shape).astype(dtype)
+        cpu_grads = registry.apply_backward(op, cpu_ctx, cpu.copies(), cpu_y, weights, cpu.attrs, len(cpu.out_shape))
+        gpu_grads = registry.apply_backward(op, gpu_ctx, gpu.copies(), gpu_y, gpu_backend.from_host(weights),
+                                            gpu.attrs, len(gpu.out_shape))
+        for i, (a, b) in enumerate(zip(cpu_grads, gpu_grads)):
+            if a is not None:
+                scale = max(1.0, float(np.max(np.abs(a))))
+                np.testing.assert_allclose(gpu_backend.to_host(b), a, rtol=rtol, atol=rtol * scale,
+                                           err_msg=f"{op.name} check {index} {np.dtype(dtype).name}: gradient {i}")
+
+
+@needs_gpu
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+@pytest.mark.parametrize("update", ["none", "adagrad", "rmsProp", "fsAdagrad", "adam", "adadelta"])
+def test_a_fused_update_on_the_gpu_equals_the_numpy_learner(update, variant, dtype):
+    if variant == "nesterov" and update != "none":
+        pytest.skip("useNAG belongs to plain SGD")
+    backend = _gpu(dtype)
+    cpu = _learner(NumpyBackend(dtype), update, dtype, True, **VARIANTS[variant])
+    gpu = _learner(backend, update, dtype, True, **VARIANTS[variant])
+    assert gpu.fused is not None
+    rng = np.random.default_rng(11)
+    for step in range(5):
+        grad = rng.standard_normal(cpu.params.size) * (0.5 + step)
+        for learner in (cpu, gpu):
+            learner.params.grad[...] = learner.params.backend.from_host(grad.astype(dtype))
+            learner.step(1 + step // 3, 16 + 8 * step)
+    tolerance = 2e-5 if dtype == np.float32 else 1e-12
+    np.testing.assert_allclose(backend.to_host(gpu.params.data), cpu.params.data, rtol=tolerance, atol=tolerance)
+    for name in cpu.state:
+        np.testing.assert_allclose(backend.to_host(gpu.state[name]), cpu.state[name], rtol=tolerance, atol=tolerance)
+
+
+# A few minibatches of each config family on both backends: the reported criterion must agree.
+
+MNIST_LIKE = """
+command = train
+deviceId = "cpu"
+modelPath = "{out}/model.dnn"
+train = {{
+    action = "train"
+    network = {{
+        features = Input {{28:28:1}} ; labels = Input {{10}}
+        z = Sequential ((x => x * (1/256)) : ConvolutionalLayer {{8, (5:5), pad=true, activation=ReLU}} : MaxPoolingLayer {{(3:3), stride=(2:2)}} :
+                        ConvolutionalLayer {{8, (3:3), pad=false, activation=ReLU}} : DenseLayer {{16, activation=ReLU}} :
+                        LinearLayer {{10}}) (features)
+        ce = CrossEntropyWithSoftmax (labels, z) ; errs = ClassificationError (labels, z)
+        criterionNodes = (ce) ; evaluationNodes = (errs)
+    }}
+    SGD = {{ epochSize = 256 ; minibatchSize = 32 ; maxEpochs = 1 ; learningRatesPerSample = 0.001 ; momentumPerMB = 0.9
+             numMBsToShowResult = 1 }}
+    reader = {{ readerType = "CNTKTextFormatReader" ; file = "{data}" ; randomize = false
+               input = {{ features = {{ dim = 784 ; format = "dense" }} ; labels = {{ dim = 10 ; format = "dense" }} }} }}
+}}
+"""
+
+RESNET_LIKE = """
+command = train
+deviceId = "cpu"
+modelPath = "{out}/model.dnn"
+include "{repo}/configs/vision/resnet_blocks.net"
+train = {{
+    action = "train"
+    network = {{
+        features = Input {{8:8:3}} ; labels = Input {{10}}
+        z = Sequential (ConvBNReLU {{8, (3:3)}} : ResNetBasic {{8}} : ResNetBasicInc {{16}} :
+                        GlobalAveragePoolingLayer {{}} : LinearLayer {{10}}) (features)
+        ce = CrossEntropyWithSoftmax (labels, z) ; errs = ClassificationError (labels, z)
+        criterionNodes = (ce) ; evaluationNodes = (errs)
+    }}
+    SGD = {{ epochSize = 256 ; minibatchSize = 32 ; maxEpochs = 1 ; learningRatesPerMB = 0.1 ; momentumPerMB = 0.9
+             L2RegWeight = 0.0001 ; numMBsToShowResult = 1 }}
+    reader = {{ readerType = "CNTKTextFormatReader" ; file = "{data}" ; randomize = false
+               input = {{ features = {{ dim = 192 ; format = "dense" }} ; labels = {{ dim = 10 ; format = "dense" }} }} }}
+}}
+"""
+
+ATIS_LIKE = """
+command = train
+deviceId = "cpu"
+modelPath = "{out}/model.dnn"
+train = {{
+    action = "train"
+    network = {{
+        query = SparseInput {{50}} ; slotLabels = Input {{7}}
+        z = DenseLayer {{7}} (RecurrentLSTMLayer {{16}} (EmbeddingLayer {{12}} (query)))
+        fused = DenseLayer {{7}} (RecurrentLSTMLayer {{16, allowOptimizedEngine=true}} (EmbeddingLayer {{12}} (query)))
+        ce = CrossEntropyWithSoftmax (slotLabels, z) + CrossEntropyWithSoftmax (slotLabels, fused)
+        errs = ClassificationError (slotLabels, z)
+        criterionNodes = (ce) ; evaluationNodes = (errs)
+    }}
+    SGD = {{ epochSize = 0 ; minibatchSize = 40 ; maxEpochs = 1 ; learningRatesPerSample = 0.003 ; gradUpdateType = "fsAdaGrad"
+             gradientClippingWithTruncation = true ; clippingThresholdPerSample = 15.0 ; numMBsToShowResult = 1 }}
+    reader = {{ readerType = "CNTKTextFormatReader" ; file = "{data}" ; randomize = false
+               input = {{ query = {{ dim = 50 ; format = "sparse" }} ; slotLabels = {{ dim = 7 ; format = "sparse" }} }} }}
+}}
+"""
+
+
+def _dense_ctf(path, rows, dim, classes, seed):
+    rng = np.random.default_rng(seed)
+    with open(path, "w") as fh:
+        for _ in range(rows):
+            x = rng.integers(0, 255, dim) if dim == 784 else rng.standard_normal(dim)
+            label = np.eye(classes, dtype=int)[rng.integers(classes)]
+            fh.write("|features " + " ".join(f"{v:g}" for v in x) + " |labels " + " ".join(map(str, label)) + "\n")
+
+
+def _sparse_sequences_ctf(path, sequences, seed):
+    rng = np.random.default_rng(seed)
+    with open(path, "w") as fh:
+        for s in range(sequences):
+            for _ in range(int(rng.integers(2, 9))):
+                fh.write(f"{s} |query {rng.integers(50)}:1 |slotLabels {rng.integers(7)}:1\n")
+
+
+def _criteria(tmp_path, template, data, device):
+    from netlang.cli import main
+    import io
+    import json
+    from contextlib import redirect_stderr, redirect_stdout
+    out = tmp_path / f"out-{device}"
+    cfg = tmp_path / f"cfg-{device}.net"
+    from pathlib import Path
+    cfg.write_text(template.format(out=out, data=data, repo=Path(__file__).resolve().parent.parent))
+    log = out / "metrics.jsonl"
+    err = io.StringIO()
+    with redirect_stdout(io.StringIO()), redirect_stderr(err):
+        code = main(["train", str(cfg), f"deviceId={device}", f"train.metricsLog={log}"])
+    assert code == 0, err.getvalue()
+    return [list(r["criterion"].values())[0] for r in map(json.loads, log.read_text().splitlines())
+            if r["event"] == "minibatch"]
+
+
+@needs_gpu
+@pytest.mark.parametrize("family", ["mnist_convnet", "resnet_blocks", "atis_lstm_sparse"])
+def test_a_few_training_steps_give_the_same_criterion_on_both_backends(tmp_path, family):
+    data = tmp_path / "data.ctf"
+    if family == "mnist_convnet":
+        _dense_ctf(data, 256, 784, 10, seed=1)
+        template = MNIST_LIKE
+    elif family == "resnet_blocks":
+        _dense_ctf(data, 256, 192, 10, seed=2)
+        template = RESNET_LIKE
+    else:
+        _sparse_sequences_ctf(data, 60, seed=3)
+        template = ATIS_LIKE
+    cpu = _criteria(tmp_path, template, data, "cpu")
+    gpu = _criteria(tmp_path, template, data, 0)
+    assert len(cpu) == len(gpu) > 3
+    np.testing.assert_allclose(gpu, cpu, rtol=2e-3)
