@@ -15,16 +15,25 @@ Two kinds of test live here:
 """
 from __future__ import annotations
 
+import io
 import itertools
-import math
+import json
+from contextlib import redirect_stderr, redirect_stdout
+from pathlib import Path
 
 import numpy as np
 import pytest
-
 from cuda_emulation import EmulatedKernels, have_gxx, nvcc_compiles, nvcc_path
+from test_op_registry import CASES, Case
+
+from netlang.cli import main
+from netlang.ops import conv as conv_ops
+from netlang.ops import registry
 from netlang.runtime.backend import NumpyBackend, gpu_available, select_backend
 from netlang.runtime.flatbuffer import FlatParameters
 from netlang.runtime.gpu import updates
+from netlang.runtime.gpu.kernels import KernelCache, grid_for, source_key, typed_source
+from netlang.runtime.gpu.staging import StagingRing
 from netlang.runtime.learners import SGDSettings, create_learner
 from netlang.runtime.schedules import LearningRateSchedule, MomentumSchedule, Schedule
 
@@ -130,9 +139,6 @@ def test_every_update_source_compiles_with_nvcc(rule):
 
 # ---- every op's GPU kernels, run on the CPU, against its NumPy kernels --------------------------------
 
-from netlang.ops import conv as conv_ops  # noqa: E402
-from netlang.ops import registry  # noqa: E402
-from test_op_registry import Case  # noqa: E402
 
 GPU_OPS = [op for op in registry.all_ops() if not op.leaf and "cupy" in op.kernels]
 GPU_CASES = [pytest.param(op, i, id=f"{op.name}-{i}") for op in GPU_OPS for i in range(len(op.checks))]
@@ -289,8 +295,6 @@ def test_the_cudnn_translation_crops_only_what_changes_the_output():
 
 # ---- staging minibatches through pinned memory ---------------------------------------------------------
 
-from netlang.runtime.gpu.kernels import KernelCache, grid_for, source_key, typed_source  # noqa: E402
-from netlang.runtime.gpu.staging import StagingRing  # noqa: E402
 
 
 class LoggedTransfers:
@@ -360,12 +364,12 @@ def test_a_reused_buffer_is_written_after_the_compute_work_queued_before_the_pre
     copies = [i for i, entry in enumerate(log) if entry[0] == "copy"]
     # The third upload reuses the first buffer: its copy waits for the compute event recorded at the
     # second upload (everything queued before step 2 started, so the step that read buffer 1 is done).
-    released_at_second = [e for e in log[copies[1]:copies[2]] if e[0] == "record" and e[1].startswith("compute")][0][1]
+    released_at_second = next(e for e in log[copies[1]:copies[2]] if e[0] == "record" and e[1].startswith("compute"))[1]
     assert ("copy waits", released_at_second) in log[copies[1]:copies[2]]
     # Every copy is waited for by the compute stream, never by the host, until a pinned slot comes round.
     assert sum(1 for e in log if e[0] == "compute waits") == 3
     host_waits = [e for e in log if e[0] == "host waits"]
-    first_copy = [e[1] for e in log if e[0] == "record" and e[1].startswith("copy")][0]
+    first_copy = next(e[1] for e in log if e[0] == "record" and e[1].startswith("copy"))
     assert host_waits == [("host waits", first_copy)]          # pinned slot 1 comes round at upload 3
 
 
@@ -475,7 +479,6 @@ def _statement(op, which: int) -> str:
 
 # ---- on a GPU: the real CuPy backend -----------------------------------------------------------------
 
-from test_op_registry import CASES  # noqa: E402
 
 
 def _gpu(dtype):
@@ -611,25 +614,19 @@ def _sparse_sequences_ctf(path, sequences, seed):
     rng = np.random.default_rng(seed)
     with open(path, "w") as fh:
         for s in range(sequences):
-            for _ in range(int(rng.integers(2, 9))):
-                fh.write(f"{s} |query {rng.integers(50)}:1 |slotLabels {rng.integers(7)}:1\n")
+            fh.writelines(f"{s} |query {rng.integers(50)}:1 |slotLabels {rng.integers(7)}:1\n" for _ in range(int(rng.integers(2, 9))))
 
 
 def _criteria(tmp_path, template, data, device):
-    from netlang.cli import main
-    import io
-    import json
-    from contextlib import redirect_stderr, redirect_stdout
     out = tmp_path / f"out-{device}"
     cfg = tmp_path / f"cfg-{device}.net"
-    from pathlib import Path
     cfg.write_text(template.format(out=out, data=data, repo=Path(__file__).resolve().parent.parent))
-    log = out / "metrics.jsonl"
+    log = out / "metrics.jsonl"              # beside the model, where train writes it
     err = io.StringIO()
     with redirect_stdout(io.StringIO()), redirect_stderr(err):
-        code = main(["train", str(cfg), f"deviceId={device}", f"train.metricsLog={log}"])
+        code = main(["train", str(cfg), f"deviceId={device}"])
     assert code == 0, err.getvalue()
-    return [list(r["criterion"].values())[0] for r in map(json.loads, log.read_text().splitlines())
+    return [next(iter(r["criterion"].values())) for r in map(json.loads, log.read_text().splitlines())
             if r["event"] == "minibatch"]
 
 

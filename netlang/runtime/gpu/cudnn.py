@@ -113,8 +113,8 @@ class CudnnService:
                               handle=self._handle)
         first = graph.tensor(name="a", dim=list(a.shape), stride=strides_of(a), data_type=io)
         second = graph.tensor(name="b", dim=list(b.shape), stride=strides_of(b), data_type=io)
-        geometry = dict(pre_padding=list(conv.pre), post_padding=list(conv.post), stride=list(conv.stride),
-                        dilation=list(conv.dilation), compute_data_type=io)
+        geometry = {"pre_padding": list(conv.pre), "post_padding": list(conv.post), "stride": list(conv.stride),
+                    "dilation": list(conv.dilation), "compute_data_type": io}
         if kind == "fprop":
             result = graph.conv_fprop(first, second, **geometry)
         elif kind == "dgrad":
