@@ -647,3 +647,11 @@ def test_a_few_training_steps_give_the_same_criterion_on_both_backends(tmp_path,
     gpu = _criteria(tmp_path, template, data, 0)
     assert len(cpu) == len(gpu) > 3
     np.testing.assert_allclose(gpu, cpu, rtol=2e-3)
+
+
+def test_cudnn_is_imported_by_the_backend_module_only_and_the_gpu_services_import_neither():
+    root = Path(__file__).resolve().parent.parent / "netlang"
+    importers = sorted(str(p.relative_to(root)) for p in root.rglob("*.py")
+                       if any(line.strip().startswith(("import cudnn", "from cudnn", "import cupy", "from cupy"))
+                              for line in p.read_text(encoding="utf-8").splitlines()))
+    assert importers == ["runtime/backend.py"]
