@@ -19,10 +19,12 @@ import io
 import itertools
 import json
 from contextlib import redirect_stderr, redirect_stdout
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
+import settings_of
 from cuda_emulation import EmulatedKernels, have_gxx, nvcc_compiles, nvcc_path
 from test_op_registry import CASES, Case
 
@@ -34,8 +36,7 @@ from netlang.runtime.flatbuffer import FlatParameters
 from netlang.runtime.gpu import updates
 from netlang.runtime.gpu.kernels import KernelCache, grid_for, source_key, typed_source
 from netlang.runtime.gpu.staging import StagingRing
-from netlang.runtime.learners import SGDSettings, create_learner
-from netlang.runtime.schedules import LearningRateSchedule, MomentumSchedule, Schedule
+from netlang.runtime.learners import create_learner
 
 needs_gxx = pytest.mark.skipif(not have_gxx(), reason="g++ is needed to run CUDA sources on the CPU")
 needs_nvcc = pytest.mark.skipif(nvcc_path() is None, reason="nvcc is not installed")
@@ -62,28 +63,29 @@ class EmulatedGpuBackend(NumpyBackend):
 SHAPES = {"W": (7, 5), "b": (5,), "V": (3, 4, 2), "frozen": (2,)}
 
 
-def _settings(update: str, **more) -> SGDSettings:
-    lr = LearningRateSchedule(per_sample=Schedule.parse("0.01*2:0.004"))
-    momentum = MomentumSchedule(per_minibatch=Schedule.parse("0.9"))
-    return SGDSettings(learning_rate=lr, momentum=momentum, grad_update_type=update, **more)
+def _settings(update: str, keys: str, **fields):
+    text = (f'gradUpdateType = "{update}" ; learningRatesPerSample = 0.01*2:0.004 ; momentumPerMB = 0.9\n'
+            f"maxEpochs = 3\n{keys}")
+    return replace(settings_of.sgd(text), **fields)
 
 
-def _learner(backend, update, dtype, multipliers, **more):
+def _learner(backend, update, dtype, multipliers, variant):
     lr_multipliers = {"frozen": 0.0, **({"b": 0.5} if multipliers else {})}
     params = FlatParameters(SHAPES, backend=backend, dtype=dtype, lr_multipliers=lr_multipliers,
                             reg_multipliers={"V": 0.0, "W": 2.0} if multipliers else None)
     rng = np.random.default_rng(3)
     params.copy_from({k: rng.standard_normal(v) for k, v in SHAPES.items()})
-    return create_learner(_settings(update, **more), params)
+    keys, fields = VARIANTS[variant]
+    return create_learner(_settings(update, keys, **fields), params)
 
 
-VARIANTS = {
-    "plain": {},
-    "nesterov": {"use_nesterov": True},
-    "truncate_l1_l2": {"clipping_threshold_per_sample": 0.05, "l1_reg_weight": 1e-3, "l2_reg_weight": 1e-2},
-    "norm_clip": {"clipping_threshold_per_sample": 0.02, "gradient_clipping_with_truncation": False},
-    "no_ave_multiplier": {"norm_with_ave_multiplier": False, "l2_reg_weight": 1e-3},
-    "noise": {"gaussian_noise_inject_std": 0.01, "noise_seed": 4},
+VARIANTS = {        # SGD block keys, and settings no key sets
+    "plain": ("", {}),
+    "nesterov": ("useNAG = true", {}),
+    "truncate_l1_l2": ("clippingThresholdPerSample = 0.05 ; L1RegWeight = 0.001 ; L2RegWeight = 0.01", {}),
+    "norm_clip": ("clippingThresholdPerSample = 0.02 ; gradientClippingWithTruncation = false", {}),
+    "no_ave_multiplier": ("normWithAveMultiplier = false ; L2RegWeight = 0.001", {}),
+    "noise": ("gaussianNoiseInjectStd = 0.01", {"noise_seed": 4}),
 }
 
 
@@ -95,8 +97,8 @@ def test_a_fused_update_equals_the_numpy_learner(update, variant, dtype):
     if variant == "nesterov" and update != "none":
         pytest.skip("useNAG belongs to plain SGD")
     for multipliers in (False, True):
-        cpu = _learner(NumpyBackend(dtype), update, dtype, multipliers, **VARIANTS[variant])
-        gpu = _learner(EmulatedGpuBackend(dtype), update, dtype, multipliers, **VARIANTS[variant])
+        cpu = _learner(NumpyBackend(dtype), update, dtype, multipliers, variant)
+        gpu = _learner(EmulatedGpuBackend(dtype), update, dtype, multipliers, variant)
         assert cpu.fused is None and gpu.fused is not None
         rng = np.random.default_rng(11)
         for step in range(5):
@@ -520,8 +522,8 @@ def test_a_fused_update_on_the_gpu_equals_the_numpy_learner(update, variant, dty
     if variant == "nesterov" and update != "none":
         pytest.skip("useNAG belongs to plain SGD")
     backend = _gpu(dtype)
-    cpu = _learner(NumpyBackend(dtype), update, dtype, True, **VARIANTS[variant])
-    gpu = _learner(backend, update, dtype, True, **VARIANTS[variant])
+    cpu = _learner(NumpyBackend(dtype), update, dtype, True, variant)
+    gpu = _learner(backend, update, dtype, True, variant)
     assert gpu.fused is not None
     rng = np.random.default_rng(11)
     for step in range(5):

@@ -5,14 +5,16 @@ are plain NumPy on the host, and the learners' buffers are read back to compare.
 """
 import json
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
 
 from netlang.errors import ConfigError, NetworkError, SchemaError
 from netlang.runtime.flatbuffer import FlatParameters
-from netlang.runtime.learners import SGDSettings, create_learner, parse_grad_update_type
-from netlang.runtime.schedules import LearningRateSchedule, MomentumSchedule, Schedule
+from netlang.runtime.learners import create_learner
+
+import settings_of
 
 DTYPES = [np.float32, np.float64]
 
@@ -241,11 +243,11 @@ def run_reference(rule, cfg, dtype):
 
 
 def make_settings(cfg, **extra):
-    lr = LearningRateSchedule(per_minibatch=Schedule.parse(LR_PER_MB), minibatch_size=MB)
-    momentum = MomentumSchedule(time_constant=TAU, minibatch_size=MB)
-    return SGDSettings(learning_rate=lr, momentum=momentum, l2_reg_weight=cfg["l2"],
-                       l1_reg_weight=cfg["l1"], clipping_threshold_per_sample=cfg["clip"],
-                       gradient_clipping_with_truncation=cfg["truncate"], **extra)
+    sgd = settings_of.sgd(f"minibatchSize = {MB} ; learningRatesPerMB = {LR_PER_MB} ; momentumAsTimeConstant = {TAU}\n"
+                          f"L2RegWeight = {cfg['l2']} ; L1RegWeight = {cfg['l1']}\n"
+                          f"clippingThresholdPerSample = {cfg['clip']}\n"
+                          f"gradientClippingWithTruncation = {str(cfg['truncate']).lower()}")
+    return replace(sgd, **extra)
 
 
 def run_learner(settings, dtype, backend, steps=None):
@@ -343,12 +345,12 @@ def test_adadelta_matches_reference(dtype, backend):
 # ---- single behaviours, numbers worked out by hand -------------------------------------------------
 
 
-def one_parameter(values, backend, lr_per_sample=1.0, dtype=np.float64, **settings):
+def one_parameter(values, backend, lr_per_sample=1.0, dtype=np.float64, momentum="momentumPerSample = 0",
+                  **settings):
     params = FlatParameters({"w": (len(values),)}, backend=backend, dtype=dtype)
     params.copy_from({"w": np.array(values, dtype=np.float64)})
-    lr = LearningRateSchedule(per_sample=lr_per_sample, minibatch_size=1)
-    settings.setdefault("momentum", MomentumSchedule(per_sample=0.0))
-    return params, create_learner(SGDSettings(learning_rate=lr, **settings), params)
+    sgd = settings_of.sgd(f"minibatchSize = 1 ; learningRatesPerSample = {lr_per_sample} ; {momentum}")
+    return params, create_learner(replace(sgd, **settings), params)
 
 
 def step_with(params, learner, grad, mb_samples=1, epoch=1):
@@ -358,8 +360,7 @@ def step_with(params, learner, grad, mb_samples=1, epoch=1):
 
 
 def test_unit_gain_momentum_accumulates_one_minus_mu_of_each_gradient(backend):
-    params, learner = one_parameter([0.0], backend, momentum=MomentumSchedule(per_minibatch=0.5,
-                                                                      minibatch_size=1))
+    params, learner = one_parameter([0.0], backend, momentum="momentumPerMB = 0.5")
     assert step_with(params, learner, [1.0]) == [-0.5]          # m = 0.5·1
     assert step_with(params, learner, [1.0]) == [-1.25]         # m = 0.5·0.5 + 0.5·1 = 0.75
 
@@ -379,10 +380,8 @@ def test_norm_clipping_scales_the_parameter_gradient_to_the_limit(backend):
 
 def test_norm_clipping_is_per_parameter(backend):
     params = FlatParameters({"a": (2,), "b": (1,)}, backend=backend, dtype=np.float64)
-    settings = SGDSettings(learning_rate=LearningRateSchedule(per_sample=1.0, minibatch_size=1),
-                           momentum=MomentumSchedule(per_sample=0.0),
-                           clipping_threshold_per_sample=1.0,
-                           gradient_clipping_with_truncation=False)
+    settings = settings_of.sgd("learningRatesPerSample = 1 ; minibatchSize = 1 ; momentumPerSample = 0\n"
+                               "clippingThresholdPerSample = 1 ; gradientClippingWithTruncation = false")
     learner = create_learner(settings, params)
     params.grad[...] = backend.from_host(np.array([3.0, 4.0, 0.5]))
     learner.step(1, 1)
@@ -405,16 +404,15 @@ def test_l1_is_a_soft_threshold_of_lr_times_weight_times_samples(backend):
 def test_reg_multiplier_zero_exempts_a_parameter_from_l2(backend):
     params = FlatParameters({"a": (1,), "bn": (1,)}, backend=backend, dtype=np.float64, reg_multipliers={"bn": 0})
     params.copy_from({"a": np.array([2.0]), "bn": np.array([2.0])})
-    settings = SGDSettings(learning_rate=LearningRateSchedule(per_sample=0.1, minibatch_size=1),
-                           momentum=MomentumSchedule(per_sample=0.0), l2_reg_weight=0.5)
+    settings = settings_of.sgd("learningRatesPerSample = 0.1 ; minibatchSize = 1 ; momentumPerSample = 0\n"
+                               "L2RegWeight = 0.5")
     create_learner(settings, params).step(1, 1)
     values = params.to_dict()
     assert values["a"].tolist() == pytest.approx([1.9]) and values["bn"].tolist() == [2.0]
 
 def test_lr_multiplier_scales_the_step_of_its_parameter(backend):
     params = FlatParameters({"a": (1,), "b": (1,)}, backend=backend, dtype=np.float64, lr_multipliers={"b": 0.25})
-    settings = SGDSettings(learning_rate=LearningRateSchedule(per_sample=1.0, minibatch_size=1),
-                           momentum=MomentumSchedule(per_sample=0.0))
+    settings = settings_of.sgd("learningRatesPerSample = 1 ; minibatchSize = 1 ; momentumPerSample = 0")
     learner = create_learner(settings, params)
     params.grad[...] = 2.0
     learner.step(1, 1)
@@ -496,32 +494,33 @@ def test_learning_rate_factor_scales_the_scheduled_rate(backend):
 # ---- settings from the SGD block ---------------------------------------------------------------
 
 
-def test_settings_from_cntk_keys_convert_rates_and_momentum():
-    s = SGDSettings.from_cntk({"minibatchSize": 100, "learningRatesPerMB": "0.1*2:0.05",
-                               "momentumAsTimeConstant": 1000, "l2regweight": 0.001,
-                               "clippingThresholdPerSample": "1#INF", "useNAG": "true"})
-    assert s.learning_rate.per_sample(3) == pytest.approx(0.0005)
-    assert s.momentum.per_minibatch(1, 100) == pytest.approx(math.exp(-0.1))
+def test_settings_from_the_sgd_block_convert_rates_and_momentum():
+    s = settings_of.sgd('minibatchSize = 100 ; learningRatesPerMB = "0.1*2:0.05" ; momentumAsTimeConstant = 1000\n'
+                        'l2regweight = 0.001 ; clippingThresholdPerSample = "1#INF" ; useNAG = "true"')
+    learner = create_learner(s, FlatParameters({"w": (1,)}))
+    assert learner.learning_rate.per_sample(3) == pytest.approx(0.0005)
+    assert learner.momentum.per_minibatch(1, 100) == pytest.approx(math.exp(-0.1))
     assert s.l2_reg_weight == 0.001 and math.isinf(s.clipping_threshold_per_sample)
     assert s.use_nesterov is True
 
 
 def test_grad_update_type_is_case_insensitive_with_legacy_names():
-    assert [parse_grad_update_type(t) for t in ("rmsProp", "FSADAGRAD", "", "normal")] == \
-        ["rmsprop", "fsadagrad", "none", "none"]
+    params = FlatParameters({"w": (1,)})
+    assert [create_learner(settings_of.sgd(f'gradUpdateType = "{t}"'), params).name
+            for t in ("rmsProp", "FSADAGRAD", "", "normal")] == ["rmsprop", "fsadagrad", "none", "none"]
 
 
 def test_unknown_grad_update_type_suggests_a_name():
     with pytest.raises(SchemaError) as info:
-        SGDSettings.from_cntk({"learningRatesPerSample": 0.1, "gradUpdateType": "rmsprp"})
+        settings_of.sgd('learningRatesPerSample = 0.1 ; gradUpdateType = "rmsprp"')
     assert "rmsProp" in info.value.hint
 
 
 def test_legacy_use_adagrad_selects_adagrad():
-    s = SGDSettings.from_cntk({"learningRatesPerSample": 0.1, "useAdagrad": True})
+    s = settings_of.sgd("learningRatesPerSample = 0.1 ; useAdagrad = true")
     assert s.grad_update_type == "adagrad"
 
 
 def test_negative_l2_weight_is_rejected():
     with pytest.raises(SchemaError, match="L2RegWeight"):
-        SGDSettings.from_cntk({"learningRatesPerSample": 0.1, "L2RegWeight": -1})
+        settings_of.sgd("learningRatesPerSample = 0.1 ; L2RegWeight = -1")

@@ -21,6 +21,7 @@ from netlang.compiler.graph.network import (
     summary,
 )
 from netlang.compiler.lang.config import Config, block_entries, resolved_config_dict
+from netlang.compiler.lang.settings import reader_settings
 from netlang.runtime.feeding import feeds_from_minibatch
 
 
@@ -56,7 +57,7 @@ def check_readers(config: Config, networks: dict) -> dict:
             reader = view.get(key)
             if reader is None:
                 continue
-            source = create_reader(reader, network, randomize=False, prefetch=False)
+            source = create_reader(reader_settings(reader), network, randomize=False, prefetch=False)
             try:
                 minibatch = source.next_minibatch(16)
                 feeds_from_minibatch(network, minibatch, "float32")

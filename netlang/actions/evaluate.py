@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from netlang.actions import common
+from netlang.compiler.lang.settings import reader_settings
 from netlang.errors import ConfigError, DataError, DataPosition
 from netlang.ir.modelfile import atomic_write
 from netlang.runtime.executor import Executor
@@ -21,7 +22,7 @@ def run_eval(config, name: str, view) -> dict:
     network, executor, backend = _executor(view)
     names = list(view.evalNodeNames) if view.evalNodeNames else None
     nodes = common.select_nodes(network, names, ("criterion", "evaluation"), "evalNodeNames", view.span_of("evalNodeNames"))
-    source = common.create_reader(view.reader, network, randomize=False, dtype=backend.dtype,
+    source = common.create_reader(reader_settings(view.reader), network, randomize=False, dtype=backend.dtype,
                                   epoch_size=int(view.epochSize or 0))
     try:
         mb_size = int(view.minibatchSize.value(1)) if view.minibatchSize is not None else 40960
@@ -74,7 +75,7 @@ def run_write(config, name: str, view) -> dict:
             else:
                 chunks[node.name].extend(" ".join(f"{v:.7g}" for v in row) for row in values)
 
-    source = common.create_reader(view.reader, network, randomize=False, dtype=backend.dtype)
+    source = common.create_reader(reader_settings(view.reader), network, randomize=False, dtype=backend.dtype)
     try:
         mb_size = int(view.minibatchSize.value(1)) if view.minibatchSize is not None else 2048
         result = evaluate(executor, network, source, nodes, mb_size, backend, on_minibatch=collect)

@@ -65,11 +65,10 @@ from __future__ import annotations
 
 import io
 import json
-from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 
+from netlang.compiler.lang.settings import FULL_PRECISION_BITS, ParallelSettings
 from netlang.runtime.distributed import (
     BlockMomentum,
     GradientAggregator,
@@ -83,42 +82,19 @@ from netlang.runtime.distributed.blockmomentum import (
 from netlang.runtime.distributed.quantization import column_dims
 
 SUPPORTED_METHODS = ("none", "DataParallelSGD", "BlockMomentumSGD", "ModelAveragingSGD")
-FULL_PRECISION_BITS = 32          # gradientBits at or above this: a plain all-reduce
-QUANTIZED_BITS = (1, 2, 4, 8)
+QUANTIZED_BITS = (1, 2, 4, 8)     # gradientBits below FULL_PRECISION_BITS that k-bit aggregation runs
 MOMENTUM_STATES = ("smoothed_gradient", "mean")   # learner buffers resetSGDMomentum zeroes
 
 
-@dataclass(frozen=True)
-class ParallelSettings:
-    """The `SGD.ParallelTrain` block, already validated (see actions/train.py)."""
-
-    method: str = "none"
-    start_epoch: int = 1                                  # parallelizationStartEpoch (1-based)
-    gradient_bits: Callable[[int], int] | None = None     # epoch -> bits; None: full precision
-    zero_threshold: bool = True                           # useZeroThresholdFor1BitQuantization
-    longer_axis: bool = False                             # quantizeAlongLongerAxis (netlang)
-    block_size: int | None = None                         # samples over all workers
-    block_size_per_worker: int | None = None
-    block_learning_rate: float = 1.0
-    block_momentum_per_sync: float | None = None
-    block_momentum_as_time_constant: float | None = None
-    use_nesterov: bool = True
-    reset_sgd_momentum: bool = True
-    span: object = None                                   # where the method is chosen, for errors
-
-    def bits(self, epoch: int) -> int:
-        return FULL_PRECISION_BITS if self.gradient_bits is None else int(self.gradient_bits(epoch))
-
-    def describe(self, workers: int) -> str:
-        text = f"{workers} workers, {self.method}"
-        if self.method == "DataParallelSGD":
-            bits = self.bits(max(self.start_epoch, 1))
-            text += " (full precision)" if bits >= FULL_PRECISION_BITS else f" ({bits}-bit)"
-            if bits < FULL_PRECISION_BITS and self.longer_axis:
-                text += " along the longer axis"
-        if self.start_epoch > 1:
-            text += f" from epoch {self.start_epoch}"
-        return text
+def check_supported(settings: ParallelSettings | None) -> None:
+    """Refuse, at the line that sets it, a parallel setting this code cannot run."""
+    if settings is None or settings.gradient_bits is None:
+        return
+    for bits in settings.gradient_bits.values:
+        if bits not in QUANTIZED_BITS and bits < FULL_PRECISION_BITS:
+            raise settings.error("gradientBits", f"gradientBits = {bits} is not supported",
+                                 hint="use 1, 2, 4 or 8 for quantised aggregation, or 32 (64 in double "
+                                      "precision, the default) for full precision")
 
 
 def create_strategy(settings: ParallelSettings | None, comm, flat, learner, executor,

@@ -27,44 +27,23 @@ import os
 import re
 import signal
 import time
-from dataclasses import dataclass, field
-from typing import Callable
+from dataclasses import dataclass
 
 from netlang.errors import DataError, NetworkError, TrainingInterrupted
 from netlang.ir import modelfile as modelio
 from netlang.ir.graph import Network, Node
 from netlang.ir.shapes import to_runtime
 from netlang.ops import registry
-from netlang.runtime.autoadjust import AutoAdjustSettings, LearningRateAdjuster
+from netlang.compiler.lang.settings import TrainingSettings
+from netlang.runtime.autoadjust import adjuster_for
 from netlang.runtime.backend import Backend
 from netlang.runtime.carryover import CarryOver
 from netlang.runtime.executor import Executor, initial_parameters
 from netlang.runtime.feeding import feeds_from_minibatch
 from netlang.runtime.flatbuffer import FlatParameters
-from netlang.runtime.learners import Learner, SGDSettings, create_learner
-from netlang.runtime.parallel import ParallelSettings, create_strategy
+from netlang.runtime.learners import Learner, create_learner
+from netlang.runtime.parallel import create_strategy
 from netlang.runtime.progress import Progress
-
-
-@dataclass
-class TrainSettings:
-    """What the loop needs from the action and SGD blocks (already validated by the schema)."""
-
-    model_path: str
-    max_epochs: int
-    minibatch_size: Callable[[int], int]          # epoch (1-based) -> samples per minibatch
-    epoch_size: int = 0                           # samples; 0 = one full sweep of the data
-    num_mbs_to_show_result: int = 10
-    first_mbs_to_show_result: int = 0
-    keep_checkpoint_files: bool = False
-    make_mode: bool = True
-    dropout_rate: Callable[[int], float] | None = None
-    seed: int = 1
-    metrics_log: str | None = None                # JSON lines, one per report and per epoch
-    criterion: str | None = None                  # trainCriterionNodeName
-    evaluation: list[str] | None = None           # evalCriterionNodeName(s)
-    auto_adjust: AutoAdjustSettings | None = None  # AutoAdjust with adjustAfterEpoch
-    meta: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -80,9 +59,8 @@ class EpochResult:
 
 
 class Trainer:
-    def __init__(self, network: Network, backend: Backend, sgd: SGDSettings, settings: TrainSettings,
-                 source, cv_source=None, progress: Progress | None = None, comm=None,
-                 parallel: ParallelSettings | None = None):
+    def __init__(self, network: Network, backend: Backend, settings: TrainingSettings,
+                 source, cv_source=None, progress: Progress | None = None, comm=None):
         self.network = network
         self.backend = backend
         self.settings = settings
@@ -99,9 +77,9 @@ class Trainer:
                                  seed=settings.seed)
         self.learnable = [p for p in params if p.learning_rate_multiplier > 0]
         self.grad_views = {p.name: self.flat.grad_view(p.name) for p in self.learnable}
-        self.learner: Learner = create_learner(sgd, self.flat)
-        self.parallel = create_strategy(parallel, comm, self.flat, self.learner, self.executor, settings.seed)
-        self.adjuster = LearningRateAdjuster(settings.auto_adjust) if settings.auto_adjust else None
+        self.adjuster = adjuster_for(settings.auto_adjust)
+        self.learner: Learner = create_learner(settings.sgd, self.flat)
+        self.parallel = create_strategy(settings.parallel, comm, self.flat, self.learner, self.executor, settings.seed)
         self.start_epoch = 1
         self.resume_position: dict | None = None
         self._stop_signal: int | None = None
@@ -112,7 +90,8 @@ class Trainer:
         if self.settings.criterion:
             node = self.network.node(self.settings.criterion)
             if node is None:
-                raise NetworkError(f"no node named '{self.settings.criterion}' (trainCriterionNodeName)")
+                raise NetworkError(f"no node named '{self.settings.criterion}' (trainCriterionNodeName)",
+                                   self.settings.span_of("trainCriterionNodeName"))
             return node
         if not crits:
             raise NetworkError("the network has no criterion node", self.network.span,
@@ -125,7 +104,8 @@ class Trainer:
             for name in self.settings.evaluation:
                 node = self.network.node(name)
                 if node is None:
-                    raise NetworkError(f"no node named '{name}' (evalCriterionNodeName)")
+                    raise NetworkError(f"no node named '{name}' (evalCriterionNodeName)",
+                                       self.settings.span_of("evalCriterionNodeName"))
                 out.append(node)
             return out
         return [n for n in self.network.groups.get("evaluation", []) if n is not self.criterion]
@@ -143,7 +123,7 @@ class Trainer:
         self.executor.options["precompute_pass"] = True
         try:
             evaluate(self.executor, self.network, self.source, nodes,
-                     int(self.settings.minibatch_size(1)), self.backend)
+                     int(self.settings.minibatch_size.value(1)), self.backend)
         finally:
             self.executor.options.pop("precompute_pass", None)
         for node in nodes:
@@ -276,7 +256,7 @@ class Trainer:
 
     def train_epoch(self, epoch: int) -> EpochResult:
         """One epoch: the source decides where it ends (`epochSize` samples or one sweep)."""
-        mb_size = int(self.settings.minibatch_size(epoch))
+        mb_size = int(self.settings.minibatch_size.value(epoch))
         position = self.resume_position or {}
         self.resume_position = None
         totals = {"samples": position.get("samples", 0), "criterion": position.get("criterion", 0.0),
@@ -284,8 +264,7 @@ class Trainer:
                   "seconds": position.get("seconds", 0.0)}
         window = {"samples": 0, "criterion": 0.0, "metrics": {}, "start": time.perf_counter(),
                   "first_mb": totals["minibatches"] + 1}
-        if self.settings.dropout_rate is not None:
-            self.executor.options["dropoutRate"] = float(self.settings.dropout_rate(epoch))
+        self.executor.options["dropoutRate"] = float(self.settings.dropout_rate.value(epoch))
         start = time.perf_counter() - totals["seconds"]
         lr = self.learner.learning_rate_per_sample(epoch)
         epoch_samples = self.settings.epoch_size or getattr(self.source, "samples_per_sweep", 0)
