@@ -37,12 +37,11 @@ def netlang_trainer(config: str, batch: int, feeds):
     from netlang.runtime.backend import select_backend
     from netlang.runtime.executor import Executor, initial_parameters
     from netlang.runtime.flatbuffer import FlatParameters
-    from netlang.runtime.learners import SGDSettings, create_learner
-    from netlang.runtime.schedules import (
-        LearningRateSchedule,
-        MomentumSchedule,
-        Schedule,
-    )
+    from netlang.compiler.lang import settings
+    from netlang.compiler.lang.blocks import SGD_SCHEMA
+    from netlang.compiler.lang.evaluator import evaluate_text
+    from netlang.compiler.lang.views import validate
+    from netlang.runtime.learners import create_learner
 
     network = netlang.load(os.path.join(REPO, config), precision="float").network("train", precision="float").network
     backend = select_backend(0, "float")
@@ -53,9 +52,8 @@ def netlang_trainer(config: str, batch: int, feeds):
     executor = Executor(network, backend, {p.name: flat.view(p.name) for p in params})
     learnable = [p for p in params if p.learning_rate_multiplier > 0]
     grads = {p.name: flat.grad_view(p.name) for p in learnable}
-    settings = SGDSettings(learning_rate=LearningRateSchedule(per_sample=Schedule.parse("0.0001")),
-                           momentum=MomentumSchedule(per_minibatch=Schedule.parse("0.9")), l2_reg_weight=0.0001)
-    learner = create_learner(settings, flat)
+    block = "maxEpochs = 1 ; learningRatesPerSample = 0.0001 ; momentumPerMB = 0.9 ; L2RegWeight = 0.0001"
+    learner = create_learner(settings.sgd_settings(validate(evaluate_text(block, "bench"), SGD_SCHEMA, "SGD")), flat)
     criterion = network.groups["criterion"][0]
     device_feeds = feeds(backend)
 
