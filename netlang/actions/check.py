@@ -29,8 +29,8 @@ from netlang.compiler.graph.network import (
 )
 from netlang.compiler.lang.config import Config, block_entries, resolved_config_dict
 from netlang.compiler.lang.evaluator import force_all
-from netlang.compiler.lang.views import own_names
 from netlang.compiler.lang.settings import reader_settings
+from netlang.compiler.lang.views import own_names
 from netlang.runtime.feeding import feeds_from_minibatch
 
 

@@ -286,7 +286,7 @@ class ModelNotWrittenYet(NetworkError):
 
 
 # Model files that earlier command blocks write: normalised path -> the block that writes it.
-_written_earlier: ContextVar[dict] = ContextVar("models_written_earlier", default={})
+_written_earlier: ContextVar[dict | None] = ContextVar("models_written_earlier", default=None)
 
 
 @contextmanager

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 
+from netlang.compiler.lang import values
 from netlang.compiler.lang.fields import (
     AnyValue,
     Bool,
@@ -35,9 +36,21 @@ from netlang.compiler.lang.fields import (
     Unsupported,
 )
 from netlang.compiler.lang.schema import REQUIRED, Field, Schema
-from netlang.compiler.lang.simple_network import ACTIVATIONS, CRITERIA, EVALUATIONS, SimpleNetworkRef, layer_sizes
-from netlang.compiler.lang import values
-from netlang.compiler.lang.views import Block, BlockList, RecordOf, View, own_names, validate
+from netlang.compiler.lang.simple_network import (
+    ACTIVATIONS,
+    CRITERIA,
+    EVALUATIONS,
+    SimpleNetworkRef,
+    layer_sizes,
+)
+from netlang.compiler.lang.views import (
+    Block,
+    BlockList,
+    RecordOf,
+    View,
+    own_names,
+    validate,
+)
 
 INFINITY = math.inf
 

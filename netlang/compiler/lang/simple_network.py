@@ -59,9 +59,9 @@ def ffdnn_text(view) -> str:
         x = "MVNormalizedFeatures"
     last = len(sizes) - 2
     for i in range(last + 1):
-        lines += [f"W{i} = Parameter ({sizes[i + 1]}, {sizes[i]}, init='{init}', "
-                  f"initValueScale={view.initValueScale!r}, randomSeed={i + 1})",
-                  f"B{i} = Parameter ({sizes[i + 1]}, 1, initValue=0)"]
+        weight = (f"W{i} = Parameter ({sizes[i + 1]}, {sizes[i]}, init='{init}', "
+                  f"initValueScale={view.initValueScale!r}, randomSeed={i + 1})")
+        lines += [weight, f"B{i} = Parameter ({sizes[i + 1]}, 1, initValue=0)"]
         if i == last:
             lines.append(f"HLast = W{i} * {x} + B{i}")
             break
