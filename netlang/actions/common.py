@@ -9,7 +9,7 @@ import os
 import numpy as np
 
 from netlang.errors import ConfigError, NetworkError, suggest
-from netlang.ir import modelfile as modelio
+from netlang.compiler.graph.modelcheck import load_checked_model
 from netlang.ir.graph import Network
 from netlang.readers.factory import create_source
 from netlang.runtime.backend import Backend, select_backend
@@ -25,8 +25,9 @@ def top_seed(config) -> int:
 
 
 def load_model(path: str):
-    """A trained model file: its network and parameters (and node state such as statistics)."""
-    return modelio.load_model(path)
+    """A trained model file: its network and parameters (and node state such as statistics), checked
+    to be a graph netlang can run (a damaged or crafted file is a DataError, exit 65)."""
+    return load_checked_model(path)
 
 
 def reader_settings(reader_view) -> dict:

@@ -1,6 +1,9 @@
 """The `test`/`eval` and `write` actions on a trained model file."""
 from __future__ import annotations
 
+import os
+import re
+
 from netlang.actions import common
 from netlang.errors import ConfigError, DataError, DataPosition
 from netlang.ir.modelfile import atomic_write
@@ -50,6 +53,23 @@ def _samples(values, mask, backend):
     return values.swapaxes(0, 1)[mask.T].reshape(int(mask.sum()), -1)
 
 
+# What may stay as it is in an output file name; anything else in a node name is written %XX.
+_UNSAFE_IN_FILE_NAME = re.compile(r"[^A-Za-z0-9_.\[\]-]")
+
+
+def node_output_path(output_path: str, node_name: str) -> str:
+    """`<outputPath>.<node>`: the node's name is never a path component, so the file stays in
+    outputPath's directory whatever the name (model files are data from anywhere)."""
+    def escaped(match):
+        return "".join(f"%{byte:02X}" for byte in match.group().encode("utf-8"))
+
+    directory, base = os.path.split(output_path)
+    file_name = f"{base}.{_UNSAFE_IN_FILE_NAME.sub(escaped, node_name)}"
+    if not file_name.strip("."):          # only dots ('..'): not a file name of its own
+        file_name = file_name.replace(".", "%2E")
+    return os.path.join(directory, file_name)
+
+
 def run_write(config, name: str, view) -> dict:
     """Write each output node's values to `<outputPath>.<node>`: one line per sample, values
     separated by spaces (`format.type = real`), or the arg-max's label (`category`); the samples of
@@ -82,7 +102,7 @@ def run_write(config, name: str, view) -> dict:
         source.close()
     written = {}
     for node in nodes:
-        path = f"{view.outputPath}.{node.name}"
+        path = node_output_path(view.outputPath, node.name)
         text = ("\n".join(chunks[node.name]) + "\n").encode("utf-8")
         atomic_write(path, lambda fh, text=text: fh.write(text))
         written[node.name] = path

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from netlang.compiler.graph import loops, shapeinfer
+from netlang.compiler.graph import loops, modelcheck, shapeinfer
 from netlang.compiler.lang import values
 from netlang.compiler.lang.nodes import BuildContext
 from netlang.errors import DataError, EvalError, NetlangError, NetworkError
@@ -26,7 +26,6 @@ from netlang.ir.graph import (
     layout_suffix,
     topological_order,
 )
-from netlang.ir.modelfile import load_model
 from netlang.ir.shapes import format_shape
 from netlang.ops import registry
 
@@ -266,7 +265,7 @@ def load_network(record, ctx: BuildContext):
     if not isinstance(path, str):
         raise EvalError("BS.Network.Load needs a file name (pathName)", ctx.span)
     try:
-        model = load_model(path)
+        model = modelcheck.load_checked_model(path)
     except DataError as err:
         err.add_frame("BS.Network.Load", ctx.span)
         raise
