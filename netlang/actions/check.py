@@ -1,8 +1,8 @@
 """`netlang check cfg.net [key=value ...] [--json]`: validate a config without training.
 
 Parses and evaluates the config, validates the top level and every block named by `command` with
-the schemas, evaluates the user's plain variables, builds every network, reads one minibatch from
-each reader, and prints the resolved configuration (the values the config sets; `netlang explain`
+the schemas, evaluates the user's plain variables, checks that the output directories can be made,
+builds every network, reads one minibatch from each reader, and prints the resolved configuration (the values the config sets; `netlang explain`
 lists the defaults too) and the networks.
 """
 from __future__ import annotations
@@ -13,6 +13,7 @@ import sys
 from rich.markup import escape
 
 from netlang.actions.common import create_reader
+from netlang.actions.directories import output_directory, probe_directory
 from netlang.actions.output import stdout_console
 from netlang.compiler.graph import load_config
 from netlang.compiler.graph.network import (
@@ -67,9 +68,23 @@ def check_readers(config: Config, networks: dict) -> dict:
     return report
 
 
+# The file-path settings each action writes to, and so needs a directory for.
+OUTPUT_PATHS = {"train": "modelPath", "write": "outputPath"}
+
+
+def check_output_directories(config: Config) -> None:
+    """Every directory training or writing will make can be made (probed, then removed again)."""
+    for _, view in config.actions():
+        key = OUTPUT_PATHS.get(view.action)
+        path = view.get(key) if key is not None else None
+        if path:
+            probe_directory(output_directory(path), key, view.span_of(key))
+
+
 def run(args) -> int:
     config = load_config(args.config, args.overrides)
     resolved = resolved_config_dict(config)  # validates every command block
+    check_output_directories(config)
     networks = build_networks(config)
     data = {} if args.no_data else check_readers(config, networks)
     if args.json:

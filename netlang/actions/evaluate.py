@@ -5,6 +5,7 @@ import os
 import re
 
 from netlang.actions import common
+from netlang.actions.directories import make_directory, output_directory
 from netlang.errors import ConfigError, DataError, DataPosition
 from netlang.ir.modelfile import atomic_write
 from netlang.runtime.executor import Executor
@@ -76,6 +77,7 @@ def run_write(config, name: str, view) -> dict:
     sequences come sequence after sequence, each one's steps in order."""
     if not view.outputPath:
         raise view.block_error("the write action needs outputPath", hint="outputPath = \"out/result\" writes out/result.<node>")
+    make_directory(output_directory(view.outputPath), "outputPath", view.span_of("outputPath"))
     network, executor, backend = _executor(view)
     names = list(view.outputNodeNames) if view.outputNodeNames else None
     nodes = common.select_nodes(network, names, ("output",), "outputNodeNames", view.span_of("outputNodeNames"))

@@ -48,7 +48,7 @@ class Command:
     key_paths: bool = False                     # other words than key=value select keys (explain)
     add_subcommands: Callable | None = None     # (parser) -> None: a tree of its own (data)
     actions: tuple[str, ...] = ()               # the CNTK `action` values of the blocks it runs
-    block_runner: Callable | None = None        # (config, block name, view, progress) -> result
+    block_runner: Callable | None = None        # (config, block name, view, progress, args) -> result
     printer: Callable | None = None             # (console, block name, result) -> None
 
     @property
@@ -91,7 +91,7 @@ def _run_blocks(args, config, blocks) -> int:
     results = {}
     try:
         for name, view, command in plan:
-            results[name] = command.block_runner(config, name, view, progress)
+            results[name] = command.block_runner(config, name, view, progress, args)
             if command.printer is not None and not as_json:
                 command.printer(console, name, results[name])
     finally:
@@ -113,12 +113,21 @@ def _command_for_block(name: str, view) -> Command:
                       view.span_of("action"), hint=f"available: {available}")
 
 
-def _evaluate(config, name: str, view, progress):
+def _train(config, name: str, view, progress, args):
+    return run_train(config, name, view, progress, resume_anyway=getattr(args, "resume_anyway", False))
+
+
+def _evaluate(config, name: str, view, progress, args):
     return run_eval(config, name, view)      # one result line at the end: no progress to report
 
 
-def _write(config, name: str, view, progress):
+def _write(config, name: str, view, progress, args):
     return run_write(config, name, view)
+
+
+RESUME_ANYWAY = option("--resume-anyway", action="store_true",
+                       help="resume from the newest checkpoint even when it was written with other training "
+                            "settings (learning rates, network, minibatch size …); without it that is an error")
 
 
 # ---- the table ------------------------------------------------------------------------------------
@@ -129,12 +138,15 @@ COMMANDS = (
         help="train the network of a config",
         description="""Train the network of each block with action = "train" (in command order). Models are
 written as <modelPath>.<epoch> with a checkpoint after every epoch and <modelPath> at the end; with
-makeMode = true (the default) a restarted run resumes from the newest checkpoint. Ctrl-C or SIGTERM
-stops at the next minibatch, writes a checkpoint and exits 130.""",
+makeMode = true (the default) a restarted run resumes from the newest checkpoint, unless that was
+written with other training settings (then --resume-anyway goes on, makeMode=false starts afresh).
+One training at a time per output directory: a second one exits 75 at once. Ctrl-C or SIGTERM stops
+at the next minibatch, writes a checkpoint and exits 130.""",
         example="netlang train cfg.net SGD.maxEpochs=5",
+        options=(RESUME_ANYWAY,),
         runner=run_own_blocks,
         actions=("train",),
-        block_runner=run_train,
+        block_runner=_train,
     ),
     Command(
         name="eval",
@@ -167,6 +179,7 @@ separated by spaces, or the arg-max's label with format = { type = "category" ; 
         help="run the config's command list (command = train:test)",
         description="Run every block named by command = A:B in order: train, test/eval and write actions.",
         example="netlang run cfg.net command=train:test",
+        options=(RESUME_ANYWAY,),
         runner=run_every_block,
     ),
     Command(

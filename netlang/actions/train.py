@@ -13,6 +13,9 @@ import os
 import yaml
 
 from netlang.actions import common
+from netlang.actions.directories import make_directory, output_directory
+from netlang.actions.resume import check_resume, training_settings
+from netlang.actions.runlock import directory_lock
 from netlang.compiler.graph.network import build_action_network, require_training_nodes
 from netlang.compiler.lang.config import resolved_config_dict
 from netlang.errors import ConfigError, NetworkError, TrainingInterrupted
@@ -142,18 +145,21 @@ def save_resolved_config(config, model_path: str) -> None:
     atomic_write(path, lambda fh: fh.write(text))
 
 
-def run_train(config, name: str, view, progress: Progress | None = None, comm=None) -> list:
+def run_train(config, name: str, view, progress: Progress | None = None, comm=None,
+              resume_anyway: bool = False) -> list:
+    """Train the block `name`. `resume_anyway`: resume from a checkpoint even when it was written with
+    other training settings (otherwise that is a config error naming them)."""
     progress = progress or Progress()
     parallel = parallel_settings(config, view)
     comm = comm or communicator_for(config, parallel)
     if comm.size <= 1:
-        return _train(config, name, view, progress, comm, parallel)
+        return _train(config, name, view, progress, comm, parallel, resume_anyway)
     install_failure_handlers(comm, announce=progress.enabled)   # pid -> rank, to name a killed rank
     if comm.rank != 0:
         progress = Progress(enabled=False, console=progress.console)
     with failure_guard(comm):
         try:
-            return _train(config, name, view, progress, comm, parallel)
+            return _train(config, name, view, progress, comm, parallel, resume_anyway)
         except TrainingInterrupted as stop:
             # Every worker stopped at the same minibatch and the checkpoint is written: a clean
             # exit with the interruption's code, not an abort of the job.
@@ -196,7 +202,8 @@ def truncation_settings(view, settings, network) -> tuple[int, int | None] | Non
     return int(settings.minibatch_size(1)), int(parallel or 1)
 
 
-def _train(config, name: str, view, progress: Progress, comm, parallel: ParallelSettings | None) -> list:
+def _train(config, name: str, view, progress: Progress, comm, parallel: ParallelSettings | None,
+           resume_anyway: bool) -> list:
     ref = view.network_expr()
     if ref is None:
         raise view.block_error("the train action needs a network", hint="add network = { … } (or BrainScriptNetworkBuilder)")
@@ -206,38 +213,47 @@ def _train(config, name: str, view, progress: Progress, comm, parallel: Parallel
     settings = train_settings(config, name, view)
     truncation = truncation_settings(view, settings, network)
     sgd = SGDSettings.from_cntk(sgd_values(view.SGD), view.SGD.span)
-    if os.path.exists(settings.model_path) and settings.make_mode:
-        progress.message(f"{name}: the final model {settings.model_path} exists; nothing to do "
-                         f"(makeMode = true; delete it or set makeMode = false to train again)")
-        return []
-    source = common.create_reader(view.reader, network, epoch_size=settings.epoch_size, dtype=backend.dtype,
-                                  truncation=truncation)
-    cv_source = None
-    try:
-        if view.cvReader is not None:
-            cv_source = common.create_reader(view.cvReader, network, randomize=False, dtype=backend.dtype)
-        trainer = Trainer(network, backend, sgd, settings, source, cv_source, progress, comm, parallel)
-        resume = trainer.find_resume_point() if settings.make_mode else None
-        if comm.size > 1:
-            resume = comm.bcast(resume, 0)   # rank 0's view of the files decides for everyone
-        if resume:
-            start = trainer.restore(resume)
-            trainer.start_epoch = start
-            progress.message(f"{name}: resuming from epoch {start} ({os.path.basename(resume)})")
-        else:
-            if not settings.make_mode and trainer.find_resume_point():
-                progress.message(f"{name}: makeMode = false: starting fresh, ignoring existing checkpoints")
-            trainer.initialize()
-            trainer.precompute()
-        if comm.rank == 0:
-            save_resolved_config(config, settings.model_path)
-        workers = f" with {parallel.describe(comm.size)}" if comm.size > 1 and parallel is not None else ""
-        progress.message(f"{name}: {network.parameter_count():,} learnable parameters; "
-                         f"training {settings.max_epochs} epochs on {backend.device} ({backend.dtype.__name__})"
-                         f"{workers}")
-        return trainer.train()
-    finally:
-        for s in (source, cv_source):
-            close = getattr(s, "close", None)
-            if close:
-                close()
+    settings.resume_settings, setting_spans = training_settings(config, view, network)
+    directory = output_directory(settings.model_path)
+    writer = comm.rank == 0
+    if writer:
+        make_directory(directory, "modelPath", view.span_of("modelPath"))
+    # One run per output directory, from before it looks for checkpoints until its final model.
+    with directory_lock(directory, "modelPath", view.span_of("modelPath"), enabled=writer):
+        if os.path.exists(settings.model_path) and settings.make_mode:
+            progress.message(f"{name}: the final model {settings.model_path} exists; nothing to do "
+                             f"(makeMode = true; delete it or set makeMode = false to train again)")
+            return []
+        source = common.create_reader(view.reader, network, epoch_size=settings.epoch_size, dtype=backend.dtype,
+                                      truncation=truncation)
+        cv_source = None
+        try:
+            if view.cvReader is not None:
+                cv_source = common.create_reader(view.cvReader, network, randomize=False, dtype=backend.dtype)
+            trainer = Trainer(network, backend, sgd, settings, source, cv_source, progress, comm, parallel)
+            resume = trainer.find_resume_point() if settings.make_mode else None
+            if comm.size > 1:
+                resume = comm.bcast(resume, 0)   # rank 0's view of the files decides for everyone
+            if resume:
+                check_resume(trainer.checkpoint_settings(resume), settings.resume_settings, setting_spans,
+                             resume, resume_anyway, progress)
+                start = trainer.restore(resume)
+                trainer.start_epoch = start
+                progress.message(f"{name}: resuming from epoch {start} ({os.path.basename(resume)})")
+            else:
+                if not settings.make_mode and trainer.find_resume_point():
+                    progress.message(f"{name}: makeMode = false: starting fresh, ignoring existing checkpoints")
+                trainer.initialize()
+                trainer.precompute()
+            if comm.rank == 0:
+                save_resolved_config(config, settings.model_path)
+            workers = f" with {parallel.describe(comm.size)}" if comm.size > 1 and parallel is not None else ""
+            progress.message(f"{name}: {network.parameter_count():,} learnable parameters; "
+                             f"training {settings.max_epochs} epochs on {backend.device} ({backend.dtype.__name__})"
+                             f"{workers}")
+            return trainer.train()
+        finally:
+            for s in (source, cv_source):
+                close = getattr(s, "close", None)
+                if close:
+                    close()
