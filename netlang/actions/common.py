@@ -48,7 +48,8 @@ def create_reader(reader_view, network: Network, *, epoch_size: int | None = Non
     # beside the words) must not stand in the way, so truncated reading carries the inputs only.
     wanted = {node.name: 0 for node in network.inputs} if truncation is not None else None
     source = create_source(reader_settings(reader_view), os.getcwd(), epoch_size=epoch_size, randomize=randomize,
-                           dtype=dtype, prefetch=prefetch, truncation=truncation, streams_wanted=wanted)
+                           dtype=dtype, prefetch=prefetch, truncation=truncation, streams_wanted=wanted,
+                           distributions=distribution_inputs(network))
     try:
         check_streams(network, source.stream_infos(), reader_view.span)
     except BaseException:
@@ -57,6 +58,12 @@ def create_reader(reader_view, network: Network, *, epoch_size: int | None = Non
             close()
         raise
     return source
+
+
+def distribution_inputs(network: Network) -> dict[str, str]:
+    """Inputs that a CrossEntropyWithSoftmax reads as its label distribution -> that node's name."""
+    return {node.inputs[0].name: f"CrossEntropyWithSoftmax '{node.name}'" for node in network.nodes
+            if node.op == "CrossEntropyWithSoftmax" and node.inputs and node.inputs[0] in network.inputs}
 
 
 def select_nodes(network: Network, names, default_groups: tuple[str, ...], what: str, span=None) -> list:

@@ -1,6 +1,7 @@
 """The `test`/`eval` and `write` actions on a trained model file."""
 from __future__ import annotations
 
+import math
 import os
 import re
 
@@ -21,7 +22,8 @@ def _executor(view):
 
 
 def run_eval(config, name: str, view) -> dict:
-    """Each metric's per-sample average over the reader's data: {"metrics": {node: v}, "samples": N}."""
+    """Each metric's per-sample average over the reader's data: {"metrics": {node: v}, "samples": N},
+    plus {"nonFinite": [node, …]} when a metric is NaN or infinite."""
     network, executor, backend = _executor(view)
     names = list(view.evalNodeNames) if view.evalNodeNames else None
     nodes = common.select_nodes(network, names, ("criterion", "evaluation"), "evalNodeNames", view.span_of("evalNodeNames"))
@@ -29,9 +31,13 @@ def run_eval(config, name: str, view) -> dict:
                                   epoch_size=int(view.epochSize or 0))
     try:
         mb_size = int(view.minibatchSize.value(1)) if view.minibatchSize is not None else 40960
-        return evaluate(executor, network, source, nodes, mb_size, backend)
+        result = evaluate(executor, network, source, nodes, mb_size, backend)
     finally:
         source.close()
+    not_finite = [k for k, v in result["metrics"].items() if not math.isfinite(v)]
+    if not_finite:
+        result["nonFinite"] = not_finite
+    return result
 
 
 def _label_mapping(path: str | None) -> list[str] | None:

@@ -10,6 +10,7 @@ executes the blocks of `command = A:B` through the same entries, whatever their 
 from __future__ import annotations
 
 import json
+import math
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,7 +21,7 @@ from netlang.actions.evaluate import run_eval, run_write
 from netlang.actions.output import print_metrics, print_written, progress_for, stdout_console
 from netlang.actions.train import run_train
 from netlang.compiler.graph import load_config
-from netlang.errors import SchemaError
+from netlang.errors import DataError, SchemaError
 
 
 @dataclass(frozen=True)
@@ -98,9 +99,29 @@ def _run_blocks(args, config, blocks) -> int:
         progress.close()
     if as_json:
         document = next(iter(results.values())) if len(results) == 1 else {"blocks": results}
-        sys.stdout.write(json.dumps(document) + "\n")
+        sys.stdout.write(json.dumps(_json_numbers(document), allow_nan=False) + "\n")
+    _fail_on_non_finite(results)
     return 0
 
+
+def _json_numbers(value):
+    """NaN and infinity are not JSON: they become null (the result's `nonFinite` says which)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_numbers(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_numbers(v) for v in value]
+    return value
+
+
+def _fail_on_non_finite(results: dict) -> None:
+    """A metric that is NaN or infinite is a failed evaluation (exit 65), after its result is shown."""
+    bad = [f"{block}: {metric} = {result['metrics'][metric]}" for block, result in results.items()
+           if isinstance(result, dict) for metric in result.get("nonFinite", ())]
+    if bad:
+        raise DataError(f"not a finite number: {'; '.join(bad)}",
+                        hint="the model's parameters or the data hold NaN or infinity, or the model diverged")
 
 def _command_for_block(name: str, view) -> Command:
     """The command that runs blocks with the block's `action` (CNTK's names). The config language

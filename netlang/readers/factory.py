@@ -222,7 +222,8 @@ register_deserializer("CNTKTextFormatDeserializer", build_ctf)
 
 def create_source(reader_cfg: Mapping, base_dir: str, *, epoch_size: int | None = None,
                   streams_wanted: Mapping[str, int] | None = None, randomize: bool | None = None,
-                  dtype=np.float32, prefetch: bool = False, truncation: tuple | None = None):
+                  dtype=np.float32, prefetch: bool = False, truncation: tuple | None = None,
+                  distributions: Mapping[str, str] | None = None):
     """The minibatch source a reader block describes.
 
     `epoch_size` (from SGD) overrides the reader's `epochSize`; `streams_wanted` maps the network's
@@ -230,7 +231,9 @@ def create_source(reader_cfg: Mapping, base_dir: str, *, epoch_size: int | None 
     carries just those streams, and a name or dimension that does not match the reader is an error.
     `randomize=False` forces file order (the `write` action). `truncation=(length, parallel)` cuts
     the sequences into windows for truncated BPTT (readers/truncation.py). `prefetch=True` wraps the
-    source in a read-ahead thread.
+    source in a read-ahead thread. `distributions` maps streams the network reads as distributions
+    (CrossEntropyWithSoftmax's labels) to that node; deserializers that can tell warn about rows that
+    cannot be one.
     """
     cfg = ConfigView(reader_cfg, "reader")
     deserializers, default_window = _deserializers(cfg, base_dir, dtype)
@@ -250,6 +253,9 @@ def create_source(reader_cfg: Mapping, base_dir: str, *, epoch_size: int | None 
         configure = getattr(d, "set_randomization", None)
         if configure is not None:
             configure(do_randomize, seed)
+        expect = getattr(d, "expect_distributions", None)
+        if expect is not None and distributions:
+            expect(dict(distributions))
     source = MinibatchSource(
         deserializers,
         randomize=do_randomize,

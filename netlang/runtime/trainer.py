@@ -24,6 +24,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
+from netlang.compiler.graph.network import require_scalar_criterion
 from netlang.errors import DataError, DataPosition, NetworkError, TrainingInterrupted
 from netlang.ir import modelfile as modelio
 from netlang.ir.graph import Network, Node
@@ -113,6 +114,7 @@ class Trainer:
             node = self.network.node(self.settings.criterion)
             if node is None:
                 raise NetworkError(f"no node named '{self.settings.criterion}' (trainCriterionNodeName)")
+            require_scalar_criterion(node)
             return node
         if not crits:
             raise NetworkError("the network has no criterion node", self.network.span,
@@ -390,8 +392,10 @@ class Trainer:
             self.learner.step(epoch, samples)
         self.parallel.after_update(local, n)
         if not math.isfinite(crit):
+            rate = self.learner.learning_rate_per_sample(epoch)
             raise NetworkError(f"the criterion '{self.criterion.name}' became {crit} in epoch {epoch}",
-                               self.criterion.span, hint="lower the learning rate or check the data")
+                               self.criterion.span, hint=f"lower the learning rate ({rate:.6g} per sample in "
+                                                         f"epoch {epoch}) or check the data")
         return crit, metrics, n
 
     def _maybe_report(self, epoch: int, totals: dict, window: dict, lr: float) -> None:

@@ -237,13 +237,24 @@ def build_action_network(ref) -> Network:
 
 
 def require_training_nodes(network: Network, span=None) -> None:
-    """A network that is trained needs a criterion and at least one input."""
+    """A network that is trained needs a criterion, one number per sample, and at least one input."""
     if not network.groups.get("criterion"):
         raise NetworkError("the network has no criterion node", span or network.span,
                            hint="declare criterionNodes = (ce) (exact spelling) or give the loss tag='criterion'")
+    for node in network.groups["criterion"]:
+        require_scalar_criterion(node)
     if not network.inputs:
         raise NetworkError("the network has no inputs", span or network.span,
                            hint="declare inputs with Input {dims} and list them in featureNodes/labelNodes")
+
+
+def require_scalar_criterion(node: Node) -> None:
+    """A criterion is summed over the samples and minimised: it must be one number per sample."""
+    if node.dim != 1:
+        raise NetworkError(f"the criterion '{node.name}' is not one number per sample: its value is "
+                           f"{format_shape(node.shape, layout_suffix(node.layout))}", node.span,
+                           hint="a criterion is a loss such as CrossEntropyWithSoftmax (labels, z) or "
+                                "SquareError (labels, z); ReduceSum makes one number of a vector")
 
 
 def summary(network: Network) -> dict:

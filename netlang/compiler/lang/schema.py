@@ -152,7 +152,7 @@ def _kind_of(value) -> str:
 def _format_number(value) -> str:
     if isinstance(value, float) and math.isinf(value):
         return "infinity" if value > 0 else "-infinity"
-    if isinstance(value, float) and value == int(value) and abs(value) < 1e15:
+    if isinstance(value, float) and abs(value) < 1e15 and value == int(value):   # NaN fails the first test
         return str(int(value))
     return repr(value) if isinstance(value, float) else str(value)
 
@@ -224,7 +224,7 @@ class Int(FieldType):
         number = value
         if isinstance(value, str):
             number = parse_float_text(value)
-        if not _is_number(number) or math.isinf(number) or number != int(number):
+        if not _is_number(number) or not math.isfinite(number) or number != int(number):
             raise slot.error(f"expected a whole number, got {_describe(value)}",
                              hint=f"write {slot.name} = <integer>, e.g. {slot.name} = {self.min or 1}")
         number = int(number)
@@ -252,6 +252,8 @@ class Float(FieldType):
             raise slot.error(f"expected a number, got {_describe(value)}",
                              hint="numbers are written without quotes; infinity is \"infinity\" or \"1#INF\"")
         number = float(number)
+        if math.isnan(number):
+            raise slot.error("the value is not a number (NaN, as 0/0 gives)", hint=f"write {slot.name} = <number>")
         _check_range(number, self.min, self.max, slot, self.max_exclusive)
         return number
 
@@ -379,7 +381,7 @@ class Device(FieldType):
                 return "auto"
             number = parse_float_text(word)
             value = number if number is not None else value
-        if _is_number(value) and value == int(value) and value >= -1:
+        if _is_number(value) and math.isfinite(value) and value == int(value) and value >= -1:
             return int(value)
         raise slot.error(f"{_describe(value)} is not a device", hint="use -1 or \"cpu\", \"auto\", or a GPU index 0, 1, ...")
 
@@ -398,7 +400,7 @@ class Randomize(FieldType):
     def convert(self, value, slot):
         if isinstance(value, str) and value.strip().lower() in ("auto", "none"):
             return value.strip().lower()
-        if _is_number(value) and value == int(value) and value > 1:
+        if _is_number(value) and math.isfinite(value) and value == int(value) and value > 1:
             return int(value)
         return Bool().convert(value, slot)
 
@@ -544,7 +546,8 @@ class Scheduled(FieldType):
         items = expr.items if isinstance(expr, ast.ArrayLit) else [expr]
         entries = []
         for i, item in enumerate(items):
-            if isinstance(item, ast.BinOp) and item.op == "*":  # value*epochs, not a product
+            value_expr = item.left if isinstance(item, ast.BinOp) and item.op == "*" else item
+            if value_expr is not item:  # value*epochs, not a product
                 value = _evaluate_part(item.left, slot)
                 count = self._count(_evaluate_part(item.right, slot), slot, item.right.span)
             else:
@@ -552,6 +555,7 @@ class Scheduled(FieldType):
                 count = None if i == len(items) - 1 else 1
             if isinstance(value, str) and len(items) == 1:  # `lr = "0.1*2:0.01"` then `x = lr`
                 return self.convert(value, slot)
+            _check_finite(value, slot, value_expr.span)
             entries.append((value, count))
         return self._make(entries, slot)
 
@@ -563,6 +567,8 @@ class Scheduled(FieldType):
         return int(count)
 
     def _make(self, entries, slot) -> Schedule:
+        for value, _ in entries:
+            _check_finite(value, slot)
         typed = tuple((self.check.convert(v, slot), c) for v, c in entries)
         return Schedule(typed)
 
@@ -606,6 +612,13 @@ class Scheduled(FieldType):
 
     def text(self, value) -> str:
         return str(value)
+
+
+def _check_finite(value, slot, span: Span | None = None) -> None:
+    """A schedule's value must be a finite number: `1/0` (inf) and `0/0` (NaN) are errors at the value."""
+    if _is_number(value) and not math.isfinite(value):
+        raise slot.error(f"a schedule value is {value}, not a finite number", span=span,
+                         hint="a division by zero gives inf or nan; write the value as a number, e.g. 0.01")
 
 
 def _evaluate_part(expr, slot):
@@ -1142,7 +1155,7 @@ def to_plain(value):
         if isinstance(value, float):
             if math.isinf(value):
                 return "infinity" if value > 0 else "-infinity"
-            if value == int(value) and abs(value) < 1e15:
+            if abs(value) < 1e15 and value == int(value):                 # NaN fails the first test
                 return int(value)
         return value
     if isinstance(value, (Schedule, Names)):
