@@ -12,7 +12,7 @@ import sys
 
 from rich.markup import escape
 
-from netlang.actions.common import create_reader
+from netlang.actions.common import backend_for, create_reader
 from netlang.actions.directories import output_directory, probe_directory
 from netlang.actions.output import stdout_console
 from netlang.compiler.graph import load_config
@@ -21,8 +21,11 @@ from netlang.compiler.graph.network import (
     require_training_nodes,
     summary,
 )
+from netlang.actions.train import training_memory
 from netlang.compiler.lang.config import Config, block_entries, resolved_config_dict
+from netlang.errors import ConfigError
 from netlang.runtime.feeding import feeds_from_minibatch
+from netlang.runtime.memory import device_memory, human_bytes, require_fit
 
 
 def build_networks(config: Config) -> dict:
@@ -37,10 +40,24 @@ def build_networks(config: Config) -> dict:
         if ref is None:
             continue
         network = build_action_network(ref)
+        networks[name] = summary(network)
         if view.action == "train":
             require_training_nodes(network, ref.span)
-        networks[name] = summary(network)
+            networks[name]["memory"] = check_memory(view, network, ref.span)
     return networks
+
+
+def check_memory(view, network, span) -> dict:
+    """The training's memory estimate, with the device's memory when the device is here to ask;
+    a config error when the training's buffers cannot fit it."""
+    memory = training_memory(view, network)
+    try:
+        backend = backend_for(view)
+    except ConfigError:              # a GPU that this machine does not have: nothing to compare with
+        return {**memory.as_dict(), "device": str(view.deviceId), "deviceMemory": None}
+    available = device_memory(backend)
+    require_fit(memory, backend.device, available, span)
+    return {**memory.as_dict(), "device": backend.device, "deviceMemory": available}
 
 
 def check_readers(config: Config, networks: dict) -> dict:
@@ -92,6 +109,8 @@ def run(args) -> int:
         actions = document.setdefault("actions", {})
         for name, net in networks.items():
             actions.setdefault(name, {}).update({"parameters": net["parameters"], "nodes": net["nodes"]})
+            if "memory" in net:
+                actions[name]["memory"] = net["memory"]
         if data:
             document["data"] = data
         sys.stdout.write(json.dumps(document, indent=2) + "\n")
@@ -120,6 +139,17 @@ def print_networks(networks: dict, console, verbosity: int = 0) -> None:
             console.print()
             console.print(table)
         console.print(f"{escape(name)}: {net['parameters']:,} learnable parameters in {len(net['nodes'])} nodes")
+        if "memory" in net and verbosity >= 0:
+            console.print(f"{escape(name)}: memory for training: {escape(_memory_line(net['memory']))}")
+
+
+def _memory_line(memory: dict) -> str:
+    line = (f"parameters {human_bytes(memory['parameters'])}, gradients {human_bytes(memory['gradients'])}, "
+            f"learner state {human_bytes(memory['learnerState'])}; activations up to "
+            f"{human_bytes(memory['activationsPerMinibatch'])} per minibatch of {memory['minibatchSize']} samples")
+    if memory["deviceMemory"]:
+        line += f"; {memory['device']} has {human_bytes(memory['deviceMemory'])}"
+    return line
 
 
 def print_resolved(config: Config, console, verbosity: int = 0) -> None:

@@ -21,6 +21,7 @@ from netlang.compiler.lang.config import resolved_config_dict
 from netlang.errors import ConfigError, NetworkError, TrainingInterrupted
 from netlang.ir.modelfile import atomic_write
 from netlang.runtime.autoadjust import AutoAdjustSettings
+from netlang.runtime.backend import DTYPES
 from netlang.runtime.distributed import (
     LocalCommunicator,
     detect_launch,
@@ -29,6 +30,7 @@ from netlang.runtime.distributed import (
     install_failure_handlers,
 )
 from netlang.runtime.learners import SGDSettings
+from netlang.runtime.memory import MemoryEstimate, device_memory, estimate, require_fit
 from netlang.runtime.parallel import FULL_PRECISION_BITS, QUANTIZED_BITS, SUPPORTED_METHODS, ParallelSettings
 from netlang.runtime.progress import Progress
 from netlang.runtime.trainer import Trainer, TrainSettings
@@ -64,6 +66,13 @@ def train_settings(config, name: str, view) -> TrainSettings:
         evaluation=evaluation,
         meta={"config": config.path, "action": name},
     )
+
+
+def training_memory(view, network) -> MemoryEstimate:
+    """What training the block's network takes: its buffers, and activations for epoch 1's minibatch."""
+    sgd = SGDSettings.from_cntk(sgd_values(view.SGD), view.SGD.span)
+    return estimate(network, sgd.grad_update_type, DTYPES.get(str(view.precision).lower(), "float32"),
+                    int(view.SGD.minibatchSize.value(1)))
 
 
 def parallel_settings(config, view) -> ParallelSettings | None:
@@ -213,6 +222,7 @@ def _train(config, name: str, view, progress: Progress, comm, parallel: Parallel
     settings = train_settings(config, name, view)
     truncation = truncation_settings(view, settings, network)
     sgd = SGDSettings.from_cntk(sgd_values(view.SGD), view.SGD.span)
+    require_fit(training_memory(view, network), backend.device, device_memory(backend), ref.span)
     settings.resume_settings, setting_spans = training_settings(config, view, network)
     directory = output_directory(settings.model_path)
     writer = comm.rank == 0
