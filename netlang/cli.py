@@ -3,7 +3,8 @@
 `main(argv)` builds the argument parser from the command table (netlang/actions/table.py), parses the
 command line, runs the command, and turns whatever goes wrong into an exit code:
 
-    0 ok · 2 usage · 65 bad data · 70 internal error · 78 bad config · 130 interrupted
+    0 ok · 2 usage · 65 bad data · 70 internal error · 73 cannot create output · 75 output directory
+    in use · 78 bad config · 130 interrupted
 
 After the command's name, options and `key=value` overrides come in any order
 (`netlang eval cfg.net --json modelPath=x` and `netlang eval --json cfg.net modelPath=x` are the same).
@@ -27,7 +28,8 @@ from netlang.errors import EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_USAGE, NetlangE
 
 DESCRIPTION = """netlang: declarative deep-learning training from one BrainScript config file.
 
-Exit codes: 0 ok, 2 usage, 65 bad data, 70 internal error, 78 bad config, 130 interrupted."""
+Exit codes: 0 ok, 2 usage, 65 bad data, 70 internal error, 73 cannot create output, 75 output
+directory in use, 78 bad config, 130 interrupted."""
 
 EPILOG = """examples:
   netlang check examples/hello.net                  validate, print the resolved config

@@ -25,6 +25,7 @@ import math
 import os
 import tempfile
 import zipfile
+from tokenize import TokenError
 from typing import Mapping
 
 import numpy as np
@@ -315,6 +316,8 @@ def _check_parameters(network: Network, params: dict) -> None:
 # ---- the archive: a zip of .npy members, read without pickle -------------------------------------
 
 _ARRAY_KINDS = "biuf"          # booleans, integers, floats: what netlang stores
+# What NumPy's header reader (a tokenizer and literal_eval over the header text) raises on damage.
+_HEADER_FAILURES = (ValueError, SyntaxError, TypeError, TokenError, RecursionError, MemoryError)
 
 
 def read_arrays(path: str) -> dict[str, np.ndarray]:
@@ -357,7 +360,7 @@ def _read_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo, file_size: int
             if reader is None:
                 raise DamagedModel(part, f"unknown array format version {version}")
             shape, fortran_order, dtype = reader(member)
-        except ValueError:
+        except _HEADER_FAILURES:
             raise DamagedModel(part, "its array header is damaged") from None
         if dtype.hasobject or dtype.kind not in _ARRAY_KINDS or dtype.fields is not None:
             raise DamagedModel(part, f"holds {dtype} values; netlang stores only numbers (and never "

@@ -556,7 +556,7 @@ def _first_non_distribution(chunk) -> tuple[int, str] | None:
         sums = np.bincount(row_of, weights=chunk.values, minlength=rows)
         negative = np.bincount(row_of, weights=chunk.values < 0, minlength=rows) > 0
     else:
-        rows = chunk.values.reshape(len(chunk.values), -1)
+        rows = chunk.values.reshape(len(chunk.values), int(np.prod(chunk.values.shape[1:])))
         sums, negative = rows.sum(axis=1, dtype=np.float64), (rows < 0).any(axis=1)
     bad = np.flatnonzero(negative | (np.abs(sums - 1.0) > DISTRIBUTION_TOLERANCE))
     if not len(bad):

@@ -41,7 +41,7 @@ class DivergenceWatch:
             return None
         self.warned = True
         return (f"the training is diverging: {self.criterion} averaged {average:.5g} per sample over the last "
-                f"{WINDOW} minibatches, {average / self.start:.1f} times its start ({self.start:.5g}) and above "
+                f"{WINDOW} minibatches, {average / self.start:.3g} times its start ({self.start:.5g}) and above "
                 f"{FACTOR:g} times it for {SUSTAINED * WINDOW} minibatches, in epoch {epoch} with learning rate "
                 f"{learning_rate:.6g} per sample (try a lower learning rate)")
 

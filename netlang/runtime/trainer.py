@@ -256,7 +256,7 @@ class Trainer:
         self._rewind_metrics_log(training.get("metricsLogSize"))
         position = training.get("position")
         self.resume_position = position
-        epoch = _int(training.get("epoch"))
+        epoch = _int(training.get("epoch"), path)
         return epoch if position else epoch + 1
 
     def _cleanup_checkpoints(self, epoch: int) -> None:
@@ -434,7 +434,7 @@ class Trainer:
         try:
             with open(self.settings.metrics_log, "r+b") as fh:
                 if size is not None:
-                    fh.truncate(min(_int(size), os.fstat(fh.fileno()).st_size))
+                    fh.truncate(min(_int(size, self.settings.model_path), os.fstat(fh.fileno()).st_size))
                 self._log_size = fh.seek(0, os.SEEK_END)
         except FileNotFoundError:
             self._log_size = 0
@@ -493,10 +493,11 @@ def evaluate(executor: Executor, network: Network, source, nodes: list[Node], mb
             "counts": counts}
 
 
-def _int(value) -> int:
-    """A whole number from a checkpoint's JSON; anything else means the file is damaged."""
+def _int(value, path: str) -> int:
+    """A whole number from the checkpoint at `path`; anything else means the file is damaged."""
     if type(value) is not int:
-        raise DataError(f"damaged checkpoint: {value!r:.40} where a whole number belongs", hint=modelio.DAMAGED_HINT)
+        raise DataError(f"damaged checkpoint: {value!r:.40} where a whole number belongs", DataPosition(path),
+                        hint=modelio.DAMAGED_HINT)
     return value
 
 

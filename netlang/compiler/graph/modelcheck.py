@@ -61,8 +61,8 @@ def check_graph(network: Network) -> None:
 
 
 def _check_leaf(node: Node, op, part: str) -> None:
-    if node.is_parameter and op.name not in PARAMETER_OPS:
-        raise DamagedModel(part, f"a {node.op} cannot be a parameter")
+    if node.is_parameter and (op.name not in PARAMETER_OPS or node.layout is not None):
+        raise DamagedModel(part, f"a {node.op} with a dynamic axis cannot be a parameter")
     if op.leaf and not node.is_parameter and (op.name not in INPUT_OPS or node.layout is None):
         raise DamagedModel(part, f"a {node.op} that is neither a parameter nor an input with a dynamic axis")
 
