@@ -3,8 +3,8 @@
 __version__ = "0.1.0"
 
 
-def load(path, overrides=(), precision=None):
+def load(path, overrides=(), precision=None, device="cpu"):
     """Load a config: `netlang.load("cfg.net").network("train").forward({...})` (see netlang.api)."""
     from netlang.api import load as _load
 
-    return _load(path, overrides, precision)
+    return _load(path, overrides, precision, device)

@@ -7,6 +7,10 @@
 
 Input arrays are in run-time layout: `[N, *reversed(BS shape)]` for batch inputs (an image input
 `28:28:1` takes `[N, 1, 28, 28]`); a flat `[N, dim]` array is accepted too.
+
+`device` is where the network runs, as `deviceId` says it: `"cpu"` (the default), `"auto"` (a GPU
+when CuPy sees one, else the CPU) or a GPU index. Inputs may be NumPy arrays; results come back
+as NumPy arrays.
 """
 from __future__ import annotations
 
@@ -25,16 +29,18 @@ from netlang.runtime.executor import Executor
 class NetworkRunner:
     """A network plus an executor with its own parameters (initialised from the network's seed)."""
 
-    def __init__(self, network: Network, precision: str = "double", seed: int = 1, parameters=None):
+    def __init__(self, network: Network, precision: str = "double", seed: int = 1, parameters=None,
+                 device: str | int = "cpu"):
         self.network = network
-        self.backend = select_backend("cpu", precision)
+        self.backend = select_backend(device, precision)
         params = None
         if parameters is not None:
-            params = {k: self.backend.asarray(v) for k, v in parameters.items()}
+            params = {k: self.backend.from_host(v, self.backend.dtype) for k, v in parameters.items()}
         self.executor = Executor(network, self.backend, params, seed=seed)
 
     @property
-    def parameters(self) -> dict[str, np.ndarray]:
+    def parameters(self) -> dict:
+        """The parameter arrays the executor computes with (on the device)."""
         return self.executor.parameters
 
     def node(self, name: str) -> Node:
@@ -55,7 +61,7 @@ class NetworkRunner:
                 training: bool = False) -> dict[str, np.ndarray]:
         nodes = self._nodes(outputs, "output")
         values, _ = self.executor.run(inputs, nodes, training=training)
-        return {name: self.backend.to_numpy(v) for name, v in values.items()}
+        return {name: self.backend.to_host(v) for name, v in values.items()}
 
     def gradients(self, inputs: Mapping[str, np.ndarray], loss: str | None = None,
                   wrt: Sequence[str] | None = None) -> dict[str, np.ndarray]:
@@ -63,21 +69,23 @@ class NetworkRunner:
         targets = [self.node(n) for n in wrt] if wrt is not None else \
             [p for p in self.network.parameters if p.learning_rate_multiplier > 0]
         _, grads = self.executor.run(inputs, [], loss=loss_node, wrt=targets, training=True)
-        return {name: self.backend.to_numpy(g) for name, g in grads.items()}
+        return {name: self.backend.to_host(g) for name, g in grads.items()}
 
 
 class Model:
     """A loaded config: its validated settings and, on demand, the network of each action."""
 
-    def __init__(self, config, precision: str | None = None):
+    def __init__(self, config, precision: str | None = None, device: str | int = "cpu"):
         self.config = config
         self._precision = precision
+        self._device = device
 
     @property
     def actions(self) -> list[str]:
         return [name for name, _ in self.config.actions()]
 
-    def network(self, action: str | None = None, precision: str | None = None, seed: int = 1) -> NetworkRunner:
+    def network(self, action: str | None = None, precision: str | None = None, seed: int = 1,
+                device: str | int | None = None) -> NetworkRunner:
         candidates = self.config.actions()
         if action is not None:
             candidates = [(n, v) for n, v in candidates if n == action]
@@ -87,16 +95,19 @@ class Model:
             ref = view.network_expr()
             if ref is not None:
                 network = build_action_network(ref)
-                return NetworkRunner(network, precision or self._precision or "double", seed)
+                return NetworkRunner(network, precision or self._precision or "double", seed,
+                                     device=self._device if device is None else device)
         raise UsageError("no action of this config defines a network")
 
 
-def load(path: str, overrides: Sequence[str] = (), precision: str | None = None) -> Model:
+def load(path: str, overrides: Sequence[str] = (), precision: str | None = None,
+         device: str | int = "cpu") -> Model:
     """Parse, evaluate and validate a config file (with `key=value` overrides)."""
-    return Model(load_config(path, tuple(overrides)), precision)
+    return Model(load_config(path, tuple(overrides)), precision, device)
 
 
-def load_text(text: str, name: str = "<string>", overrides: Sequence[str] = ()) -> NetworkRunner:
+def load_text(text: str, name: str = "<string>", overrides: Sequence[str] = (),
+              device: str | int = "cpu") -> NetworkRunner:
     """Build the network described by `text`, a record of network members (tests, notebooks)."""
     record = evaluate_text(text, name, overrides=tuple(overrides))
-    return NetworkRunner(network_from_value(record))
+    return NetworkRunner(network_from_value(record), device=device)

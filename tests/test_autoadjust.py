@@ -8,7 +8,9 @@ from types import SimpleNamespace
 
 from netlang.cli import main
 from netlang.datasets.synthetic import prepare_synthetic
-from netlang.runtime.autoadjust import AutoAdjustSettings, LearningRateAdjuster
+from netlang.runtime.autoadjust import LearningRateAdjuster
+
+import settings_of
 
 
 def result(epoch, criterion, cv=None):
@@ -16,14 +18,15 @@ def result(epoch, criterion, cv=None):
 
 
 def test_worse_epoch_restores_the_best_model_and_decreases():
-    adjuster = LearningRateAdjuster(AutoAdjustSettings())
+    adjuster = LearningRateAdjuster(settings_of.auto_adjust())
     assert adjuster.after_epoch(result(1, 1.0)) == (None, None)
     assert adjuster.after_epoch(result(2, 0.8)) == (None, None)
     assert adjuster.after_epoch(result(3, 0.9)) == ("decrease", 2)
 
 
 def test_small_improvement_decreases_and_large_improvement_increases():
-    settings = AutoAdjustSettings(reduce_if_improve_less_than=0.05, increase_if_improve_more_than=0.5)
+    settings = settings_of.auto_adjust("reduceLearnRateIfImproveLessThan = 0.05 ; "
+                                       "increaseLearnRateIfImproveMoreThan = 0.5")
     adjuster = LearningRateAdjuster(settings)
     adjuster.after_epoch(result(1, 1.0))
     assert adjuster.after_epoch(result(2, 0.99)) == ("decrease", None)     # 1 % better
@@ -32,13 +35,13 @@ def test_small_improvement_decreases_and_large_improvement_increases():
 
 
 def test_cross_validation_criterion_controls_when_present():
-    adjuster = LearningRateAdjuster(AutoAdjustSettings())
+    adjuster = LearningRateAdjuster(settings_of.auto_adjust())
     adjuster.after_epoch(result(1, 1.0, cv={"ce": 0.5}))
     assert adjuster.after_epoch(result(2, 0.1, cv={"ce": 0.7})) == ("decrease", 1)
 
 
 def test_interval_averages_the_criterion():
-    adjuster = LearningRateAdjuster(AutoAdjustSettings(interval=2))
+    adjuster = LearningRateAdjuster(settings_of.auto_adjust("learnRateAdjustInterval = 2"))
     for epoch, value in enumerate((1.0, 0.8), start=1):
         assert adjuster.after_epoch(result(epoch, value)) == (None, None)
     assert adjuster.after_epoch(result(3, 0.95)) == (None, None)          # mid-interval

@@ -12,7 +12,7 @@ import yaml
 from netlang import cli
 from netlang.actions import check as check_command
 from netlang.actions.table import COMMANDS as COMMANDS_TABLE
-from netlang.compiler.lang.config import ACTIONS as CONFIG_ACTIONS
+from netlang.compiler.lang.blocks import ACTIONS as CONFIG_ACTIONS
 
 EXAMPLE = str(Path(__file__).resolve().parents[1] / "examples" / "hello.net")
 COMMANDS = ("train", "eval", "write", "run", "check", "explain", "data")
@@ -252,6 +252,11 @@ def test_explain_selects_key_paths_case_insensitively(capsys):
     code, out, _ = run(capsys, "explain", EXAMPLE, "train.sgd.maxepochs", "command")
     assert code == 0
     assert [line.split()[0] for line in out.splitlines()] == ["train.SGD.maxEpochs", "command"]
+
+
+def test_explain_says_what_an_unset_adam_beta1_means(capsys):
+    code, out, _ = run(capsys, "explain", EXAMPLE, "train.SGD.adamBeta1")
+    assert code == 0 and out.split() == ["train.SGD.adamBeta1", "(the", "momentum", "per", "minibatch)", "default"]
 
 
 def test_explain_selects_a_block(capsys):

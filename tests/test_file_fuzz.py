@@ -166,7 +166,7 @@ def run_model(path: str) -> None:
     """Load, check and run a model file forward, as eval does."""
     model = load_checked_model(path)
     backend = select_backend("cpu", "float")
-    executor = Executor(model.network, backend, {k: backend.asarray(v) for k, v in model.parameters.items()})
+    executor = Executor(model.network, backend, {k: backend.from_host(v, backend.dtype) for k, v in model.parameters.items()})
     executor.load_state_arrays(model.state)
     nodes = select_nodes(model.network, None, ("criterion", "evaluation", "output"), "evalNodeNames")
     with numeric_warnings_silenced():

@@ -12,8 +12,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from netlang.compiler.lang.settings import reader_settings
 from netlang.errors import EXIT_DATA, ConfigError, DataError
-from netlang.readers.factory import ConfigView, create_source
+from netlang.readers.factory import create_source
 from netlang.readers.image import ImageDeserializer, build_image_deserializer
 from netlang.readers.source import MinibatchSource
 from netlang.readers.transforms import (
@@ -27,6 +28,8 @@ from netlang.readers.transforms import (
     read_mean_file,
     write_mean_file,
 )
+
+import settings_of
 
 # ---- helpers -----------------------------------------------------------------------------------
 
@@ -346,8 +349,8 @@ def test_a_color_record_with_an_intensity_file_adds_pca_lighting(tmp_path):
         '<opencv_storage><EigVal type_id="opencv-matrix"><rows>1</rows><cols>3</cols><dt>f</dt>'
         '<data>0.2 0.02 0.005</data></EigVal><EigVec type_id="opencv-matrix"><rows>3</rows><cols>3</cols>'
         '<dt>f</dt><data>-0.58 -0.81 0.09 -0.58 -0.01 -0.81 -0.58 0.59 0.58</data></EigVec></opencv_storage>')
-    cfg = ConfigView({"type": "Color", "brightnessRadius": 0.1, "intensityFile": "eig.xml",
-                      "intensityStdDev": 0.1}, "t")
+    cfg = settings_of.transform({"type": "Color", "brightnessRadius": 0.1, "intensityFile": "eig.xml",
+                                 "intensityStdDev": 0.1})
     color, intensity = parse_transform(cfg, str(tmp_path))
     assert isinstance(color, Color) and isinstance(intensity, Intensity)
     np.testing.assert_allclose(intensity.eigval, [0.2, 0.02, 0.005])
@@ -475,12 +478,12 @@ def test_repeated_sequence_keys_are_a_data_error(tmp_path):
 
 def test_an_unknown_transform_type_suggests_the_right_one():
     with pytest.raises(ConfigError, match="did you mean 'Scale'"):
-        parse_transform(ConfigView({"type": "Scael"}, "t"), ".")
+        parse_transform(settings_of.transform({"type": "Scael"}), ".")
 
 
 def test_an_unknown_transform_key_suggests_the_right_one():
     with pytest.raises(ConfigError, match="did you mean 'sideRatio'"):
-        parse_transform(ConfigView({"type": "Crop", "sideRatoi": 0.5}, "t"), ".")
+        parse_transform(settings_of.transform({"type": "Crop", "sideRatoi": 0.5}), ".")
 
 
 def test_an_image_of_another_size_without_a_final_scale_is_a_data_error(tmp_path):
@@ -639,7 +642,7 @@ def test_the_legacy_image_reader_block_builds_a_source(tmp_path):
     cfg = {"readerType": "ImageReader", "file": "map.txt", "randomize": False,
            "features": {"width": 8, "height": 6, "channels": 3, "cropType": "Center", "cropRatio": 0.75},
            "labels": {"labelDim": 3}}
-    src = create_source(cfg, str(tmp_path))
+    src = create_source(settings_of.reader(cfg), str(tmp_path))
     assert src.stream_infos() == {"features": (3 * 6 * 8, False), "labels": (3, False)}
     mb = src.next_minibatch(4)
     assert mb["features"].to_dense_batch().shape == (4, 3, 6, 8)     # the legacy reader delivers C×H×W
@@ -656,7 +659,7 @@ def test_the_composite_deserializers_form_builds_a_source(tmp_path):
     cfg = {"randomizationSeed": 2, "deserializers": [{
         "type": "ImageDeserializer", "module": "ImageReader", "file": "map.txt",
         "input": {"image": {"transforms": transforms}, "label": {"labelDim": 3}}}]}
-    src = create_source(cfg, str(tmp_path), streams_wanted={"image": (3, 4, 4), "label": 3})
+    src = create_source(settings_of.reader(cfg), str(tmp_path), streams_wanted={"image": (3, 4, 4), "label": 3})
     mb = src.next_minibatch(6)
     x = mb["image"].to_dense_batch()
     assert x.shape == (6, 3, 4, 4) and x.min() >= -100 and x.max() <= 155
@@ -665,17 +668,28 @@ def test_the_composite_deserializers_form_builds_a_source(tmp_path):
 
 def test_legacy_width_height_channels_must_agree_with_its_transforms(tmp_path):
     image_set(tmp_path, count=1)
-    cfg = ConfigView({"file": "map.txt", "features": {"width": 8, "height": 8, "channels": 3,
-                                                      "transforms": [{"type": "Scale", "width": 4, "height": 4,
-                                                                      "channels": 3}]},
-                      "labels": {"labelDim": 3}}, "reader")
+    cfg = settings_of.deserializer({"file": "map.txt", "features": {"width": 8, "height": 8, "channels": 3,
+                                                                    "transforms": [{"type": "Scale", "width": 4,
+                                                                                    "height": 4, "channels": 3}]},
+                                    "labels": {"labelDim": 3}})
     with pytest.raises(ConfigError, match="declare"):
         build_image_deserializer(cfg, str(tmp_path), np.float32)
 
 
+def test_a_transform_chain_the_reader_cannot_run_is_reported_at_the_stream(tmp_path):
+    image_set(tmp_path, count=2)
+    cfg = {"deserializers": [{"type": "ImageDeserializer", "file": "map.txt", "input": {
+        "features": {"transforms": [{"type": "Transpose"}, {"type": "Scale", "width": 4, "height": 4,
+                                                            "channels": 3}]},
+        "labels": {"labelDim": 3}}}]}
+    with pytest.raises(ConfigError, match="Transpose must be the last") as err:
+        create_source(settings_of.reader(cfg), str(tmp_path))
+    assert err.value.span is not None and err.value.key.endswith("input.features.transforms")
+
+
 def test_an_image_reader_needs_a_label_stream(tmp_path):
     image_set(tmp_path, count=1)
-    cfg = ConfigView({"file": "map.txt", "input": {"features": {}}}, "d")
+    cfg = settings_of.deserializer({"file": "map.txt", "input": {"features": {}}})
     with pytest.raises(ConfigError, match="one image stream and one label stream"):
         build_image_deserializer(cfg, str(tmp_path), np.float32)
 
@@ -706,5 +720,5 @@ train = {
 """)
     action = load_config(str(tmp_path / "img.net")).action("train")
     for block in (action.reader, action.cvReader):
-        src = create_source(block.to_dict(), str(tmp_path))
+        src = create_source(reader_settings(block), str(tmp_path))
         assert src.next_minibatch(4)["features"].to_dense_batch().shape == (4, 3, 8, 8)

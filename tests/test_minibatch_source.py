@@ -12,7 +12,10 @@ from netlang.readers.batch import ChunkData, SparseSequence, StreamBatch, Stream
 from netlang.readers.ctf import CtfDeserializer, CtfStream
 from netlang.readers.factory import create_source
 from netlang.readers.prefetch import PrefetchingSource
-from netlang.readers.source import MinibatchSource
+from netlang.readers.source import MinibatchSource, SourceWrapper
+from netlang.readers.windows import TruncatedSource
+
+import settings_of
 
 X = CtfStream("x", 2)              # x = [key, step]: identifies the sequence and the time step
 Y = CtfStream("y", 4, is_sparse=True)
@@ -329,6 +332,27 @@ def test_sequences_a_deserializer_read_per_sequence_drops_are_left_out(tmp_path)
     assert keys_of(src.next_minibatch(1)) == [0] and keys_of(src.next_minibatch(1)) == [2]
 
 
+# ---- wrappers ----------------------------------------------------------------------------------
+
+def test_a_source_wrapper_hands_on_what_it_does_not_change(tmp_path):
+    lengths = lengths_for(30)
+    direct = source(tmp_path, lengths, seed=3, epoch_size=20)
+    with SourceWrapper(source(tmp_path, lengths, seed=3, epoch_size=20)) as wrapped:
+        assert wrapped.stream_infos() == direct.stream_infos() and wrapped.streams() == direct.streams()
+        assert wrapped.samples_per_sweep == direct.samples_per_sweep
+        wrapped.start_epoch(1)
+        direct.start_epoch(1)
+        saved = wrapped.state()
+        first = keys_of(wrapped.next_minibatch(5))
+        assert first == keys_of(direct.next_minibatch(5))
+        wrapped.restore(saved)
+        assert keys_of(wrapped.next_minibatch(5)) == first
+
+
+def test_prefetch_and_truncation_are_source_wrappers():
+    assert issubclass(PrefetchingSource, SourceWrapper) and issubclass(TruncatedSource, SourceWrapper)
+
+
 # ---- prefetch ----------------------------------------------------------------------------------
 
 def test_prefetch_gives_the_same_minibatches_as_reading_directly(tmp_path):
@@ -445,7 +469,7 @@ def ctf_reader(**extra):
 
 def test_legacy_reader_block_resolves_the_file_against_the_base_dir(tmp_path):
     write_sequences(tmp_path, [1, 2, 1])
-    src = create_source(ctf_reader(), str(tmp_path))
+    src = create_source(settings_of.reader(ctf_reader()), str(tmp_path))
     assert src.stream_infos() == {"x": (2, False), "y": (4, True)}
     assert keys_of(src.next_minibatch(100)) == [0, 1, 2]
 
@@ -454,7 +478,7 @@ def test_reader_keys_are_case_insensitive(tmp_path):
     write_sequences(tmp_path, [1, 1])
     cfg = {"READERTYPE": "cntkTextFormatReader", "File": "seqs.ctf", "Randomize": "false",
            "INPUT": {"x": {"DIM": 2}, "y": {"Dim": 4, "FORMAT": "Sparse"}}}
-    assert create_source(cfg, str(tmp_path)).stream_infos()["y"] == (4, True)
+    assert create_source(settings_of.reader(cfg), str(tmp_path)).stream_infos()["y"] == (4, True)
 
 
 def test_composite_reader_block_joins_its_deserializers(tmp_path):
@@ -465,49 +489,57 @@ def test_composite_reader_block_joins_its_deserializers(tmp_path):
          "input": {"x": {"dim": 2}}},
         {"type": "CNTKTextFormatDeserializer", "module": "CNTKTextFormatReader", "file": "l.ctf",
          "input": {"y": {"dim": 4, "format": "sparse"}}}]}
-    mb = create_source(cfg, str(tmp_path)).next_minibatch(10)
+    mb = create_source(settings_of.reader(cfg), str(tmp_path)).next_minibatch(10)
     assert [int(s.indices[0]) for s in mb["y"].sequences] == [2, 3]
 
 
 def test_an_unknown_deserializer_type_is_a_config_error(tmp_path):
+    # The schema knows the deserializer types: a misspelt one is refused when the block is read.
     cfg = {"deserializers": [{"type": "CNTKTextFormatDeserialiser", "file": "x", "input": {}}]}
-    with pytest.raises(ConfigError, match="not available") as info:
-        create_source(cfg, str(tmp_path))
+    with pytest.raises(ConfigError, match="is not a valid type") as info:
+        create_source(settings_of.reader(cfg), str(tmp_path))
     assert info.value.hint.startswith("did you mean 'CNTKTextFormatDeserializer'")
+
+
+def test_a_deserializer_type_without_a_reader_is_a_config_error_at_its_line(tmp_path):
+    cfg = {"deserializers": [{"type": "HTKFeatureDeserializer", "file": "x", "input": {}}]}
+    with pytest.raises(ConfigError, match="not available") as info:
+        create_source(settings_of.reader(cfg), str(tmp_path))
+    assert info.value.span.line == 1 and info.value.key.endswith("deserializers.type")
 
 
 def test_a_misspelt_stream_key_is_a_config_error(tmp_path):
     write_sequences(tmp_path, [1])
     cfg = ctf_reader(input={"x": {"dim": 2, "fromat": "dense"}, "y": {"dim": 4, "format": "sparse"}})
     with pytest.raises(ConfigError, match="unknown key 'fromat'"):
-        create_source(cfg, str(tmp_path))
+        create_source(settings_of.reader(cfg), str(tmp_path))
 
 
 def test_a_network_input_without_a_reader_stream_is_a_config_error(tmp_path):
     write_sequences(tmp_path, [1])
     with pytest.raises(ConfigError, match="network input 'xx'"):
-        create_source(ctf_reader(), str(tmp_path), streams_wanted={"xx": 2})
+        create_source(settings_of.reader(ctf_reader()), str(tmp_path), streams_wanted={"xx": 2})
 
 
 def test_a_dimension_mismatch_with_the_network_is_a_config_error(tmp_path):
     write_sequences(tmp_path, [1])
     with pytest.raises(ConfigError, match="dimension 3, but the reader stream has 2"):
-        create_source(ctf_reader(), str(tmp_path), streams_wanted={"x": 3})
+        create_source(settings_of.reader(ctf_reader()), str(tmp_path), streams_wanted={"x": 3})
 
 
 def test_streams_wanted_selects_the_streams_a_minibatch_carries(tmp_path):
     write_sequences(tmp_path, [1, 1])
-    src = create_source(ctf_reader(), str(tmp_path), streams_wanted={"x": 2})
+    src = create_source(settings_of.reader(ctf_reader()), str(tmp_path), streams_wanted={"x": 2})
     assert list(src.next_minibatch(4).streams) == ["x"]
 
 
 def test_epoch_size_argument_overrides_the_readers(tmp_path):
     write_sequences(tmp_path, [1] * 10)
-    src = create_source(ctf_reader(epochSize=4), str(tmp_path), epoch_size=6)
+    src = create_source(settings_of.reader(ctf_reader(epochSize=4)), str(tmp_path), epoch_size=6)
     assert len(epoch_keys(src, 100)) == 6
 
 
 def test_factory_can_wrap_the_source_in_prefetch(tmp_path):
     write_sequences(tmp_path, [1] * 10)
-    with create_source(ctf_reader(), str(tmp_path), prefetch=True) as src:
+    with create_source(settings_of.reader(ctf_reader()), str(tmp_path), prefetch=True) as src:
         assert isinstance(src, PrefetchingSource) and keys_of(src.next_minibatch(3)) == [0, 1, 2]

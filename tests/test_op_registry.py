@@ -9,8 +9,11 @@ For every non-leaf op in `registry.all_ops()`:
     fixed random R against `registry.apply_backward`, in float64.
 
 Kernels are driven only through `registry.apply_forward` / `apply_backward` with a real
-`OpContext`, as the executor drives them. Random ops get a freshly seeded generator for every
-forward call, so finite differences see the same dropout mask as the analytic gradient.
+`OpContext`, as the executor drives them, on every available backend (the `backend` fixture of
+conftest.py: NumPy, and CuPy where a GPU is present): inputs are made on the host and moved to the
+device, results are read back for the assertions. Random ops get a freshly seeded generator of the
+backend for every forward call, so finite differences see the same dropout mask as the analytic
+gradient.
 
 Input kinds (`InputSpec.kind`) are made here as follows:
   float    uniform in [low, high]
@@ -93,10 +96,11 @@ def sequence_mask(dyns):
 
 
 class Case:
-    """One check of one op, set up: inferred shapes, inputs, and a way to run the kernels."""
+    """One check of one op, set up: inferred shapes, host inputs, and a way to run the kernels on
+    `backend`."""
 
-    def __init__(self, op, check, dtype, seed=SEED):
-        self.op, self.check, self.dtype = op, check, dtype
+    def __init__(self, op, check, dtype, backend, seed=SEED):
+        self.op, self.check, self.dtype, self.backend = op, check, dtype, backend
         self.attrs = dict(check.attrs)
         in_shapes = [tuple(s.shape) for s in check.inputs]
         result = op.shape(in_shapes, self.attrs)
@@ -112,9 +116,11 @@ class Case:
         self.state = self._precomputed_state()
 
     def context(self, options=None):
-        return OpContext(xp=np, dyn=list(self.dyns), out_dyn=self.out_dyn, training=self.check.training,
-                         rng=np.random.default_rng(SEED), mask=self.mask, state=copy.deepcopy(self.state),
-                         node_name=f"{self.op.name}_check", options=dict(options or {}))
+        mask = None if self.mask is None else self.backend.from_host(self.mask)
+        return OpContext(backend=self.backend, dyn=list(self.dyns), out_dyn=self.out_dyn,
+                         training=self.check.training, rng=self.backend.random_stream(SEED), mask=mask,
+                         state=copy.deepcopy(self.state), node_name=f"{self.op.name}_check",
+                         options=dict(options or {}))
 
     def _precomputed_state(self):
         # Statistics ops need their precompute pass (and finalize) before a normal forward.
@@ -122,12 +128,13 @@ class Case:
             return {}
         ctx = self.context({"precompute_pass": True})
         registry.apply_forward(self.op, ctx, self.copies(), self.attrs, len(self.out_shape))
-        self.op.finalize(ctx.state, np)
+        self.op.finalize(ctx.state, self.backend.xp)
         return ctx.state
 
     def copies(self, xs=None):
-        # Kernels may update inputs in place (batch-norm running statistics): never share arrays.
-        return [x.copy() for x in (self.xs if xs is None else xs)]
+        """Device copies of the (host) inputs: kernels may update inputs in place (batch-norm running
+        statistics), so arrays are never shared."""
+        return [self.backend.from_host(x.copy()) for x in (self.xs if xs is None else xs)]
 
     def forward(self, xs=None):
         ctx = self.context()
@@ -155,9 +162,9 @@ def test_op_has_doc_and_forward(op):
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
 @pytest.mark.parametrize("op,index", CASES)
-def test_shape_rule_and_forward_agree(op, index, dtype):
+def test_shape_rule_and_forward_agree(op, index, dtype, backend):
     check = op.checks[index]
-    case = Case(op, check, dtype)
+    case = Case(op, check, dtype, backend)
     if check.out is not None:
         assert case.out_shape == tuple(check.out), f"{op.name}: rule gives {case.out_shape}, check expects {check.out}"
     again = op.shape(case.in_shapes, case.attrs)       # inference must be complete after one round
@@ -166,7 +173,7 @@ def test_shape_rule_and_forward_agree(op, index, dtype):
     assert y.shape == case.expected_runtime_shape(), (
         f"{op.name}: forward gives {y.shape}, rule implies {case.expected_runtime_shape()}")
     assert y.dtype == dtype, f"{op.name}: forward changed dtype to {y.dtype}"
-    assert np.all(np.isfinite(y)), f"{op.name}: forward produced non-finite values"
+    assert np.all(np.isfinite(backend.to_host(y))), f"{op.name}: forward produced non-finite values"
 
 
 # ---- gradient check ----------------------------------------------------------------------------
@@ -182,21 +189,23 @@ def numeric_gradient(case, weights, i):
     for k in range(flat.size):
         keep = flat[k]
         flat[k] = keep + EPS
-        up = np.sum(case.forward(xs)[1] * weights)
+        up = np.sum(case.backend.to_host(case.forward(xs)[1]) * weights)
         flat[k] = keep - EPS
-        down = np.sum(case.forward(xs)[1] * weights)
+        down = np.sum(case.backend.to_host(case.forward(xs)[1]) * weights)
         flat[k] = keep
         gflat[k] = (up - down) / (2 * EPS)
     return grad
 
 
 @pytest.mark.parametrize("op,index", GRAD_CASES)
-def test_gradient_matches_finite_differences(op, index):
+def test_gradient_matches_finite_differences(op, index, backend):
     check = op.checks[index]
-    case = Case(op, check, np.float64)
+    case = Case(op, check, np.float64, backend)
     ctx, y = case.forward()
     weights = np.random.default_rng(SEED + 1).standard_normal(y.shape)
-    grads = registry.apply_backward(op, ctx, case.copies(), y, weights, case.attrs, len(case.out_shape))
+    grads = registry.apply_backward(op, ctx, case.copies(), y, backend.from_host(weights), case.attrs,
+                                    len(case.out_shape))
+    grads = [None if g is None else backend.to_host(g) for g in grads]
     assert len(grads) == len(case.xs), f"{op.name}: backward returned {len(grads)} gradients for {len(case.xs)} inputs"
     checked = 0
     for i, spec in enumerate(check.inputs):

@@ -16,8 +16,10 @@ from netlang.errors import ConfigError
 from netlang.ir.shapes import to_bs
 from netlang.ops import registry
 from netlang.ops.registry import OpContext, ShapeMismatch, ShapeResult
+from netlang.runtime.backend import cpu_backend
 
 rng = np.random.default_rng(7)
+CPU = cpu_backend()
 
 
 def to_rm(bs, dyn):
@@ -42,7 +44,7 @@ def run(name, inputs, attrs=None, training=False, mask=None, options=None, state
     rule = op.shape([to_bs(x.shape[d:]) for x, d in zip(xs, dyns)], attrs)
     out = rule.out if isinstance(rule, ShapeResult) else rule
     out_dyn = 0 if op.layout == "none" else (op.layout(dyns, attrs) if callable(op.layout) else max(dyns))
-    ctx = OpContext(xp=np, dyn=dyns, out_dyn=out_dyn, training=training, rng=np.random.default_rng(rng_seed),
+    ctx = OpContext(backend=CPU, dyn=dyns, out_dyn=out_dyn, training=training, rng=CPU.random_stream(rng_seed),
                     mask=mask, state={} if state is None else state, options=dict(options or {}))
     y = registry.apply_forward(op, ctx, xs, attrs, len(out))
     return from_rm(y, out_dyn), ctx
@@ -427,7 +429,7 @@ def test_dropout_backward_uses_the_forward_mask():
 
 def test_dropout_backward_without_saved_mask_is_identity_at_rate_0():
     op = registry.get("Dropout")
-    ctx = OpContext(xp=np, dyn=[1], out_dyn=1, training=True, options={"dropoutRate": 0.0})
+    ctx = OpContext(backend=CPU, dyn=[1], out_dyn=1, training=True, options={"dropoutRate": 0.0})
     gy = rng.standard_normal((2, 3))
     (g,) = registry.apply_backward(op, ctx, [np.ones((2, 3))], np.ones((2, 3)), gy, {}, 1)
     np.testing.assert_array_equal(g, gy)
@@ -435,7 +437,7 @@ def test_dropout_backward_without_saved_mask_is_identity_at_rate_0():
 
 def test_dropout_backward_without_saved_mask_refuses_to_guess():
     op = registry.get("Dropout")
-    ctx = OpContext(xp=np, dyn=[1], out_dyn=1, training=True, options={"dropoutRate": 0.5})
+    ctx = OpContext(backend=CPU, dyn=[1], out_dyn=1, training=True, options={"dropoutRate": 0.5})
     with pytest.raises(RuntimeError, match="mask saved by forward"):
         registry.apply_backward(op, ctx, [np.ones((2, 3))], np.ones((2, 3)), np.ones((2, 3)), {}, 1)
 

@@ -24,15 +24,15 @@ import numpy as np
 import pytest
 from launcher_output import reports_a_killed_rank
 
-from netlang.actions.train import parallel_settings
 from netlang.cli import main
 from netlang.compiler.graph import load_config
+from netlang.compiler.lang import settings as typed_settings
 from netlang.datasets.synthetic import prepare_synthetic
 from netlang.errors import SchemaError
 from netlang.ir.modelfile import load_model
 from netlang.runtime.distributed.quantization import column_dims, packed_size
 from netlang.runtime.flatbuffer import FlatParameters
-from netlang.runtime.parallel import WireLayout
+from netlang.runtime.parallel import WireLayout, check_supported
 
 SCRIPTS = Path(__file__).parent / "mpi_scripts"
 MPIEXEC = shutil.which("mpiexec")
@@ -162,6 +162,13 @@ def runs(tmp_path_factory, data_dir):
 
 
 # ---- reading the ParallelTrain block --------------------------------------------------------------
+
+
+def parallel_settings(config, view):
+    """What the train action reads from SGD.ParallelTrain, refused where the parallel code cannot run it."""
+    settings = typed_settings.parallel_settings(config.top, view.SGD)
+    check_supported(settings)
+    return settings
 
 
 def settings_of(tmp_path, data_dir, **options):

@@ -553,26 +553,27 @@ def test_an_unbalanced_override_is_a_syntax_error_that_shows_the_override(tmp_pa
 # ---- divergence and NumPy's warnings --------------------------------------------------------------------
 
 def test_the_divergence_watch_warns_once_when_the_loss_stays_far_above_its_start():
+    # Windows of one minibatch each (numMBsToShowResult = 1); they add up to windows of WINDOW.
     watch = DivergenceWatch("ce")
-    said = [watch.observe(1.0 * 10, 10, 1, 0.1) for _ in range(WINDOW)]     # the start: 1.0 per sample
-    said += [watch.observe(3.0 * 10, 10, 2, 0.5) for _ in range(SUSTAINED * WINDOW)]
+    said = [watch.observe(1.0 * 10, 10, 1, 1, 0.1) for _ in range(WINDOW)]     # the start: 1.0 per sample
+    said += [watch.observe(3.0 * 10, 10, 1, 2, 0.5) for _ in range(SUSTAINED)]
     warnings = [w for w in said if w]
     assert len(warnings) == 1 and said[-1] == warnings[0]
     assert "the training is diverging: ce averaged 3 per sample" in warnings[0]
     assert "in epoch 2 with learning rate 0.5 per sample" in warnings[0]
-    assert not [w for w in (watch.observe(30.0, 10, 2, 0.5) for _ in range(5 * WINDOW)) if w]
+    assert not [w for w in (watch.observe(30.0, 10, 1, 2, 0.5) for _ in range(5 * WINDOW)) if w]
 
 
 def test_a_falling_or_briefly_rising_loss_is_no_divergence():
     watch = DivergenceWatch()
-    losses = [1.0] * WINDOW + [0.5] * WINDOW + [3.0] * (SUSTAINED - 1) * WINDOW + [0.4] * 5 * WINDOW
-    assert not [w for w in (watch.observe(v, 1, 1, 0.1) for v in losses) if w]
+    losses = [1.0] * WINDOW + [0.5] * WINDOW + [3.0] * (SUSTAINED - WINDOW) + [0.4] * 5 * WINDOW
+    assert not [w for w in (watch.observe(v, 1, 1, 1, 0.1) for v in losses) if w]
 
 
 def test_the_divergence_watch_continues_from_its_state():
     watch, again = DivergenceWatch(), DivergenceWatch()
     for _ in range(WINDOW + 7):
-        watch.observe(1.0, 1, 1, 0.1)
+        watch.observe(1.0, 1, 1, 1, 0.1)
     again.load_state(json.loads(json.dumps(watch.state())))
     assert again.state() == watch.state()
 

@@ -16,10 +16,11 @@ from netlang.readers.ctf import CtfDeserializer, CtfStream
 from netlang.readers.prefetch import PrefetchingSource
 from netlang.readers.source import MinibatchSource
 from netlang.readers.windows import TruncatedSource
-from netlang.runtime.backend import select_backend
+from netlang.runtime.backend import cpu_backend, select_backend
 from netlang.runtime.carryover import CarryOver
 from netlang.runtime.executor import Executor
 
+CPU = cpu_backend()
 X = CtfStream("x", 2)                 # x = [key, step]
 Y = CtfStream("y", 3, is_sparse=True)
 
@@ -159,7 +160,7 @@ def run_windows(ex, net, x, y, length, outputs):
     slots = np.arange(x.shape[1])
     for start in range(0, x.shape[0], length):
         feeds = {"x": x[start:start + length], "y": y[start:start + length]}
-        carry = CarryOver.of(slots, np.full(len(slots), start), np)
+        carry = CarryOver.of(slots, np.full(len(slots), start), CPU)
         values.append(ex.run(feeds, outputs, carry=carry)[0])
     return values
 
@@ -181,15 +182,15 @@ def test_a_sequence_that_starts_anew_in_a_slot_reads_its_initial_state():
     rng = np.random.default_rng(1)
     x, y = rng.standard_normal((4, 2, 2)), rng.standard_normal((4, 2, 3))
     ex = Executor(net, select_backend("cpu", "double"))
-    ex.run({"x": x, "y": y}, [net.node("z")], carry=CarryOver.of([0, 1], [0, 0], np))
+    ex.run({"x": x, "y": y}, [net.node("z")], carry=CarryOver.of([0, 1], [0, 0], CPU))
     fresh = ex.run({"x": x, "y": y}, [net.node("z")])[0]["z"]
     # Slot 1 starts a new sequence, slot 0 continues: only slot 0 differs from a fresh start.
-    mixed = ex.run({"x": x, "y": y}, [net.node("z")], carry=CarryOver.of([0, 1], [4, 0], np))[0]["z"]
+    mixed = ex.run({"x": x, "y": y}, [net.node("z")], carry=CarryOver.of([0, 1], [4, 0], CPU))[0]["z"]
     np.testing.assert_allclose(mixed[:, 1], fresh[:, 1], rtol=1e-12)
     assert not np.allclose(mixed[:2, 0], fresh[:2, 0])
     ex.forget_carried()
     forgotten = ex.run({"x": x, "y": y}, [net.node("z")],
-                       carry=CarryOver.of([0, 1], [4, 4], np))[0]["z"]
+                       carry=CarryOver.of([0, 1], [4, 4], CPU))[0]["z"]
     np.testing.assert_allclose(forgotten, fresh, rtol=1e-12)
 
 
@@ -202,7 +203,7 @@ def test_gradients_stop_at_the_window_edge():
     ex = Executor(net, select_backend("cpu", "double"))
     slots = np.arange(3)
     loss, wrt = net.node("loss"), list(net.learnable_parameters)
-    ex.run({"x": x[:4], "y": y[:4]}, [loss], carry=CarryOver.of(slots, [0] * 3, np))
+    ex.run({"x": x[:4], "y": y[:4]}, [loss], carry=CarryOver.of(slots, [0] * 3, CPU))
     assert any("carried" in state for state in ex.state.values())
     carried = {nid: {k: np.copy(v) for k, v in state.items()} for nid, state in ex.state.items()}
     second = {"x": x[4:], "y": y[4:]}
@@ -211,7 +212,7 @@ def test_gradients_stop_at_the_window_edge():
     def run(grad=False):
         for nid, state in carried.items():
             ex.state[nid] = {k: np.copy(v) for k, v in state.items()}
-        carry = CarryOver.of(slots, steps_before, np)
+        carry = CarryOver.of(slots, steps_before, CPU)
         if grad:
             return ex.run(second, [], loss=loss, wrt=wrt, carry=carry)[1]
         return float(ex.run(second, [loss], carry=carry)[0]["loss"].sum())

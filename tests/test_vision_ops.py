@@ -16,8 +16,10 @@ import pytest
 
 from netlang.ops import conv, registry
 from netlang.ops.registry import OpContext, ShapeMismatch, ShapeResult
+from netlang.runtime.backend import cpu_backend
 
 RNG_SEED = 7
+CPU = cpu_backend()
 
 
 def rng():
@@ -25,7 +27,7 @@ def rng():
 
 
 def ctx_for(dyns, training=True, mask=None, state=None):
-    return OpContext(xp=np, dyn=list(dyns), out_dyn=max(dyns), training=training, mask=mask,
+    return OpContext(backend=CPU, dyn=list(dyns), out_dyn=max(dyns), training=training, mask=mask,
                      state={} if state is None else state)
 
 

@@ -2,8 +2,9 @@
 
 Parses and evaluates the config, validates the top level and every block named by `command` with
 the schemas, evaluates the user's plain variables, checks that the output directories can be made,
-builds every network, reads one minibatch from each reader, and prints the resolved configuration (the values the config sets; `netlang explain`
-lists the defaults too) and the networks.
+builds every network (with the memory a training of it needs), reads one minibatch from each
+reader, and prints the resolved configuration (the values the config sets; `netlang explain` lists
+the defaults too) and the networks.
 """
 from __future__ import annotations
 
@@ -15,14 +16,15 @@ from rich.markup import escape
 from netlang.actions.common import backend_for, create_reader
 from netlang.actions.directories import output_directory, probe_directory
 from netlang.actions.output import stdout_console
+from netlang.actions.train import training_memory
 from netlang.compiler.graph import load_config
 from netlang.compiler.graph.network import (
     build_action_network,
     require_training_nodes,
     summary,
 )
-from netlang.actions.train import training_memory
 from netlang.compiler.lang.config import Config, block_entries, resolved_config_dict
+from netlang.compiler.lang.settings import reader_settings
 from netlang.errors import ConfigError
 from netlang.runtime.feeding import feeds_from_minibatch
 from netlang.runtime.memory import device_memory, human_bytes, require_fit
@@ -74,7 +76,7 @@ def check_readers(config: Config, networks: dict) -> dict:
             reader = view.get(key)
             if reader is None:
                 continue
-            source = create_reader(reader, network, randomize=False, prefetch=False)
+            source = create_reader(reader_settings(reader), network, randomize=False, prefetch=False)
             try:
                 minibatch = source.next_minibatch(16)
                 feeds_from_minibatch(network, minibatch, "float32")

@@ -8,8 +8,9 @@ import os
 
 import numpy as np
 
-from netlang.errors import ConfigError, NetworkError, suggest
 from netlang.compiler.graph.modelcheck import load_checked_model
+from netlang.compiler.lang.settings import ReaderSettings
+from netlang.errors import ConfigError, NetworkError, suggest
 from netlang.ir.graph import Network
 from netlang.readers.factory import create_source
 from netlang.runtime.backend import Backend, select_backend
@@ -20,38 +21,27 @@ def backend_for(view) -> Backend:
     return select_backend(view.deviceId, view.precision)
 
 
-def top_seed(config) -> int:
-    return int(config.top.randomSeed or 0) + 1
-
-
 def load_model(path: str):
     """A trained model file: its network and parameters (and node state such as statistics), checked
     to be a graph netlang can run (a damaged or crafted file is a DataError, exit 65)."""
     return load_checked_model(path)
 
 
-def reader_settings(reader_view) -> dict:
-    """The reader block as plain values (what the reader factory reads)."""
-    return reader_view.to_dict()
-
-
-def create_reader(reader_view, network: Network, *, epoch_size: int | None = None, randomize: bool | None = None,
-                  dtype=np.float32, prefetch: bool = True, truncation: tuple | None = None):
+def create_reader(reader: ReaderSettings, network: Network, *, epoch_size: int | None = None,
+                  randomize: bool | None = None, dtype=np.float32, prefetch: bool = True,
+                  truncation: tuple | None = None):
     """A minibatch source for `network`'s inputs; a stream that does not match its Input is an error
     at the Input's line (CNTK: "InputValue operation had its row dimension changed by the reader").
     `truncation` (from `truncation_settings`) packs windows for truncated BPTT; only training asks for
     it — evaluation reads whole sequences whatever the reader block says."""
-
-    if reader_view is None:
-        raise ConfigError("this action needs a reader block", hint="add reader = { … }")
     # Windows cut every stream a sequence has; a stream the network does not read (an intent label
     # beside the words) must not stand in the way, so truncated reading carries the inputs only.
     wanted = {node.name: 0 for node in network.inputs} if truncation is not None else None
-    source = create_source(reader_settings(reader_view), os.getcwd(), epoch_size=epoch_size, randomize=randomize,
+    source = create_source(reader, os.getcwd(), epoch_size=epoch_size, randomize=randomize,
                            dtype=dtype, prefetch=prefetch, truncation=truncation, streams_wanted=wanted,
                            distributions=distribution_inputs(network))
     try:
-        check_streams(network, source.stream_infos(), reader_view.span)
+        check_streams(network, source.stream_infos(), reader.block_span)
     except BaseException:
         close = getattr(source, "close", None)
         if close:
@@ -91,4 +81,4 @@ def model_for_evaluation(view, backend: Backend):
     if not path:
         raise ConfigError("this action needs modelPath", hint="set modelPath at the top level or in the block")
     model = load_model(path)
-    return model.network, {k: backend.asarray(v) for k, v in model.parameters.items()}, model.state
+    return model.network, {k: backend.from_host(v, backend.dtype) for k, v in model.parameters.items()}, model.state

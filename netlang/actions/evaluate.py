@@ -7,6 +7,7 @@ import re
 
 from netlang.actions import common
 from netlang.actions.directories import make_directory, output_directory
+from netlang.compiler.lang.settings import reader_settings
 from netlang.errors import ConfigError, DataError, DataPosition
 from netlang.ir.modelfile import atomic_write
 from netlang.runtime.executor import Executor
@@ -27,7 +28,7 @@ def run_eval(config, name: str, view) -> dict:
     network, executor, backend = _executor(view)
     names = list(view.evalNodeNames) if view.evalNodeNames else None
     nodes = common.select_nodes(network, names, ("criterion", "evaluation"), "evalNodeNames", view.span_of("evalNodeNames"))
-    source = common.create_reader(view.reader, network, randomize=False, dtype=backend.dtype,
+    source = common.create_reader(reader_settings(view.reader), network, randomize=False, dtype=backend.dtype,
                                   epoch_size=int(view.epochSize or 0))
     try:
         mb_size = int(view.minibatchSize.value(1)) if view.minibatchSize is not None else 40960
@@ -55,7 +56,7 @@ def _samples(values, mask, backend):
     sequence after sequence (the reader's order), anything else one row per item of its batch."""
     if mask is None:
         return values.reshape(len(values), -1)
-    mask = backend.to_numpy(mask)
+    mask = backend.to_host(mask)
     # Steps are the first axis, sequences the second: take them sequence by sequence.
     return values.swapaxes(0, 1)[mask.T].reshape(int(mask.sum()), -1)
 
@@ -96,13 +97,13 @@ def run_write(config, name: str, view) -> dict:
 
     def collect(outputs, minibatch):
         for node in nodes:
-            values = _samples(backend.to_numpy(outputs[node.name]), executor.output_masks.get(node.name), backend)
+            values = _samples(backend.to_host(outputs[node.name]), executor.output_masks.get(node.name), backend)
             if kind == "category":
                 chunks[node.name].extend(labels[i] if i < len(labels) else str(i) for i in values.argmax(1))
             else:
                 chunks[node.name].extend(" ".join(f"{v:.7g}" for v in row) for row in values)
 
-    source = common.create_reader(view.reader, network, randomize=False, dtype=backend.dtype)
+    source = common.create_reader(reader_settings(view.reader), network, randomize=False, dtype=backend.dtype)
     try:
         mb_size = int(view.minibatchSize.value(1)) if view.minibatchSize is not None else 2048
         result = evaluate(executor, network, source, nodes, mb_size, backend, on_minibatch=collect)

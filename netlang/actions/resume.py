@@ -27,7 +27,7 @@ NOT_TRAINING = {
 }
 
 
-def training_settings(config, view, network: Network) -> tuple[dict, dict]:
+def resume_record(config, view, network: Network) -> tuple[dict, dict]:
     """(settings by dotted key as plain JSON values, the source span of each key where it has one)."""
     settings, spans = {}, {}
     for block in ("SGD", "reader"):

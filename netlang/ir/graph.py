@@ -136,7 +136,8 @@ class Network:
 
     @property
     def inputs(self) -> list[Node]:
-        return [n for n in self.nodes if n.op in ("InputValue", "SparseInputValue")]
+        """The values bound from data: nodes that read no other node and are not parameters."""
+        return [n for n in self.nodes if is_input(n)]
 
     def node(self, name: str) -> Node | None:
         for n in self.nodes:
@@ -149,51 +150,48 @@ class Network:
         return sum(p.dim for p in params)
 
 
-def topological_order(roots: list[Node]) -> list[Node]:
-    """Nodes reachable from `roots`, every node after its inputs (iterative DFS; cycles through
-    late-attached delay nodes are broken at the delay node, whose input is visited as a root)."""
+def is_input(node: Node) -> bool:
+    """An input (InputValue, SparseInputValue) is the one kind of node that reads no other node and
+    is not a parameter: the executor binds it by name from the feeds."""
+    return not node.inputs and not node.is_parameter
+
+
+def depth_first(roots: list[Node], inputs_of: Callable[[Node], list[Node]] = lambda node: node.inputs, *,
+                acyclic: bool = False, deferred_of: Callable[[Node], list[Node]] | None = None) -> list[Node]:
+    """The nodes reachable from `roots` through `inputs_of`, each once, every node after the nodes it
+    reaches (post-order; iterative, so deep graphs do not exhaust the stack).
+
+    `inputs_of(node)` is asked once per node, when the walk enters it, so it may attach inputs first.
+    With `acyclic`, meeting a node that is still being entered raises CycleError (else the edge is
+    ignored: reachability in a graph whose cycles pass through delays). `deferred_of(node)` names
+    nodes that become roots of their own once `node` is done (a delay's loop-closing input).
+    """
     order: list[Node] = []
-    state: dict[int, int] = {}  # 1 = on stack, 2 = done
+    state: dict[int, int] = {}  # 1 = on the path, 2 = done
     pending = list(reversed(roots))
     while pending:
         root = pending.pop()
-        if state.get(root.id) == 2:
+        if root.id in state:
             continue
-        stack = [(root, iter(_dependencies(root)))]
         state[root.id] = 1
-        while stack:
-            node, it = stack[-1]
-            nxt = next(it, None)
+        path = [(root, iter(inputs_of(root)))]
+        while path:
+            node, inputs = path[-1]
+            nxt = next(inputs, None)
             if nxt is None:
-                stack.pop()
+                path.pop()
                 state[node.id] = 2
                 order.append(node)
-                for extra in _deferred(node):
-                    if state.get(extra.id) is None:
-                        pending.append(extra)
+                if deferred_of is not None:
+                    pending.extend(extra for extra in deferred_of(node) if extra.id not in state)
                 continue
-            st = state.get(nxt.id)
-            if st is None:
+            seen = state.get(nxt.id)
+            if seen is None:
                 state[nxt.id] = 1
-                stack.append((nxt, iter(_dependencies(nxt))))
-            elif st == 1:
-                raise CycleError(nxt, [n for n, _ in stack])
+                path.append((nxt, iter(inputs_of(nxt))))
+            elif seen == 1 and acyclic:
+                raise CycleError(nxt, [n for n, _ in path])
     return order
-
-
-def is_delay(node: Node) -> bool:
-    return node.op in ("PastValue", "FutureValue")
-
-
-def _dependencies(node: Node) -> list[Node]:
-    # A delay node's main input closes a loop; it is ordered as a separate root (see loops pass).
-    if is_delay(node):
-        return node.inputs[1:]
-    return node.inputs
-
-
-def _deferred(node: Node) -> list[Node]:
-    return node.inputs[:1] if is_delay(node) else []
 
 
 class CycleError(Exception):

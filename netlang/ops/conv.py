@@ -51,22 +51,22 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 from netlang.ir.shapes import format_shape, num_elements, to_bs
-from netlang.ops.registry import InputSpec, OpCheck, OpDef, ShapeMismatch, ShapeResult, register
+from netlang.ops.registry import (
+    InputSpec,
+    OpCheck,
+    OpDef,
+    Param,
+    ShapeMismatch,
+    ShapeResult,
+    Signature,
+    register,
+)
 
 # Column buffer per block of samples; a few MB keeps im2col's output hot for the GEMM that reads it.
 COLUMN_BLOCK_BYTES = 8 << 20
 
 
 # ---- attributes ----------------------------------------------------------------------------------
-
-def attr(attrs: dict, names: tuple, default=None):
-    """The first attribute present under one of `names` (the canonical name first, then CNTK's
-    function-argument and node-record spellings, e.g. strideShape / stride)."""
-    for name in names:
-        if name in attrs and attrs[name] is not None:
-            return attrs[name]
-    return default
-
 
 def as_tuple(value) -> tuple:
     """A scalar or a BS array (tuple/list/ndarray) as a tuple."""
@@ -117,24 +117,27 @@ def freeze(value):
     return value
 
 
-CONV_ATTRS = {
-    "kernel": ("kernelShape", "kernelDims", "filterShape"),
-    "maps": ("mapCount", "mapDims", "numOutputChannels"),
-    "stride": ("strideShape", "stride"),
-    "sharing": ("sharing", "dimSharing"),
-    "pad": ("autoPadding", "dimPadding", "pad"),
-    "lower": ("lowerPad", "dimPadLower"),
-    "upper": ("upperPad", "dimPadUpper"),
-    "dilation": ("dilation", "dimDilation"),
-    "transpose": ("transpose",),
-    "output": ("outputShape", "dimOutputShape"),
-    "chunk": ("maxTempMemSizeInSamples",),
-    "layout": ("imageLayout",),
-}
+# Convolution's attributes: CNTK's node-record name first, then its function-argument and legacy
+# spellings (strideShape / stride …).
+CONV_SIGNATURE = Signature((
+    Param("kernelShape", (), aliases=("kernelDims", "filterShape")),
+    Param("mapCount", 0, aliases=("mapDims", "numOutputChannels")),
+    Param("strideShape", 1, aliases=("stride",)),
+    Param("sharing", True, aliases=("dimSharing",)),
+    Param("autoPadding", True, aliases=("dimPadding", "pad")),
+    Param("lowerPad", 0, aliases=("dimPadLower",)),
+    Param("upperPad", 0, aliases=("dimPadUpper",)),
+    Param("dilation", 1, aliases=("dimDilation",)),
+    Param("transpose", False),
+    Param("outputShape", None, aliases=("dimOutputShape",)),
+    Param("maxTempMemSizeInSamples", 0),
+    Param("imageLayout", "CHW"),
+))
+_conv = CONV_SIGNATURE.value
 
 
 def check_layout(attrs: dict, op: str) -> None:
-    layout = str(attr(attrs, CONV_ATTRS["layout"], "CHW"))
+    layout = str(_conv(attrs, "imageLayout"))
     if layout.lower() not in ("chw", "cudnn"):
         raise ShapeMismatch(f"{op}: imageLayout '{layout}' is not supported; images are W:H:C "
                             "('CHW', CNTK's 'cudnn' layout)")
@@ -275,12 +278,12 @@ def convolution_geometry(x_shape: tuple, kernel: tuple, attrs: dict, maps: int, 
     reduction = set(range(len(kernel), rank))
     if rank > 1 and full[-1] == x_shape[-1]:
         reduction.add(rank - 1)                  # the kernel spans the channel axis
-    strides = as_ints(attr(attrs, CONV_ATTRS["stride"], 1), "strideShape")
-    pads = as_bools(attr(attrs, CONV_ATTRS["pad"], True))
-    lowers = as_ints(attr(attrs, CONV_ATTRS["lower"], 0), "lowerPad")
-    uppers = as_ints(attr(attrs, CONV_ATTRS["upper"], 0), "upperPad")
-    dilations = as_ints(attr(attrs, CONV_ATTRS["dilation"], 1), "dilation")
-    if not all(as_bools(attr(attrs, CONV_ATTRS["sharing"], True))):
+    strides = as_ints(_conv(attrs, "strideShape"), "strideShape")
+    pads = as_bools(_conv(attrs, "autoPadding"))
+    lowers = as_ints(_conv(attrs, "lowerPad"), "lowerPad")
+    uppers = as_ints(_conv(attrs, "upperPad"), "upperPad")
+    dilations = as_ints(_conv(attrs, "dilation"), "dilation")
+    if not all(as_bools(_conv(attrs, "sharing"))):
         raise ShapeMismatch(f"{op}: sharing = false (a separate kernel per position) is not supported")
     axes = []
     for i, (size, k) in enumerate(zip(x_shape, full)):
@@ -296,7 +299,7 @@ def convolution_geometry(x_shape: tuple, kernel: tuple, attrs: dict, maps: int, 
 
 
 def _map_count(attrs: dict, w_shape: tuple, rank: int, op: str) -> int:
-    maps = as_ints(attr(attrs, CONV_ATTRS["maps"], 0), "mapCount")
+    maps = as_ints(_conv(attrs, "mapCount"), "mapCount")
     if len(maps) > 1:
         raise ShapeMismatch(f"{op}: a per-axis mapCount {maps} is not supported; give one number")
     m = maps[0] if maps else 0
@@ -333,17 +336,17 @@ def _transpose_kernel(kernel: tuple, x_shape: tuple, w_shape: tuple) -> tuple:
 def transpose_geometry(x_shape: tuple, attrs: dict, w_shape: tuple) -> ConvGeometry:
     """The convolution (output → x) whose adjoint ConvolutionTranspose computes."""
     op = "ConvolutionTranspose"
-    kernel = _transpose_kernel(as_ints(attr(attrs, CONV_ATTRS["kernel"], ()), "kernelShape"), x_shape, w_shape)
+    kernel = _transpose_kernel(as_ints(_conv(attrs, "kernelShape"), "kernelShape"), x_shape, w_shape)
     maps = _map_count(attrs, w_shape, len(x_shape), op)
     if x_shape[-1] % maps:
         raise ShapeMismatch(f"{op}: the last axis of input {format_shape(x_shape)} is not a multiple of "
                             f"mapCount {maps}")
-    out_shape = as_ints(attr(attrs, CONV_ATTRS["output"], ()), "outputShape")
+    out_shape = as_ints(_conv(attrs, "outputShape"), "outputShape")
     if not out_shape or not any(out_shape):
         out_shape = _transposed_shape(x_shape, kernel, attrs, maps)
     geo = convolution_geometry(out_shape, kernel, attrs, maps, op)
     if geo.out_shape != tuple(x_shape):
-        hint = "" if as_tuple(attr(attrs, CONV_ATTRS["output"])) else " (give outputShape)"
+        hint = "" if as_tuple(CONV_SIGNATURE.given(attrs, "outputShape")) else " (give outputShape)"
         raise ShapeMismatch(f"{op}: an output of {format_shape(out_shape)} convolves to "
                             f"{format_shape(geo.out_shape)}, not to the input {format_shape(x_shape)}{hint}")
     return geo
@@ -351,11 +354,11 @@ def transpose_geometry(x_shape: tuple, attrs: dict, w_shape: tuple) -> ConvGeome
 
 def _transposed_shape(x_shape: tuple, kernel: tuple, attrs: dict, maps: int) -> tuple:
     rank = len(x_shape)
-    strides = as_ints(attr(attrs, CONV_ATTRS["stride"], 1), "strideShape")
-    pads = as_bools(attr(attrs, CONV_ATTRS["pad"], True))
-    lowers = as_ints(attr(attrs, CONV_ATTRS["lower"], 0), "lowerPad")
-    uppers = as_ints(attr(attrs, CONV_ATTRS["upper"], 0), "upperPad")
-    dilations = as_ints(attr(attrs, CONV_ATTRS["dilation"], 1), "dilation")
+    strides = as_ints(_conv(attrs, "strideShape"), "strideShape")
+    pads = as_bools(_conv(attrs, "autoPadding"))
+    lowers = as_ints(_conv(attrs, "lowerPad"), "lowerPad")
+    uppers = as_ints(_conv(attrs, "upperPad"), "upperPad")
+    dilations = as_ints(_conv(attrs, "dilation"), "dilation")
     lengths = list(x_shape[:-1]) + [x_shape[-1] // maps]
     shape = []
     for i, (n, k) in enumerate(zip(lengths, kernel)):
@@ -376,7 +379,7 @@ def _cached_geometry(x_shape: tuple, w_shape: tuple, frozen_attrs: tuple, transp
     if transposed:
         return transpose_geometry(x_shape, attrs, w_shape)
     op = "Convolution"
-    kernel = as_ints(attr(attrs, CONV_ATTRS["kernel"], ()), "kernelShape")
+    kernel = as_ints(_conv(attrs, "kernelShape"), "kernelShape")
     if not kernel and len(w_shape) == len(x_shape) + 1:
         kernel = tuple(w_shape[:-1])
     maps = _map_count(attrs, w_shape, len(x_shape), op)
@@ -391,7 +394,7 @@ def geometry_for(x_shape: tuple, w_shape: tuple, attrs: dict, transposed: bool) 
 
 
 def is_transposed(attrs: dict) -> bool:
-    return bool(attr(attrs, CONV_ATTRS["transpose"], False))
+    return bool(_conv(attrs, "transpose"))
 
 
 # ---- weight forms --------------------------------------------------------------------------------
@@ -773,7 +776,7 @@ def _kernel_inputs(ctx, xs, attrs, transposed: bool):
         raise ShapeMismatch(f"{_op_name(transposed)}: the weight must be static (a parameter)")
     geo = geometry_for(to_bs(x.shape[dyn:]), to_bs(w.shape), attrs, transposed)
     xb, lead = samples_first(x, dyn)
-    chunk = int(attr(attrs, CONV_ATTRS["chunk"], 0) or 0)
+    chunk = int(_conv(attrs, "maxTempMemSizeInSamples") or 0)
     return geo, weight_matrix(w, geo, _op_name(transposed)), xb, lead, transposed, chunk
 
 
@@ -818,7 +821,7 @@ _convt_forward, _convt_backward = _make_kernels(True)
 
 CONVOLUTION = register(OpDef(
     name="Convolution", arity=(2, 2), shape=_shape_rule(False), forward=_conv_forward,
-    backward=_conv_backward, layout=_layout("Convolution"),
+    backward=_conv_backward, layout=_layout("Convolution"), signature=CONV_SIGNATURE,
     doc="N-D convolution Convolution(W, x): kernelShape, mapCount, strideShape, autoPadding, lowerPad, "
         "upperPad, dilation (CNTK semantics; transpose=true gives ConvolutionTranspose)",
     checks=[
@@ -853,7 +856,7 @@ CONVOLUTION = register(OpDef(
 
 CONVOLUTION_TRANSPOSE = register(OpDef(
     name="ConvolutionTranspose", arity=(2, 2), shape=_shape_rule(True), forward=_convt_forward,
-    backward=_convt_backward, layout=_layout("ConvolutionTranspose"),
+    backward=_convt_backward, layout=_layout("ConvolutionTranspose"), signature=CONV_SIGNATURE,
     doc="transposed (fractionally strided) convolution: the adjoint of Convolution; kernelShape = filter ++ "
         "output channels, mapCount = input channels, optional outputShape",
     checks=[

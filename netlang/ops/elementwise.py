@@ -238,7 +238,7 @@ def _dropout_forward(ctx, xs, attrs):
         ctx.saved["mask"] = None
         return x
     # Inverted dropout: survivors are scaled by 1/(1-rate) at training, so inference is the identity.
-    keep = ctx.xp.asarray(ctx.rng.random(x.shape) >= rate)   # the generator may be host-side
+    keep = ctx.rng.random(x.shape) >= rate      # drawn on the device, by the backend's generator
     mask = keep.astype(x.dtype) * (1.0 / (1.0 - rate))
     ctx.saved["mask"] = mask
     return x * mask

@@ -14,7 +14,23 @@ weight `W` of BS shape `(out, in)` stored as `(in, out)`, `Times(W, x)` for a ba
 from __future__ import annotations
 
 from netlang.ir.shapes import format_shape, num_elements
-from netlang.ops.registry import InputSpec, OpCheck, OpDef, ShapeMismatch, ShapeResult, register
+from netlang.ops.registry import (
+    InputSpec,
+    OpCheck,
+    OpDef,
+    Param,
+    ShapeMismatch,
+    ShapeResult,
+    Signature,
+    register,
+)
+
+TIMES_SIGNATURE = Signature((Param("outputRank", 1), Param("inferInputRankToMap", -1)))
+
+
+def output_rank(attrs, transpose: bool) -> int:
+    return 1 if transpose else int(TIMES_SIGNATURE.value(attrs, "outputRank"))
+
 
 # ---- shape rule --------------------------------------------------------------------------------
 
@@ -41,8 +57,8 @@ def times_rule(in_shapes, attrs, transpose: bool = False):
     a, b = tuple(in_shapes[0]), tuple(in_shapes[1])
     name = "TransposeTimes" if transpose else "Times"
     both = f"{format_shape(a)} and {format_shape(b)}"
-    output_rank = int(attrs.get("outputRank", 1))
-    infer_rank = int(attrs.get("inferInputRankToMap", -1))
+    output_rank = int(TIMES_SIGNATURE.value(attrs, "outputRank"))
+    infer_rank = int(TIMES_SIGNATURE.value(attrs, "inferInputRankToMap"))
     dims_a = list(a)
     if transpose:
         if len(dims_a) > 2 or output_rank != 1:
@@ -141,15 +157,13 @@ def _legacy_trailing_axes(rm_shape, k: int) -> int:
 def _make_times(transpose: bool):
     def forward(ctx, xs, attrs):
         a, b = xs
-        output_rank = 1 if transpose else int(attrs.get("outputRank", 1))
-        a2, b2, out_shape = _operands(_effective_a(a, transpose), b, output_rank)
+        a2, b2, out_shape = _operands(_effective_a(a, transpose), b, output_rank(attrs, transpose))
         return (b2 @ a2).reshape(out_shape)
 
     def backward(ctx, xs, y, gy, attrs):
         a, b = xs
-        output_rank = 1 if transpose else int(attrs.get("outputRank", 1))
         a_eff = _effective_a(a, transpose)
-        a2, b2, _ = _operands(a_eff, b, output_rank)
+        a2, b2, _ = _operands(a_eff, b, output_rank(attrs, transpose))
         g2 = gy.reshape(b2.shape[0], a2.shape[1])
         ga = (b2.T @ g2).reshape(a_eff.shape)
         if transpose:
@@ -173,7 +187,7 @@ _ttimes_forward, _ttimes_backward = _make_times(True)
 
 register(OpDef(
     name="Times", arity=(2, 2), shape=times_rule, forward=_times_forward, backward=_times_backward,
-    layout=_static_first_layout("Times"),
+    layout=_static_first_layout("Times"), signature=TIMES_SIGNATURE, sparse_form="SparseTimes",
     doc="tensor product: A's first outputRank axes out, its other axes reduced against B's leading axes",
     checks=[
         OpCheck((_w((4, 3)), _x((3,))), out=(4,)),
@@ -190,7 +204,7 @@ register(OpDef(
 
 register(OpDef(
     name="TransposeTimes", arity=(2, 2), shape=_transpose_times_rule, forward=_ttimes_forward,
-    backward=_ttimes_backward, layout=_static_first_layout("TransposeTimes"),
+    backward=_ttimes_backward, layout=_static_first_layout("TransposeTimes"), sparse_form="SparseTransposeTimes",
     doc="Aᵀ·B for A of rank ≤ 2 (outputRank 1)",
     checks=[
         OpCheck((_w((3, 4)), _x((3,))), out=(4,)),

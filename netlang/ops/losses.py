@@ -11,7 +11,16 @@ CosDistance is per sample (output `(1)` per sample, common layout) and is CNTK's
 from __future__ import annotations
 
 from netlang.ir.shapes import format_shape
-from netlang.ops.registry import InputSpec, OpCheck, OpDef, ShapeMismatch, register, unbroadcast
+from netlang.ops.registry import (
+    InputSpec,
+    OpCheck,
+    OpDef,
+    Param,
+    ShapeMismatch,
+    Signature,
+    register,
+    unbroadcast,
+)
 from netlang.ops.softmax import log_softmax, per_sample
 
 # ---- shared pieces -----------------------------------------------------------------------------
@@ -57,7 +66,7 @@ def _masked(ctx, g2):
 
 def _to_input(g2, x, dyn, xp):
     """A gradient over flattened (and possibly broadcast) samples, back in the shape of input `x`."""
-    return unbroadcast(g2, per_sample(x, dyn).shape, xp).reshape(x.shape)
+    return unbroadcast(g2, per_sample(x, dyn).shape).reshape(x.shape)
 
 
 def _scalar(gy):
@@ -137,18 +146,23 @@ register(OpDef(
 
 # ---- ClassificationError(label, z [, topN]) ----------------------------------------------------
 
+# `axis` is CNTK's class axis; netlang's classes are always the whole sample (axis 0).
+CLASSIFICATION_ERROR_SIGNATURE = Signature((Param("topN", 1), Param("axis", 0)))
+
+
 def _top_n(xs, attrs) -> int:
     if len(xs) == 3:                           # CNTK passes topN > 1 as a Constant third input
         return int(round(float(xs[2].reshape(-1)[0])))
-    return int(attrs.get("topN", 1))
+    return int(CLASSIFICATION_ERROR_SIGNATURE.value(attrs, "topN"))
 
 
 def _classification_error_rule(in_shapes, attrs):
     _same_shape("ClassificationError", in_shapes[:2])
     if len(in_shapes) == 3 and tuple(in_shapes[2]) not in ((1,), ()):
         raise ShapeMismatch(f"ClassificationError: topN must be a scalar, got {format_shape(in_shapes[2])}")
-    if int(attrs.get("topN", 1)) < 1:
-        raise ShapeMismatch(f"ClassificationError: topN must be 1 or more, got {attrs.get('topN')}")
+    top_n = CLASSIFICATION_ERROR_SIGNATURE.value(attrs, "topN")
+    if int(top_n) < 1:
+        raise ShapeMismatch(f"ClassificationError: topN must be 1 or more, got {top_n}")
     return (1,)
 
 
@@ -167,7 +181,7 @@ def _classification_error_forward(ctx, xs, attrs):
 register(OpDef(
     name="ClassificationError", arity=(2, 3), shape=_classification_error_rule,
     forward=_classification_error_forward, layout="none", differentiable=False,
-    aliases=("ErrorPrediction",),
+    aliases=("ErrorPrediction",), signature=CLASSIFICATION_ERROR_SIGNATURE,
     doc="number of samples whose label class is not among the topN highest scores of z",
     checks=[
         OpCheck((_label((5,)), _z((5,))), out=(1,), grad=False),

@@ -43,7 +43,17 @@ import math
 from dataclasses import dataclass
 
 from netlang.ir.shapes import broadcast_shapes, format_shape, num_elements
-from netlang.ops.registry import InputSpec, OpCheck, OpDef, ShapeMismatch, ShapeResult, register, unbroadcast
+from netlang.ops.registry import (
+    InputSpec,
+    OpCheck,
+    OpDef,
+    Param,
+    ShapeMismatch,
+    ShapeResult,
+    Signature,
+    register,
+    unbroadcast,
+)
 
 DEFAULT_EPSILON = 1e-5
 
@@ -86,7 +96,7 @@ def _bn_shape(in_shapes, attrs):
 
 
 def _ln_shape(in_shapes, attrs):
-    number(attrs, "epsilon", DEFAULT_EPSILON, "LayerNormalization")
+    number(LAYER_NORM_SIGNATURE, attrs, "epsilon", "LayerNormalization")
     x = tuple(in_shapes[0])
     infer = {}
     for i, shape in enumerate(in_shapes[1:], start=1):
@@ -126,10 +136,17 @@ class BatchNormConfig:
     epsilon: float
 
 
-def number(attrs: dict, name: str, default: float, op: str) -> float:
-    value = attrs.get(name)
-    if value is None:
-        return default
+# `useCntkEngine`, `disableRegularization` and `imageLayout` are CNTK's; they change nothing here
+# (regularisation of batch-norm parameters follows the SGD block's disableRegInBatchNormalization).
+BATCH_NORM_SIGNATURE = Signature((
+    Param("spatial", False), Param("normalizationTimeConstant", 0), Param("blendTimeConstant", 0),
+    Param("epsilon", DEFAULT_EPSILON), Param("useCntkEngine", True), Param("disableRegularization", False),
+    Param("imageLayout", "CHW")))
+LAYER_NORM_SIGNATURE = Signature((Param("epsilon", DEFAULT_EPSILON),))
+
+
+def number(signature: Signature, attrs: dict, name: str, op: str) -> float:
+    value = signature.value(attrs, name)
     try:
         return float(value)
     except (TypeError, ValueError):
@@ -138,11 +155,12 @@ def number(attrs: dict, name: str, default: float, op: str) -> float:
 
 def _config(attrs) -> BatchNormConfig:
     op = "BatchNormalization"
-    blend = number(attrs, "blendTimeConstant", 0.0, op)
+    blend = number(BATCH_NORM_SIGNATURE, attrs, "blendTimeConstant", op)
     if blend < 0:
         raise ShapeMismatch("BatchNormalization: blendTimeConstant must not be negative")
-    return BatchNormConfig(bool(attrs.get("spatial", False)), number(attrs, "normalizationTimeConstant", 0.0, op),
-                           blend, number(attrs, "epsilon", DEFAULT_EPSILON, op))
+    return BatchNormConfig(bool(BATCH_NORM_SIGNATURE.value(attrs, "spatial")),
+                           number(BATCH_NORM_SIGNATURE, attrs, "normalizationTimeConstant", op),
+                           blend, number(BATCH_NORM_SIGNATURE, attrs, "epsilon", op))
 
 
 def exp_avg_factor(time_constant: float, seen: float, samples: float) -> float:
@@ -312,7 +330,7 @@ def _ln_normalised(ctx, x, attrs):
     mean = x.mean(axis=axes, keepdims=True)
     centred = x - mean
     var = xp.mean(centred * centred, axis=axes, keepdims=True)
-    inv_std = 1.0 / xp.sqrt(var + number(attrs, "epsilon", DEFAULT_EPSILON, "LayerNormalization"))
+    inv_std = 1.0 / xp.sqrt(var + number(LAYER_NORM_SIGNATURE, attrs, "epsilon", "LayerNormalization"))
     return centred * inv_std, inv_std, axes
 
 
@@ -330,9 +348,9 @@ def _ln_backward(ctx, xs, y, gy, attrs):
     mean_g_n = xp.mean(g * normalised, axis=axes, keepdims=True)
     grads = [inv_std * (g - mean_g - normalised * mean_g_n)]
     if len(xs) > 1:
-        grads.append(unbroadcast(gy * normalised, xs[1].shape, xp))
+        grads.append(unbroadcast(gy * normalised, xs[1].shape))
     if len(xs) > 2:
-        grads.append(unbroadcast(gy, xs[2].shape, xp))
+        grads.append(unbroadcast(gy, xs[2].shape))
     return grads
 
 
@@ -354,7 +372,7 @@ def _bn_inputs(x_shape, p_shape, dyn=1, count=True, seen=False):
 
 BATCH_NORMALIZATION = register(OpDef(
     name="BatchNormalization", arity=(5, 6), shape=_bn_shape, forward=_bn_forward, backward=_bn_backward,
-    layout=_static_parameters("BatchNormalization"), stateful=True,
+    layout=_static_parameters("BatchNormalization"), stateful=True, signature=BATCH_NORM_SIGNATURE,
     doc="batch normalisation with running statistics (spatial, normalizationTimeConstant, blendTimeConstant, "
         "epsilon); training updates runMean/runVariance/runCount in place",
     checks=[
@@ -373,7 +391,7 @@ BATCH_NORMALIZATION = register(OpDef(
 
 LAYER_NORMALIZATION = register(OpDef(
     name="LayerNormalization", arity=(1, 3), shape=_ln_shape, forward=_ln_forward, backward=_ln_backward,
-    layout=_static_parameters("LayerNormalization"),
+    layout=_static_parameters("LayerNormalization"), signature=LAYER_NORM_SIGNATURE,
     doc="normalise each sample over all its elements, then scale .* x̂ + bias (epsilon)",
     checks=[
         OpCheck((_x((3, 4)), _p((1,)), _p((1,))), out=(3, 4)),

@@ -44,7 +44,6 @@ from netlang.ops.conv import (
     ConvGeometry,
     as_bools,
     as_ints,
-    attr,
     check_layout,
     freeze,
     kernel_offsets,
@@ -56,18 +55,32 @@ from netlang.ops.conv import (
     whole_axis,
     window_axis,
 )
-from netlang.ops.registry import InputSpec, OpCheck, OpDef, ShapeMismatch, register
+from netlang.ops.registry import (
+    InputSpec,
+    OpCheck,
+    OpDef,
+    Param,
+    ShapeMismatch,
+    Signature,
+    register,
+)
 
-POOL_ATTRS = {
-    "kind": ("poolKind", "pool"),
-    "kernel": ("kernelShape", "kernelDims", "filterShape"),
-    "stride": ("strideShape", "stride"),
-    "pad": ("autoPadding", "dimPadding", "pad"),
-    "lower": ("lowerPad", "dimPadLower"),
-    "upper": ("upperPad", "dimPadUpper"),
-    "ceil": ("ceilOutDim",),
-    "include": ("includePad", "poolIncludePad"),
-}
+# Pooling's attributes (also MaxUnpooling's), spelled as for convolution.
+POOL_SIGNATURE = Signature((
+    Param("poolKind", "max", aliases=("pool",)),
+    Param("kernelShape", (), aliases=("kernelDims", "filterShape")),
+    Param("strideShape", 1, aliases=("stride",)),
+    Param("autoPadding", True, aliases=("dimPadding", "pad")),
+    Param("lowerPad", 0, aliases=("dimPadLower",)),
+    Param("upperPad", 0, aliases=("dimPadUpper",)),
+    Param("ceilOutDim", False),
+    Param("includePad", False, aliases=("poolIncludePad",)),
+    Param("imageLayout", "CHW"),
+))
+_pool_attr = POOL_SIGNATURE.value
+# CNTK's legacy 2-D MaxPooling / AveragePooling.
+LEGACY_SIGNATURE = Signature((Param("windowWidth"), Param("windowHeight"), Param("horizontalSubsample"),
+                              Param("verticalSubsample"), Param("imageLayout", "CHW")))
 
 POOL_KINDS = ("max", "average")
 
@@ -75,7 +88,7 @@ POOL_KINDS = ("max", "average")
 # ---- geometry ------------------------------------------------------------------------------------
 
 def pool_kind(attrs: dict) -> str:
-    kind = str(attr(attrs, POOL_ATTRS["kind"], "max")).lower()
+    kind = str(_pool_attr(attrs, "poolKind")).lower()
     if kind not in POOL_KINDS:
         raise ShapeMismatch(f"Pooling: poolKind must be 'max' or 'average', got '{kind}'")
     return kind
@@ -92,16 +105,16 @@ def _check_overlap(axis, i: int, x_shape: tuple, op: str) -> None:
 @lru_cache(maxsize=512)
 def _cached_geometry(x_shape: tuple, frozen_attrs: tuple, op: str, ceil_allowed: bool) -> ConvGeometry:
     attrs = dict(frozen_attrs)
-    kernel = as_ints(attr(attrs, POOL_ATTRS["kernel"], ()), "kernelShape")
+    kernel = as_ints(_pool_attr(attrs, "kernelShape"), "kernelShape")
     if not kernel:
         raise ShapeMismatch(f"{op} needs kernelShape")
     if len(kernel) > len(x_shape):
         raise ShapeMismatch(f"{op}: kernel {format_shape(kernel)} has more axes than its input {format_shape(x_shape)}")
-    strides = as_ints(attr(attrs, POOL_ATTRS["stride"], 1), "strideShape")
-    pads = as_bools(attr(attrs, POOL_ATTRS["pad"], True))
-    lowers = as_ints(attr(attrs, POOL_ATTRS["lower"], 0), "lowerPad")
-    uppers = as_ints(attr(attrs, POOL_ATTRS["upper"], 0), "upperPad")
-    ceil_out = ceil_allowed and bool(attr(attrs, POOL_ATTRS["ceil"], False))
+    strides = as_ints(_pool_attr(attrs, "strideShape"), "strideShape")
+    pads = as_bools(_pool_attr(attrs, "autoPadding"))
+    lowers = as_ints(_pool_attr(attrs, "lowerPad"), "lowerPad")
+    uppers = as_ints(_pool_attr(attrs, "upperPad"), "upperPad")
+    ceil_out = ceil_allowed and bool(_pool_attr(attrs, "ceilOutDim"))
     pool_kind(attrs)                                       # an unknown kind fails at build time
     axes = []
     for i, size in enumerate(x_shape):
@@ -320,7 +333,7 @@ def _pooling_setup(ctx, x, attrs):
     geo = pooling_geometry(to_bs(x.shape[dyn:]), attrs)
     xb, lead = samples_first(x, dyn)
     kind = pool_kind(attrs)
-    include_pad = kind == "average" and bool(attr(attrs, POOL_ATTRS["include"], False))
+    include_pad = kind == "average" and bool(_pool_attr(attrs, "includePad"))
     return geo, xb, lead, kind, include_pad
 
 
@@ -389,7 +402,7 @@ def _legacy_attrs(kind: str, attrs: dict) -> dict:
         raise ShapeMismatch(f"{kind.capitalize()}Pooling needs windowWidth, windowHeight, horizontalSubsample and "
                             "verticalSubsample") from None
     return {"poolKind": kind, "kernelShape": window, "strideShape": step, "autoPadding": False,
-            "imageLayout": attrs.get("imageLayout", "CHW")}
+            "imageLayout": LEGACY_SIGNATURE.value(attrs, "imageLayout")}
 
 
 def _legacy(kind: str):
@@ -415,6 +428,7 @@ def _pool(kind, kernel, **more):
 
 POOLING = register(OpDef(
     name="Pooling", arity=(1, 1), shape=_pooling_shape, forward=_pooling_forward, backward=_pooling_backward,
+    signature=POOL_SIGNATURE,
     doc="max or average pooling over every axis (poolKind, kernelShape, strideShape, autoPadding, lowerPad, "
         "upperPad, ceilOutDim, includePad); a 0 kernel dimension pools the whole axis (global pooling)",
     checks=[
@@ -440,7 +454,7 @@ POOLING = register(OpDef(
 
 MAX_UNPOOLING = register(OpDef(
     name="MaxUnpooling", arity=(2, 2), shape=_unpooling_shape, forward=_unpooling_forward,
-    backward=_unpooling_backward,
+    backward=_unpooling_backward, signature=POOL_SIGNATURE,
     doc="MaxUnpooling(unpoolInput, poolInput, kernelShape, ...): put each value where max pooling poolInput "
         "picks its maximum",
     checks=[
@@ -455,6 +469,7 @@ for _kind in POOL_KINDS:
     _rule, _forward, _backward = _legacy(_kind)
     register(OpDef(
         name=f"{_kind.capitalize()}Pooling", arity=(1, 1), shape=_rule, forward=_forward, backward=_backward,
+        signature=LEGACY_SIGNATURE,
         doc=f"legacy 2-D {_kind} pooling (windowWidth, windowHeight, horizontalSubsample, verticalSubsample), "
             "no padding",
         checks=[OpCheck((_x((5, 4, 2)),), {"windowWidth": 2, "windowHeight": 3, "horizontalSubsample": 2,

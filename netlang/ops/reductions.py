@@ -13,13 +13,24 @@ from __future__ import annotations
 
 from netlang.errors import suggest
 from netlang.ir.shapes import format_shape, rm_axis
-from netlang.ops.registry import InputSpec, OpCheck, OpDef, ShapeMismatch, register
+from netlang.ops.registry import (
+    InputSpec,
+    OpCheck,
+    OpDef,
+    Param,
+    ShapeMismatch,
+    Signature,
+    register,
+)
 
 REDUCTION_OPS = ("Sum", "LogSum", "Mean", "Max", "Min")
+# axis None (or 0): all static axes.
+SIGNATURE = Signature((Param("reductionOp"), Param("axis", None)))
+FIXED_SIGNATURE = Signature((Param("axis", None),))
 
 
 def _reduction_op(attrs, fixed=None) -> str:
-    op = fixed or attrs.get("reductionOp")
+    op = fixed or SIGNATURE.given(attrs, "reductionOp")
     if op not in REDUCTION_OPS:
         hint = suggest(str(op), REDUCTION_OPS) or f"one of {', '.join(REDUCTION_OPS)}"
         raise ShapeMismatch(f"ReduceElements: unknown reductionOp '{op}' ({hint})")
@@ -27,7 +38,7 @@ def _reduction_op(attrs, fixed=None) -> str:
 
 
 def _axis(attrs) -> int:
-    axis = attrs.get("axis")
+    axis = SIGNATURE.value(attrs, "axis")
     return 0 if axis is None else int(axis)
 
 
@@ -114,7 +125,7 @@ def _checks(op=None):
 
 _rule, _forward, _backward = _make()
 register(OpDef(
-    name="ReduceElements", arity=(1, 1), shape=_rule, forward=_forward, backward=_backward,
+    name="ReduceElements", arity=(1, 1), shape=_rule, forward=_forward, backward=_backward, signature=SIGNATURE,
     doc="Sum | LogSum | Mean | Max | Min over one static axis (kept as 1) or all static axes",
     checks=[c for op in REDUCTION_OPS for c in _checks(op)[:3]] + _checks("Sum")[3:],
 ))
@@ -123,5 +134,6 @@ for _op in REDUCTION_OPS:
     _rule, _forward, _backward = _make(_op)
     register(OpDef(
         name=f"Reduce{_op}", arity=(1, 1), shape=_rule, forward=_forward, backward=_backward,
+        signature=FIXED_SIGNATURE,
         doc=f"ReduceElements with reductionOp '{_op}'", checks=_checks(),
     ))

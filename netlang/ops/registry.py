@@ -1,9 +1,11 @@
 """The op registry: the single list of primitive operations netlang knows.
 
-Each primitive is one `OpDef`, defined in one place (a module under `runtime/ops/`), holding its
-shape rule, its forward kernel, its gradient and the cases its checks run. Transformations
-(validation, autodiff, the executor, the docs table, the gradient-check test) consume these rules
-and never special-case an op.
+Each primitive is one `OpDef`, defined in one place (a module under `netlang/ops/`), holding its
+shape rule, its forward kernel (and any per-backend kernels), its gradient, its BrainScript
+signature, the flags the compiler passes need (delay, whole-sequence, time-axis form, sparse form,
+leaf kind, truncated-BPTT safety) and the cases its checks run. Transformations (validation, loops,
+frame mode, autodiff, the executor, the docs table, the gradient-check test) consume these rules
+and flags and never name an op: adding an op is one module.
 
 Conventions every op follows
 ----------------------------
@@ -21,9 +23,13 @@ Conventions every op follows
   broadcast (output) shape; `apply_backward` sums them back to each input's own shape.
 * **Criteria** (`layout="none"`) reduce over the dynamic axes: the output is a static `(1,)` value,
   the *sum* over all valid samples (CNTK semantics: learning rates are per sample).
-* Kernels are written against `ctx.xp` (numpy or cupy), keep the input dtype (float32 or
-  float64), and may stash what their backward needs in `ctx.saved` (per call) or persistent
-  state in `ctx.state` (per node, e.g. batch-norm running statistics).
+* Kernels are written against `ctx.xp` (numpy or cupy) and the services of `ctx.backend`
+  (scatter_add, concatenate) and draw random numbers from `ctx.rng` on the device; they never test
+  array types. They keep the input dtype (float32 or float64), and may stash what their backward
+  needs in `ctx.saved` (per call) or persistent state in `ctx.state` (per node, e.g. batch-norm
+  running statistics).
+* Attributes with defaults or several spellings are read through the op's `Signature`
+  (`SIGNATURE.value(attrs, "axis")`), so a default is written once.
 * `backward(ctx, xs, y, gy, attrs)` returns one gradient (or None) per input.
 * Run-time options that change per epoch come in `ctx.options` (e.g. `dropoutRate`). Precomputed
   statistics ops (`precompute=True`: Mean, InvStdDev) accumulate into `ctx.state` while
@@ -33,7 +39,7 @@ Conventions every op follows
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Protocol
 
 Shape = tuple  # BrainScript sample shape, first axis fastest
 
@@ -75,8 +81,66 @@ class OpCheck:
     grad: bool = True               # False: only the shape test (op or case not differentiable)
 
 
+REQUIRED = object()       # a signature parameter without a default
+
+
+@dataclass(frozen=True)
+class Param:
+    """One attribute of an op as BrainScript passes it: its name, its default and other spellings
+    (CNTK's function-argument and node-record names, e.g. `stride` / `strideShape`). The first
+    spelling present (and not None) in a node's attributes wins, in the order name, *aliases."""
+
+    name: str
+    default: Any = REQUIRED
+    aliases: tuple[str, ...] = ()
+
+    @property
+    def spellings(self) -> tuple[str, ...]:
+        return (self.name,) + self.aliases
+
+
+@dataclass(frozen=True)
+class Signature:
+    """The BrainScript-facing signature of an op: its attributes with their defaults and spellings.
+
+    It is the one place a default lives in Python: kernels and shape rules read attributes through
+    `value`, and the standard library's wrapper (stdlib/*.net), which BrainScript users call, is
+    checked against it by tests/test_op_signatures.py (same names, same defaults).
+    """
+
+    params: tuple[Param, ...]
+
+    def param(self, name: str) -> Param | None:
+        """The parameter spelled `name` (its own name or an alias)."""
+        return next((p for p in self.params if name in p.spellings), None)
+
+    def given(self, attrs: dict, name: str):
+        """The attribute `name` as the node gives it (the first spelling present), or None."""
+        return next((attrs[s] for s in self.param(name).spellings if attrs.get(s) is not None), None)
+
+    def value(self, attrs: dict, name: str):
+        """The attribute `name` of a node: as given, else the default."""
+        value = self.given(attrs, name)
+        if value is not None:
+            return value
+        default = self.param(name).default
+        if default is REQUIRED:
+            raise ShapeMismatch(f"missing attribute '{name}'")
+        return default
+
+    @property
+    def spellings(self) -> tuple[str, ...]:
+        return tuple(s for p in self.params for s in p.spellings)
+
+
+LEAF_KINDS = ("input", "sparse_input", "parameter", "constant")
+
+
 @dataclass
 class OpDef:
+    """One primitive op: its rules, kernels and checks, and what the compiler passes need to know
+    about it (they ask these fields, never the op's name)."""
+
     name: str                                   # CNTK operation name, e.g. "Times"
     arity: tuple[int, int]                      # (min, max) number of inputs; max -1 = any
     shape: Callable[[list[Shape], dict], Any]   # -> Shape or ShapeResult
@@ -90,26 +154,73 @@ class OpDef:
     checks: list[OpCheck] = field(default_factory=list)
     aliases: tuple[str, ...] = ()
     doc: str = ""
-    leaf: bool = False                          # Input / Parameter / Constant: bound by the executor
+    signature: Signature | None = None          # attributes: defaults and spellings (None: it has none)
+    # Per-backend kernels, chosen by `ctx.backend.name` ("cupy": (forward, backward)); the
+    # `forward`/`backward` above are the NumPy kernels and every backend's default.
+    kernels: dict[str, tuple[Callable, Callable | None]] = field(default_factory=dict)
+    # -- leaves: values bound by the executor rather than computed --
+    leaf: str | None = None                     # one of LEAF_KINDS: how `new ComputationNode` builds it
     precompute: bool = False                    # Mean / InvStdDev: statistics gathered before training
     finalize: Callable | None = None            # (state, xp) -> None: turn gathered sums into the value
+    # -- the time axis --
+    delay: int = 0                              # +1 PastValue, -1 FutureValue: reads another time step;
+                                                # its first input is attached late and closes loops
+    whole_sequence: bool = False                # needs all steps at once: never inside a recurrent loop
+    needs_time_axis: bool = False               # the network keeps sequences (no frame mode); implied by
+                                                # `delay` and `whole_sequence`
+    time_axis_form: str | None = None           # the op that does this on the time axis (axis < 0)
+    # (message with {name}, hint) when truncated BPTT cannot run the op; None: it can
+    truncation_unsafe: tuple[str, str] | None = None
+    # -- sparse operands --
+    sparse_form: str | None = None              # the op computing this one when input 2 is a sparse input
+    sparse_operands: bool = False               # the kernels take SparseRows inputs as they are
+
+    def __post_init__(self):
+        if self.leaf is not None and self.leaf not in LEAF_KINDS:
+            raise ValueError(f"op {self.name}: leaf must be one of {LEAF_KINDS}, not {self.leaf!r}")
+        self.needs_time_axis = self.needs_time_axis or bool(self.delay) or self.whole_sequence
+
+    def implementation(self, backend: str) -> tuple[Callable, Callable | None]:
+        """(forward, backward) for the named backend: its own kernels if it has any, else the default."""
+        return self.kernels.get(backend, (self.forward, self.backward))
+
+
+class ArrayBackend(Protocol):
+    """What a kernel may use of the backend (runtime/backend.py implements it): the array module
+    and the services that differ between NumPy and CuPy. Kernels never test array types."""
+
+    name: str                        # "numpy" | "cupy"
+    xp: Any                          # the array module
+
+    def scatter_add(self, dest, index, values) -> None: ...
+    def concatenate(self, arrays, axis: int = 0): ...
+
+
+class RandomStream(Protocol):
+    """The backend's random generator (`ctx.rng`): draws on the device where the arrays live."""
+
+    def random(self, shape): ...     # uniform in [0, 1), float64
 
 
 @dataclass
 class OpContext:
     """What a kernel may use besides its inputs."""
 
-    xp: Any
+    backend: ArrayBackend
     dyn: list[int]
     out_dyn: int
     training: bool = False
-    rng: Any = None
+    rng: RandomStream | None = None
     mask: Any = None                 # (T, N) bool for sequence outputs, else None
     state: dict = field(default_factory=dict)
     saved: dict = field(default_factory=dict)
     node_name: str = ""
     options: dict = field(default_factory=dict)  # run-time options: dropoutRate, precompute_pass, …
-    carry: Any = None                # truncated BPTT: runtime/truncation.CarryOver of this minibatch
+    carry: Any = None                # truncated BPTT: runtime/carryover.CarryOver of this minibatch
+
+    @property
+    def xp(self):
+        return self.backend.xp
 
 
 _REGISTRY: dict[str, OpDef] = {}
@@ -130,13 +241,34 @@ def get(name: str) -> OpDef | None:
     return _REGISTRY.get(name)
 
 
+def unregister(name: str) -> None:
+    """Remove an op registered for a while (a test's throwaway op)."""
+    op = _REGISTRY.pop(name)
+    for alias in op.aliases:
+        _ALIASES.pop(alias, None)
+
+
 def all_ops() -> list[OpDef]:
     return [_REGISTRY[k] for k in sorted(_REGISTRY)]
 
 
+def op_of(node) -> OpDef:
+    """The OpDef of an IR node (the node was made through the registry, so it exists)."""
+    return _REGISTRY[_ALIASES.get(node.op, node.op)]
+
+
+def is_delay(node) -> bool:
+    return op_of(node).delay != 0
+
+
+def leaf_op(kind: str) -> OpDef:
+    """The leaf op of a kind (`"sparse_input"` …)."""
+    return next(op for op in _REGISTRY.values() if op.leaf == kind)
+
+
 # ---- the one path from the executor (and the checks) into a kernel -------------------------------
 
-def _aligned(x, dyn: int, out_dyn: int, out_rank: int, xp):
+def _aligned(x, dyn: int, out_dyn: int, out_rank: int):
     """Reshape `x` (dyn leading dynamic axes) to out_dyn dynamic axes + out_rank sample axes."""
     sample = x.shape[dyn:]
     lead = x.shape[:dyn] if dyn == out_dyn else (1,) * out_dyn if dyn == 0 else None
@@ -150,12 +282,13 @@ def _aligned(x, dyn: int, out_dyn: int, out_rank: int, xp):
 
 
 def apply_forward(op: OpDef, ctx: OpContext, xs: list, attrs: dict, out_rank: int):
+    forward, _ = op.implementation(ctx.backend.name)
     if op.elementwise:
-        xs = [_aligned(x, d, ctx.out_dyn, out_rank, ctx.xp) for x, d in zip(xs, ctx.dyn)]
-    return op.forward(ctx, xs, attrs)
+        xs = [_aligned(x, d, ctx.out_dyn, out_rank) for x, d in zip(xs, ctx.dyn)]
+    return forward(ctx, xs, attrs)
 
 
-def unbroadcast(g, shape: tuple, xp):
+def unbroadcast(g, shape: tuple):
     """Sum `g` down to `shape` (the inverse of NumPy broadcasting, trailing-aligned)."""
     if g.shape == tuple(shape):
         return g
@@ -169,10 +302,11 @@ def unbroadcast(g, shape: tuple, xp):
 
 
 def apply_backward(op: OpDef, ctx: OpContext, xs: list, y, gy, attrs: dict, out_rank: int):
-    if not op.differentiable or op.backward is None:
+    _, backward = op.implementation(ctx.backend.name)
+    if not op.differentiable or backward is None:
         return [None] * len(xs)
     if op.elementwise:
-        aligned = [_aligned(x, d, ctx.out_dyn, out_rank, ctx.xp) for x, d in zip(xs, ctx.dyn)]
-        grads = op.backward(ctx, aligned, y, gy, attrs)
-        return [None if g is None else unbroadcast(g, x.shape, ctx.xp) for g, x in zip(grads, xs)]
-    return op.backward(ctx, xs, y, gy, attrs)
+        aligned = [_aligned(x, d, ctx.out_dyn, out_rank) for x, d in zip(xs, ctx.dyn)]
+        grads = backward(ctx, aligned, y, gy, attrs)
+        return [None if g is None else unbroadcast(g, x.shape) for g, x in zip(grads, xs)]
+    return backward(ctx, xs, y, gy, attrs)

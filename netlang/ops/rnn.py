@@ -31,8 +31,19 @@ one (W, R, b) block; `pack_weights` concatenates blocks into the weights paramet
 """
 from __future__ import annotations
 
+import numpy as np
+
 from netlang.ir.shapes import num_elements
-from netlang.ops.registry import InputSpec, OpCheck, OpDef, ShapeMismatch, ShapeResult, register
+from netlang.ops.registry import (
+    InputSpec,
+    OpCheck,
+    OpDef,
+    Param,
+    ShapeMismatch,
+    ShapeResult,
+    Signature,
+    register,
+)
 from netlang.ops.sequence import valid_steps
 
 GATES = {"lstm": 4, "gru": 3, "rnnTanh": 1, "rnnReLU": 1}
@@ -40,20 +51,25 @@ GATES = {"lstm": 4, "gru": 3, "rnnTanh": 1, "rnnReLU": 1}
 
 # ---- configuration and weight layout -----------------------------------------------------------
 
+SIGNATURE = Signature((
+    Param("hiddenDims", aliases=("hiddenSize",)), Param("numLayers", 1), Param("bidirectional", False),
+    Param("recurrentOp", "lstm"), Param("axis", -1)))
+
+
 def _config(attrs) -> tuple[int, int, int, str]:
     """(hidden size, layers, directions, recurrentOp) of a node's attributes."""
-    kind = attrs.get("recurrentOp", "lstm")
+    kind = SIGNATURE.value(attrs, "recurrentOp")
     if kind not in GATES:
         raise ShapeMismatch(f"unknown recurrentOp '{kind}' (one of {', '.join(GATES)})")
-    hidden = attrs.get("hiddenDims", attrs.get("hiddenSize"))
+    hidden = SIGNATURE.given(attrs, "hiddenDims")
     if isinstance(hidden, tuple):
         hidden = hidden[0] if len(hidden) == 1 else None
     if not isinstance(hidden, int) or hidden < 1:
         raise ShapeMismatch(f"hiddenDims must be a positive number, got {hidden}")
-    layers = int(attrs.get("numLayers", 1))
+    layers = int(SIGNATURE.value(attrs, "numLayers"))
     if layers < 1:
         raise ShapeMismatch(f"numLayers must be 1 or more, got {layers}")
-    return hidden, layers, 2 if attrs.get("bidirectional", False) else 1, kind
+    return hidden, layers, 2 if SIGNATURE.value(attrs, "bidirectional") else 1, kind
 
 
 def block_sizes(input_dim: int, attrs) -> list[tuple[int, int, int]]:
@@ -83,15 +99,15 @@ def _blocks(blob, input_dim: int, attrs) -> list:
     return out
 
 
-def pack_weights(blocks, xp=None):
-    """The flat weights parameter (run-time order) from (W, R, b) blocks in storage order."""
-    import numpy as np
+# The helpers below convert trained parameters of the composed layers; they take the array module
+# of the arrays they are given (NumPy unless told otherwise).
 
-    xp = xp or np
+def pack_weights(blocks, xp=np):
+    """The flat weights parameter (run-time order) from (W, R, b) blocks in storage order."""
     return xp.concatenate([xp.ravel(part) for block in blocks for part in block])
 
 
-def lstm_block_from_layer(W, H, b):
+def lstm_block_from_layer(W, H, b, xp=np):
     """(W, R, b) of one direction from LSTMBlock's run-time parameters.
 
     W (inputDim, 4C), H (C, 4C) and b (4C) hold CNTK's gate order i, g, f, o (the composed layer's
@@ -100,25 +116,15 @@ def lstm_block_from_layer(W, H, b):
     def reorder(m):
         c = m.shape[-1] // 4
         i, g, f, o = (m[..., k * c:(k + 1) * c] for k in range(4))
-        return _concat([i, f, g, o], m)
+        return xp.concatenate([i, f, g, o], axis=-1)
 
     return reorder(W), reorder(H), reorder(b)
 
 
-def gru_block_from_layer(W, H, Hc, b):
+def gru_block_from_layer(W, H, Hc, b, xp=np):
     """(W, R, b) of one direction from BS.RNNs.GRU's run-time parameters: W (inputDim, 3C) and
     b (3C) in gate order z, r, n; H (C, 2C) for z and r; Hc (C, C) for the candidate."""
-    return W, _concat([H, Hc], H), b
-
-
-def _concat(parts, like):
-    import numpy as np
-
-    if isinstance(like, np.ndarray):
-        return np.concatenate(parts, axis=-1)
-    import cupy  # pragma: no cover - GPU only
-
-    return cupy.concatenate(parts, axis=-1)
+    return W, xp.concatenate([H, Hc], axis=-1), b
 
 
 # ---- shape rule --------------------------------------------------------------------------------
@@ -364,6 +370,11 @@ def _checks():
 register(OpDef(
     name="OptimizedRNNStack", arity=(2, 2), shape=_rnn_rule, forward=_rnn_stack_forward,
     backward=_rnn_stack_backward, layout=lambda inputs, attrs: getattr(inputs[1], "layout", inputs[1]),
+    signature=SIGNATURE, whole_sequence=True,
+    truncation_unsafe=(
+        "truncated BPTT cannot carry the state of the fused OptimizedRNNStack '{name}' across minibatches",
+        ("use the composed layers (RecurrentLSTMLayer, BS.RNNs.RecurrentLSTMPStack …), which carry it, or "
+         "truncated = false")),
     doc="a stack of lstm | gru | rnnTanh | rnnReLU layers (optionally bidirectional), fused; "
         "weights in one parameter (layout in runtime/ops/rnn.py)",
     checks=_checks(),

@@ -27,10 +27,16 @@ from __future__ import annotations
 from netlang.errors import DataError
 from netlang.ir.graph import BATCH, SeqAxis
 from netlang.ir.shapes import broadcast_shapes, format_shape, num_elements
-from netlang.ops.registry import InputSpec, OpCheck, OpDef, ShapeMismatch, register, unbroadcast
-
-DELAY_OPS = ("PastValue", "FutureValue")
-
+from netlang.ops.registry import (
+    InputSpec,
+    OpCheck,
+    OpDef,
+    Param,
+    ShapeMismatch,
+    Signature,
+    register,
+    unbroadcast,
+)
 
 # ---- layouts -----------------------------------------------------------------------------------
 
@@ -90,27 +96,23 @@ def _int(x):
     return x.reshape(x.shape[:2] + (-1,))[..., 0].astype("int64")
 
 
-def scatter_add(xp, dest, index, values):
-    """dest[index] += values with repeated indices adding up (numpy's ufunc.at or cupyx)."""
-    if xp.__name__ == "numpy":
-        xp.add.at(dest, index, values)
-    else:  # pragma: no cover - GPU only
-        import cupyx
-
-        cupyx.scatter_add(dest, index, values)
-
-
 # ---- PastValue / FutureValue -------------------------------------------------------------------
 
+# The delay's input and initial state are inputs; `shape` (0s: inferred from the input) defaults
+# to the input's shape.
+DELAY_SIGNATURE = Signature((Param("shape", None, aliases=("dims",)), Param("timeStep", 1),
+                             Param("defaultHiddenActivation", 0.1)))
+
+
 def _dims_attr(attrs) -> tuple:
-    dims = attrs.get("shape", attrs.get("dims"))
+    dims = DELAY_SIGNATURE.value(attrs, "shape")
     if dims is None:
         return ()
     return (int(dims),) if isinstance(dims, (int, float)) else tuple(int(d) for d in dims)
 
 
 def time_step(attrs) -> int:
-    k = int(attrs.get("timeStep", 1))
+    k = int(DELAY_SIGNATURE.value(attrs, "timeStep"))
     if k < 1:
         raise ShapeMismatch(f"timeStep must be 1 or more, got {k}")
     return k
@@ -155,7 +157,7 @@ def delay_valid(mask, k: int, future: bool, xp):
 def initial_state(ctx, xs, attrs, x, lead: int):
     """The delay's initial state, aligned to broadcast against `x` (`lead` dynamic axes first)."""
     if len(xs) < 2:
-        return ctx.xp.asarray(float(attrs.get("defaultHiddenActivation", 0.1)), dtype=x.dtype)
+        return ctx.xp.asarray(float(DELAY_SIGNATURE.value(attrs, "defaultHiddenActivation")), dtype=x.dtype)
     init, dyn = _initial_input(ctx, xs)
     return init.reshape(_aligned_shape(init, dyn, lead, x.ndim))
 
@@ -163,7 +165,7 @@ def initial_state(ctx, xs, attrs, x, lead: int):
 def initial_state_gradient(ctx, xs, g_init, lead: int):
     """`g_init` (broadcast against the delay's output) summed back to the initial-state input."""
     init, dyn = _initial_input(ctx, xs)
-    grad = unbroadcast(g_init, _aligned_shape(init, dyn, lead, g_init.ndim), ctx.xp).reshape(init.shape)
+    grad = unbroadcast(g_init, _aligned_shape(init, dyn, lead, g_init.ndim)).reshape(init.shape)
     if ctx.dyn[1] < 2:
         return grad
     full = ctx.xp.zeros_like(xs[1])
@@ -243,11 +245,17 @@ def _delay_checks():
     ]
 
 
+_READS_NEXT_WINDOW = (
+    ("truncated BPTT cannot run FutureValue '{name}': it would read steps of the next window, which is not "
+     "there yet"),
+    "train a network with FutureValue (a backward or bidirectional layer) on whole sequences: truncated = false")
+
 for _name, _future in (("PastValue", False), ("FutureValue", True)):
     _fwd, _bwd = _make_delay(_future)
     register(OpDef(
         name=_name, arity=(1, 2), shape=_delay_rule, forward=_fwd, backward=_bwd, layout=_same_as(0),
-        aliases=("Delay",) if not _future else (),
+        aliases=("Delay",) if not _future else (), signature=DELAY_SIGNATURE, delay=-1 if _future else 1,
+        truncation_unsafe=_READS_NEXT_WINDOW if _future else None,
         doc=("input at t-timeStep" if not _future else "input at t+timeStep")
         + " in the same sequence; the initial state (2nd input or defaultHiddenActivation) beyond its "
         + ("start" if not _future else "end"),
@@ -291,13 +299,13 @@ def _reconcile_backward(ctx, xs, y, gy, attrs):
     src = _reconcile_source(ctx, data, layout)
     if ctx.dyn[1] == 2:
         gy = ctx.xp.where(_expand(valid_steps(ctx, layout), gy.ndim), gy, 0)
-    return [unbroadcast(gy, src.shape, ctx.xp).reshape(data.shape), None]
+    return [unbroadcast(gy, src.shape).reshape(data.shape), None]
 
 
 register(OpDef(
     name="ReconcileDynamicAxis", arity=(2, 2), shape=lambda s, a: tuple(s[0]),
     forward=_reconcile_forward, backward=_reconcile_backward, layout=_same_as(1),
-    aliases=("ReconcileMBLayout",),
+    aliases=("ReconcileMBLayout",), needs_time_axis=True,
     doc="the data (static, one value per sequence, or one step per sequence) on the layout input's dynamic axes",
     checks=[
         OpCheck((InputSpec((3,), 1), InputSpec((2,), 2, grad=False)), out=(3,)),
@@ -328,6 +336,7 @@ def _flat_first(x):
 
 register(OpDef(
     name="Where", arity=(1, 1), shape=lambda s, a: (1,), forward=_where_forward, differentiable=False,
+    whole_sequence=True,
     layout=_derived_axis(lambda inputs, attrs: f"Where({inputs[0].name})#{inputs[0].id}"),
     doc="the times t at which cond ≠ 0, as a new sequence per input sequence (padding holds -1)",
     checks=[OpCheck((InputSpec((1,), 2, "positive", grad=False),), out=(1,), grad=False)],
@@ -345,7 +354,7 @@ def _packed_index_forward(ctx, xs, attrs):
 
 register(OpDef(
     name="PackedIndex", arity=(2, 2), shape=lambda s, a: tuple(s[1]), forward=_packed_index_forward,
-    differentiable=False, layout=_same_as(1),
+    differentiable=False, layout=_same_as(1), whole_sequence=True,
     doc="time indices into the layout input's sequences as positions t·N + n of the packed minibatch",
     checks=[OpCheck((InputSpec((2,), 2, grad=False), InputSpec((1,), 2, "int", grad=False, int_high=3)),
                     out=(1,), grad=False)],
@@ -374,13 +383,13 @@ def _gather_packed_backward(ctx, xs, y, gy, attrs):
     flat_shape = (-1,) + source.shape[ctx.dyn[1]:]
     grad = ctx.xp.zeros_like(source).reshape(flat_shape)
     positions, valid = _packed_positions(ctx, index, grad.shape[0])
-    scatter_add(ctx.xp, grad, positions[valid], gy[valid])
+    ctx.backend.scatter_add(grad, positions[valid], gy[valid])
     return [None, grad.reshape(source.shape)]
 
 
 register(OpDef(
     name="GatherPacked", arity=(2, 2), shape=lambda s, a: tuple(s[1]), forward=_gather_packed_forward,
-    backward=_gather_packed_backward, layout=_same_as(0),
+    backward=_gather_packed_backward, layout=_same_as(0), whole_sequence=True,
     doc="the source's samples at the packed positions of the index sequence (on the index's axis)",
     checks=[OpCheck((InputSpec((1,), 2, "int", grad=False, int_high=6), InputSpec((2,), 2)), out=(2,))],
 ))
@@ -392,7 +401,7 @@ def _scatter_packed_forward(ctx, xs, attrs):
     out = xp.zeros((lead[0] * lead[1],) + source.shape[ctx.dyn[2]:], dtype=source.dtype)
     idx = _int(index)
     valid = (idx >= 0) & (idx < out.shape[0])
-    scatter_add(xp, out, idx[valid], source[valid])
+    ctx.backend.scatter_add(out, idx[valid], source[valid])
     out = out.reshape(lead + out.shape[1:])
     return xp.where(_expand(valid_steps(ctx, cond), out.ndim), out, 0)
 
@@ -410,7 +419,7 @@ def _scatter_packed_backward(ctx, xs, y, gy, attrs):
 
 register(OpDef(
     name="ScatterPacked", arity=(3, 3), shape=lambda s, a: tuple(s[2]), forward=_scatter_packed_forward,
-    backward=_scatter_packed_backward, layout=_same_as(0),
+    backward=_scatter_packed_backward, layout=_same_as(0), whole_sequence=True,
     doc="the source's samples written to the packed positions of the index sequence, on cond's axis (0 elsewhere)",
     checks=[OpCheck((InputSpec((1,), 2, "binary", grad=False), InputSpec((1,), 2, "int", grad=False, int_high=6),
                      InputSpec((2,), 2)), out=(2,))],
@@ -450,14 +459,18 @@ def _time_reverse_backward(ctx, xs, y, gy, attrs):
 
 register(OpDef(
     name="TimeReverse", arity=(1, 1), shape=lambda s, a: tuple(s[0]), forward=_time_reverse_forward,
-    backward=_time_reverse_backward, layout=_same_as(0),
+    backward=_time_reverse_backward, layout=_same_as(0), whole_sequence=True,
     doc="each sequence in reverse order (within its own length)",
     checks=[OpCheck((InputSpec((3,), 2),), out=(3,)), OpCheck((InputSpec((2, 2), 2),), out=(2, 2))],
 ))
 
 
+SEQUENCE_SLICE_SIGNATURE = Signature((Param("beginIndex", 0), Param("endIndex", 0), Param("axis", -1)))
+
+
 def _slice_bounds(attrs):
-    return int(attrs.get("beginIndex", 0)), int(attrs.get("endIndex", 0))
+    return (int(SEQUENCE_SLICE_SIGNATURE.value(attrs, "beginIndex")),
+            int(SEQUENCE_SLICE_SIGNATURE.value(attrs, "endIndex")))
 
 
 def _sliced_steps(ctx, x, attrs):
@@ -497,7 +510,8 @@ def _slice_axis_name(inputs, attrs):
 
 register(OpDef(
     name="SequenceSlice", arity=(1, 1), shape=lambda s, a: tuple(s[0]), forward=_sequence_slice_forward,
-    backward=_sequence_slice_backward, layout=_derived_axis(_slice_axis_name),
+    backward=_sequence_slice_backward, layout=_derived_axis(_slice_axis_name), whole_sequence=True,
+    signature=SEQUENCE_SLICE_SIGNATURE,
     doc="steps [beginIndex, endIndex) of each sequence (negative: from its end; endIndex 0: to the end), "
         "a new sequence axis; Slice with axis=-1",
     checks=[
@@ -538,7 +552,7 @@ for _name, _last in (("SequenceFirst", False), ("SequenceLast", True)):
     _fwd, _bwd = _make_end(_last)
     register(OpDef(
         name=_name, arity=(1, 1), shape=lambda s, a: tuple(s[0]), forward=_fwd, backward=_bwd,
-        layout=_per_sequence,
+        layout=_per_sequence, whole_sequence=True,
         doc=f"the {'last' if _last else 'first'} step of each sequence, one value per sequence",
         checks=[OpCheck((InputSpec((3,), 2),), out=(3,)), OpCheck((InputSpec((2, 2), 2),), out=(2, 2))],
     ))
@@ -546,8 +560,11 @@ for _name, _last in (("SequenceFirst", False), ("SequenceLast", True)):
 SEQUENCE_REDUCTIONS = ("Sum", "Mean", "Max", "Min", "LogSum")
 
 
+SEQUENCE_REDUCE_SIGNATURE = Signature((Param("reductionOp", "Sum"),))
+
+
 def _reduction(attrs) -> str:
-    op = attrs.get("reductionOp", "Sum")
+    op = SEQUENCE_REDUCE_SIGNATURE.value(attrs, "reductionOp")
     if op not in SEQUENCE_REDUCTIONS:
         raise ShapeMismatch(f"unknown reductionOp '{op}' (one of {', '.join(SEQUENCE_REDUCTIONS)})")
     return op
@@ -597,7 +614,8 @@ def _sequence_reduce_backward(ctx, xs, y, gy, attrs):
 
 register(OpDef(
     name="SequenceReduce", arity=(1, 1), shape=_sequence_reduce_rule, forward=_sequence_reduce_forward,
-    backward=_sequence_reduce_backward, layout=_per_sequence,
+    backward=_sequence_reduce_backward, layout=_per_sequence, whole_sequence=True,
+    signature=SEQUENCE_REDUCE_SIGNATURE,
     doc="Sum | Mean | Max | Min | LogSum over the real steps of each sequence, one value per sequence",
     checks=[OpCheck((InputSpec((3,), 2, low=-2.0, high=2.0),), attrs={"reductionOp": op}, out=(3,))
             for op in SEQUENCE_REDUCTIONS],

@@ -6,24 +6,29 @@ op's own shape rule on the input's BS shape, so rule and kernel cannot disagree.
 from __future__ import annotations
 
 from netlang.ir.shapes import format_shape, num_elements, rm_axis, to_bs, to_runtime
-from netlang.ops.registry import InputSpec, OpCheck, OpDef, ShapeMismatch, register, unbroadcast
+from netlang.ops.registry import (
+    InputSpec,
+    OpCheck,
+    OpDef,
+    Param,
+    ShapeMismatch,
+    Signature,
+    register,
+    unbroadcast,
+)
 
 
 def _bs_shape(x, dyn: int) -> tuple:
     return to_bs(x.shape[dyn:])
 
 
-def _int_attr(attrs, name, default=None) -> int:
-    value = attrs.get(name, default)
-    if value is None:
-        raise ShapeMismatch(f"missing attribute '{name}'")
-    return int(value)
-
-
 # ---- Reshape (CNTK's NewReshape) ---------------------------------------------------------------
 
+RESHAPE_SIGNATURE = Signature((Param("shape", aliases=("dims",)), Param("beginAxis", 0), Param("endAxis", 0)))
+
+
 def _target_dims(attrs) -> list:
-    shape = attrs.get("shape")
+    shape = RESHAPE_SIGNATURE.given(attrs, "shape")
     if shape is None:
         raise ShapeMismatch("Reshape needs a 'shape'")
     return [int(shape)] if isinstance(shape, (int, float)) else [int(d) for d in shape]
@@ -34,7 +39,7 @@ def reshape_rule(in_shapes, attrs):
     end) by `shape`, in which one 0 is inferred from the number of elements."""
     shape = tuple(in_shapes[0])
     target = _target_dims(attrs)
-    begin, end = int(attrs.get("beginAxis", 0) or 0), int(attrs.get("endAxis", 0) or 0)
+    begin, end = int(RESHAPE_SIGNATURE.value(attrs, "beginAxis")), int(RESHAPE_SIGNATURE.value(attrs, "endAxis"))
     lo = begin - 1 if begin > 0 else 0
     hi = end - 1 if end > 0 else len(shape)
     if not 0 <= lo <= hi <= len(shape):
@@ -70,7 +75,7 @@ def _reshape_backward(ctx, xs, y, gy, attrs):
 
 register(OpDef(
     name="Reshape", arity=(1, 1), shape=reshape_rule, forward=_reshape_forward,
-    backward=_reshape_backward, aliases=("NewReshape",),
+    backward=_reshape_backward, aliases=("NewReshape",), signature=RESHAPE_SIGNATURE,
     doc="reinterpret axes [beginAxis, endAxis) as `shape` (one 0 inferred); the data is unchanged",
     checks=[
         OpCheck((InputSpec((3, 4), 1),), attrs={"shape": (12,)}, out=(12,)),
@@ -86,10 +91,17 @@ register(OpDef(
 
 # ---- Slice -------------------------------------------------------------------------------------
 
+SLICE_SIGNATURE = Signature((Param("beginIndex"), Param("endIndex"), Param("axis", 1)))
+
+
+def _slice_attr(attrs, name) -> int:
+    return int(SLICE_SIGNATURE.value(attrs, name))
+
+
 def _slice_bounds(dim: int, attrs) -> tuple[int, int]:
     """CNTK's index rules: a negative begin counts from the end; an end ≤ 0 counts from the end,
     so endIndex 0 means "to the end" (e.g. beginIndex -1, endIndex 0 is the last element)."""
-    begin, end = _int_attr(attrs, "beginIndex"), _int_attr(attrs, "endIndex")
+    begin, end = _slice_attr(attrs, "beginIndex"), _slice_attr(attrs, "endIndex")
     lo = begin + dim if begin < 0 else begin
     hi = end + dim if end <= 0 else end
     if not 0 <= lo < hi <= dim:
@@ -100,7 +112,7 @@ def _slice_bounds(dim: int, attrs) -> tuple[int, int]:
 
 def slice_rule(in_shapes, attrs):
     shape = tuple(in_shapes[0])
-    axis = _int_attr(attrs, "axis", 1)
+    axis = _slice_attr(attrs, "axis")
     if axis < 1:
         raise ShapeMismatch("Slice: this primitive slices a static axis (axis ≥ 1); slicing the time "
                             "axis (axis < 0) is a sequence operation")
@@ -114,7 +126,7 @@ def slice_rule(in_shapes, attrs):
 
 
 def _slice_index(x, attrs):
-    axis = rm_axis(_int_attr(attrs, "axis", 1), x.ndim)
+    axis = rm_axis(_slice_attr(attrs, "axis"), x.ndim)
     lo, hi = _slice_bounds(x.shape[axis], attrs)
     index = [slice(None)] * x.ndim
     index[axis] = slice(lo, hi)
@@ -133,6 +145,7 @@ def _slice_backward(ctx, xs, y, gy, attrs):
 
 register(OpDef(
     name="Slice", arity=(1, 1), shape=slice_rule, forward=_slice_forward, backward=_slice_backward,
+    signature=SLICE_SIGNATURE, time_axis_form="SequenceSlice",
     doc="elements [beginIndex, endIndex) of a static axis; negative indices count from the end",
     checks=[
         OpCheck((InputSpec((5, 3), 1),), attrs={"beginIndex": 1, "endIndex": 3}, out=(2, 3)),
@@ -145,10 +158,17 @@ register(OpDef(
 
 # ---- Splice (RowStack) -------------------------------------------------------------------------
 
+SPLICE_SIGNATURE = Signature((Param("axis", 1),))
+
+
+def _splice_axis(attrs) -> int:
+    return int(SPLICE_SIGNATURE.value(attrs, "axis"))
+
+
 def splice_rule(in_shapes, attrs):
     """Stack along `axis` (may be one past the last axis: a new axis). Shorter shapes are padded with
     1s; the other dimensions must agree, where 1 broadcasts (as CNTK does) and 0 is not yet known."""
-    axis = _int_attr(attrs, "axis", 1)
+    axis = _splice_axis(attrs)
     if axis < 1:
         raise ShapeMismatch(f"Splice: axis must be 1 or more, got {axis}")
     rank = max([axis] + [len(s) for s in in_shapes])
@@ -191,32 +211,32 @@ def _splice_layout(xs, dyns, out_dyn, attrs):
 
 def _splice_forward(ctx, xs, attrs):
     out, lead, aligned = _splice_layout(xs, ctx.dyn, ctx.out_dyn, attrs)
-    axis = _int_attr(attrs, "axis", 1)
+    axis = _splice_axis(attrs)
     ndim = ctx.out_dyn + len(out)
     pieces = []
     for a in aligned:
         dims = list(out)
         dims[axis - 1] = a.shape[rm_axis(axis, ndim)]
         pieces.append(ctx.xp.broadcast_to(a, lead + to_runtime(dims)))
-    return ctx.xp.concatenate(pieces, axis=rm_axis(axis, ndim))
+    return ctx.backend.concatenate(pieces, axis=rm_axis(axis, ndim))
 
 
 def _splice_backward(ctx, xs, y, gy, attrs):
     out, lead, aligned = _splice_layout(xs, ctx.dyn, ctx.out_dyn, attrs)
-    axis = rm_axis(_int_attr(attrs, "axis", 1), gy.ndim)
+    axis = rm_axis(_splice_axis(attrs), gy.ndim)
     grads, start = [], 0
     for x, a in zip(xs, aligned):
         stop = start + a.shape[axis]
         index = [slice(None)] * gy.ndim
         index[axis] = slice(start, stop)
-        grads.append(unbroadcast(gy[tuple(index)], a.shape, ctx.xp).reshape(x.shape))
+        grads.append(unbroadcast(gy[tuple(index)], a.shape).reshape(x.shape))
         start = stop
     return grads
 
 
 register(OpDef(
     name="Splice", arity=(1, -1), shape=splice_rule, forward=_splice_forward, backward=_splice_backward,
-    aliases=("RowStack",),
+    aliases=("RowStack",), signature=SPLICE_SIGNATURE,
     doc="concatenate the inputs along a static axis (one past the last creates a new axis)",
     checks=[
         OpCheck((InputSpec((2, 3), 1), InputSpec((4, 3), 1)), out=(6, 3)),
@@ -232,8 +252,11 @@ register(OpDef(
 
 # ---- TransposeDimensions -----------------------------------------------------------------------
 
+TRANSPOSE_SIGNATURE = Signature((Param("axis1"), Param("axis2")))
+
+
 def _transpose_axes(attrs) -> tuple[int, int]:
-    a1, a2 = _int_attr(attrs, "axis1"), _int_attr(attrs, "axis2")
+    a1, a2 = int(TRANSPOSE_SIGNATURE.value(attrs, "axis1")), int(TRANSPOSE_SIGNATURE.value(attrs, "axis2"))
     if a1 < 1 or a2 < 1:
         raise ShapeMismatch(f"TransposeDimensions: axes must be 1 or more, got {a1} and {a2}")
     return a1, a2
@@ -263,7 +286,7 @@ def _transpose_backward(ctx, xs, y, gy, attrs):
 
 register(OpDef(
     name="TransposeDimensions", arity=(1, 1), shape=transpose_rule, forward=_transpose_forward,
-    backward=_transpose_backward, doc="swap BS axes axis1 and axis2",
+    backward=_transpose_backward, signature=TRANSPOSE_SIGNATURE, doc="swap BS axes axis1 and axis2",
     checks=[
         OpCheck((InputSpec((3, 4), 1),), attrs={"axis1": 1, "axis2": 2}, out=(4, 3)),
         OpCheck((InputSpec((2, 3, 4), 2),), attrs={"axis1": 3, "axis2": 1}, out=(4, 3, 2)),

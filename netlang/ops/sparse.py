@@ -6,11 +6,11 @@ t·N + n, as `StreamBatch.padded_csr()` returns them; `(N,)` for a batch — and
 shape. Element indices count over the flattened sample.
 
 `Times(W, x)` (and `TransposeTimes`) with x a sparse input is compiled to `SparseTimes`
-(`SparseTransposeTimes`) by compiler/network.py: one row of W's run-time array per non-zero,
+(`SparseTransposeTimes`, their OpDefs' `sparse_form`) by compiler/graph/network.py: one row of W's run-time array per non-zero,
 weighted by its value and summed per sample — a gather, never a dense product with a 10k-wide
 one-hot matrix. The gradient with respect to W is a scatter-add into the rows that were read. The
-kernels also accept a dense array (the dense fallback: it is converted to CSR first); any other op
-that meets a sparse value gets it densified once (`SparseRows.dense`).
+kernels (`sparse_operands=True`) also accept a dense array (the dense fallback: it is converted to
+CSR first); any other op that meets a sparse value gets it densified once (`SparseRows.dense`).
 """
 from __future__ import annotations
 
@@ -18,11 +18,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from netlang.ir.shapes import num_elements
-from netlang.ops.linalg import _effective_a, _times_backward, _times_forward, _ttimes_backward, _ttimes_forward, times_rule
+from netlang.ops.linalg import (
+    TIMES_SIGNATURE,
+    _effective_a,
+    _times_backward,
+    _times_forward,
+    _ttimes_backward,
+    _ttimes_forward,
+    output_rank,
+    times_rule,
+)
 from netlang.ops.registry import InputSpec, OpCheck, OpDef, register
-from netlang.ops.sequence import scatter_add
-
-SPARSE_KERNELS = frozenset({"SparseTimes", "SparseTransposeTimes"})
 
 
 @dataclass(eq=False)
@@ -34,6 +40,7 @@ class SparseRows:
     offsets: Any
     lead: tuple                 # dynamic axes: (T, N) or (N,)
     sample: tuple               # run-time (row-major) sample shape
+    most_per_row: int | None = None   # the most non-zeros of a row, when known without asking the device
     _dense: dict = field(default_factory=dict, repr=False)
 
     @property
@@ -51,12 +58,13 @@ class SparseRows:
     def row_of_nonzero(self, xp):
         return xp.repeat(xp.arange(self.rows), xp.diff(self.offsets))
 
-    def dense(self, xp, dtype):
+    def dense(self, backend, dtype):
         """The dense array `lead + sample` (computed once per dtype)."""
+        xp = backend.xp
         key = xp.dtype(dtype).str
         if key not in self._dense:
             out = xp.zeros((self.rows, self.row_size), dtype=dtype)
-            scatter_add(xp, out, (self.row_of_nonzero(xp), self.indices), self.values.astype(dtype, copy=False))
+            backend.scatter_add(out, (self.row_of_nonzero(xp), self.indices), self.values.astype(dtype, copy=False))
             self._dense[key] = out.reshape(self.shape)
         return self._dense[key]
 
@@ -83,9 +91,9 @@ def as_sparse(x, dyn: int, xp) -> SparseRows:
     return x if isinstance(x, SparseRows) else SparseRows.from_dense(x, dyn, xp)
 
 
-def densified(value, xp, dtype):
+def densified(value, backend, dtype):
     """What an op without a sparse kernel gets for `value`."""
-    return value.dense(xp, dtype) if isinstance(value, SparseRows) else value
+    return value.dense(backend, dtype) if isinstance(value, SparseRows) else value
 
 
 # ---- SparseTimes / SparseTransposeTimes --------------------------------------------------------
@@ -93,20 +101,22 @@ def densified(value, xp, dtype):
 def _weight_rows(a, transpose: bool, attrs):
     """W's run-time array as (K, M): row k is what one unit of sample element k contributes."""
     a_eff = _effective_a(a, transpose)
-    output_rank = 1 if transpose else int(attrs.get("outputRank", 1))
-    num_reduce = a_eff.ndim - output_rank
+    num_reduce = a_eff.ndim - output_rank(attrs, transpose)
     return a_eff.reshape(num_elements(a_eff.shape[:num_reduce]), -1), a_eff.shape[num_reduce:], a_eff
 
 
-def _gather(weights, rows: SparseRows, xp):
+def _gather(weights, rows: SparseRows, backend):
     """Σ over each row's non-zeros of value · weights[index]: (rows, M)."""
+    xp = backend.xp
     contrib = weights[rows.indices] * rows.values.astype(weights.dtype, copy=False)[:, None]
     out = xp.zeros((rows.rows, weights.shape[1]), dtype=weights.dtype)
-    counts = xp.diff(rows.offsets)
-    if rows.rows and int(counts.max()) <= 1:      # one-hot rows (padding: none): a plain gather
+    most = rows.most_per_row
+    if most is None and rows.rows:
+        most = int(xp.diff(rows.offsets).max())
+    if rows.rows and most <= 1:      # one-hot rows (padding: none): a plain gather
         out[rows.row_of_nonzero(xp)] = contrib
     else:
-        scatter_add(xp, out, rows.row_of_nonzero(xp), contrib)
+        backend.scatter_add(out, rows.row_of_nonzero(xp), contrib)
     return out
 
 
@@ -118,8 +128,8 @@ def _make_sparse_product(transpose: bool):
         weights, out_axes, _ = _weight_rows(a, transpose, attrs)
         rows = as_sparse(b, ctx.dyn[1], ctx.xp)
         if weights.shape[0] != rows.row_size:     # a product that keeps some of x's axes: dense
-            return dense_forward(ctx, [a, densified(rows, ctx.xp, a.dtype)], attrs)
-        return _gather(weights, rows, ctx.xp).reshape(tuple(rows.lead) + tuple(out_axes))
+            return dense_forward(ctx, [a, densified(rows, ctx.backend, a.dtype)], attrs)
+        return _gather(weights, rows, ctx.backend).reshape(tuple(rows.lead) + tuple(out_axes))
 
     def backward(ctx, xs, y, gy, attrs):
         a, b = xs
@@ -128,11 +138,11 @@ def _make_sparse_product(transpose: bool):
         rows = as_sparse(b, ctx.dyn[1], xp)
         if weights.shape[0] != rows.row_size:
             dense_backward = _ttimes_backward if transpose else _times_backward
-            return [dense_backward(ctx, [a, densified(rows, xp, a.dtype)], y, gy, attrs)[0], None]
+            return [dense_backward(ctx, [a, densified(rows, ctx.backend, a.dtype)], y, gy, attrs)[0], None]
         g2 = gy.reshape(rows.rows, -1)
         contrib = g2[rows.row_of_nonzero(xp)] * rows.values.astype(g2.dtype, copy=False)[:, None]
         grad = xp.zeros_like(weights)
-        scatter_add(xp, grad, rows.indices, contrib)
+        ctx.backend.scatter_add(grad, rows.indices, contrib)
         grad = grad.reshape(a_eff.shape)
         if transpose:
             grad = grad.reshape(a.shape) if a.ndim == 1 else grad.T
@@ -152,7 +162,8 @@ def _onehot(shape, dyn=2):
 _fwd, _bwd = _make_sparse_product(False)
 register(OpDef(
     name="SparseTimes", arity=(2, 2), shape=times_rule, forward=_fwd, backward=_bwd,
-    layout=lambda inputs, attrs: getattr(inputs[1], "layout", inputs[1]),
+    layout=lambda inputs, attrs: getattr(inputs[1], "layout", inputs[1]), sparse_operands=True,
+    signature=TIMES_SIGNATURE,
     doc="Times(W, x) for a sparse x: a gather of W's columns (gradient: scatter-add)",
     checks=[
         OpCheck((_static((4, 0)), _onehot((5,))), out=(4,)),
@@ -166,6 +177,7 @@ _fwd, _bwd = _make_sparse_product(True)
 register(OpDef(
     name="SparseTransposeTimes", arity=(2, 2), shape=lambda s, a: times_rule(s, a, transpose=True),
     forward=_fwd, backward=_bwd, layout=lambda inputs, attrs: getattr(inputs[1], "layout", inputs[1]),
+    sparse_operands=True,
     doc="TransposeTimes(E, x) for a sparse x: a gather of E's rows (gradient: scatter-add)",
     checks=[
         OpCheck((_static((5, 3)), _onehot((5,))), out=(3,)),

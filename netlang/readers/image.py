@@ -54,14 +54,14 @@ import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
-from typing import Any, Mapping
 
 import numpy as np
 from PIL import Image
 
+from netlang.compiler.lang.settings import DeserializerSettings, StreamSettings
 from netlang.errors import ConfigError, DataError, DataPosition, suggest
 from netlang.readers.batch import ChunkData, DenseChunk, StreamInfo
-from netlang.readers.factory import ConfigView, register_deserializer, resolve_path
+from netlang.readers.factory import data_file, register_deserializer, resolve_path
 from netlang.readers.transforms import (
     MULTIVIEW_COPIES,
     Crop,
@@ -268,8 +268,6 @@ class ImageDeserializer:
                  features_name: str = "features", labels_name: str = "labels", randomize: bool = True,
                  seed: int = 0, dtype=np.float32, num_threads: int | None = None,
                  images_per_chunk: int = DEFAULT_IMAGES_PER_CHUNK, inline_base64: bool = False):
-        if label_dim < 1:
-            raise ConfigError(f"labelDim must be ≥ 1, not {label_dim}", key="labelDim")
         self.description = f"image map file {map_path}"
         self._map = read_map_file(map_path, inline_base64=inline_base64)
         self._check_labels(label_dim)
@@ -502,87 +500,64 @@ def _shape_text(shape: tuple) -> str:
 
 # ---- the config blocks ---------------------------------------------------------------------------
 
-_LABEL_KEYS = ("labelDim", "dim")
-
-
-def build_image_deserializer(cfg: ConfigView, base_dir: str, dtype, *, inline_base64: bool = False
+def build_image_deserializer(settings: DeserializerSettings, base_dir: str, dtype, *, inline_base64: bool = False
                              ) -> ImageDeserializer:
     """An image deserializer from a composite `deserializers` entry (`file`, `input = [ features =
     [ transforms = ( … ) ] ; labels = [ labelDim ] ]`) or a legacy `ImageReader` block (`file`,
-    `features = [ width ; height ; channels ; cropType … ]`, `labels = [ labelDim ]`)."""
-    map_path = resolve_path(cfg.string("file"), base_dir)
-    legacy = not cfg.has("input")
-    streams = _legacy_streams(cfg) if legacy else cfg.block("input")
-    (features_name, features), (labels_name, labels) = _image_and_label_streams(streams)
+    `features = [ width ; height ; channels ; cropType … ]`, `labels = [ labelDim ]`). The reader
+    sets its randomization (`set_randomization`)."""
+    map_path = data_file(settings, base_dir)
+    legacy = settings.legacy_streams
+    features, labels = _image_and_label_streams(settings)
     transforms = _feature_transforms(features, base_dir, legacy)
-    label_dim = labels.integer("labelDim" if labels.has("labelDim") else "dim", minimum=1)
-    deserializer = ImageDeserializer(map_path, transforms, label_dim, features_name=features_name,
-                                     labels_name=labels_name, randomize=_randomize(cfg),
-                                     seed=cfg.integer("randomizationSeed", 0, minimum=0), dtype=dtype,
-                                     inline_base64=inline_base64)
+    try:
+        deserializer = ImageDeserializer(map_path, transforms, labels.dim, features_name=features.name,
+                                         labels_name=labels.name, dtype=dtype, inline_base64=inline_base64)
+    except ConfigError as err:
+        if err.span is not None:
+            raise
+        # A chain the deserializer cannot run (Transpose not last, mixed channels) is the stream's.
+        source = features.source("transforms")
+        raise type(err)(err.message, source.span, hint=err.hint, key=source.path) from None
     if legacy:
         _check_declared_shape(features, deserializer)
     elif not any(isinstance(t, Transpose) for t in transforms):
         log.warning("%s: the transforms of stream '%s' do not end with Transpose, so its samples are H×W×C; "
-                    "a W:H:C network input expects C×H×W: add [ type = \"Transpose\" ]", map_path, features_name)
+                    "a W:H:C network input expects C×H×W: add [ type = \"Transpose\" ]", map_path, features.name)
     return deserializer
 
 
-def _legacy_streams(cfg: ConfigView) -> ConfigView:
-    """The stream blocks of a legacy reader block: its record-valued members."""
-    blocks = {name: value for name, value in cfg.items() if isinstance(value, Mapping)}
-    return ConfigView(blocks, cfg.path)
-
-
-def _image_and_label_streams(streams: ConfigView) -> tuple[tuple[str, ConfigView], tuple[str, ConfigView]]:
+def _image_and_label_streams(settings: DeserializerSettings) -> tuple[StreamSettings, StreamSettings]:
     """The label stream is the one with `labelDim` (or `dim`); the other one holds the images."""
     images, labels = [], []
-    for name, _ in streams.items():
-        view = streams.block(name)
-        (labels if any(view.has(k) for k in _LABEL_KEYS) else images).append((name, view))
+    for stream in settings.streams.values():
+        (labels if stream.given("dim") else images).append(stream)
     if len(images) != 1 or len(labels) != 1:
-        raise ConfigError(f"an image reader has one image stream and one label stream; found "
-                          f"{len(images)} without and {len(labels)} with labelDim", key=streams.path,
-                          hint="features = [ transforms = ( … ) ] ; labels = [ labelDim = 10 ]")
+        raise settings.block_error(f"an image reader has one image stream and one label stream; found "
+                                   f"{len(images)} without and {len(labels)} with labelDim",
+                                   hint="features = [ transforms = ( … ) ] ; labels = [ labelDim = 10 ]")
     return images[0], labels[0]
 
 
-def _feature_transforms(features: ConfigView, base_dir: str, legacy: bool) -> list[Transform]:
-    entries = features.get("transforms", None)
-    if entries is None:
+def _feature_transforms(features: StreamSettings, base_dir: str, legacy: bool) -> list[Transform]:
+    if features.transforms is None:
         return legacy_transforms(features, base_dir) if legacy else []
-    if isinstance(entries, Mapping):
-        entries = [entries]
-    if not isinstance(entries, (list, tuple)):
-        raise ConfigError("expected an array of transform records ( [ type = \"Crop\" … ] : … )",
-                          key=features.key_path("transforms"))
-    path = features.key_path("transforms")
-    chain = [transform for i, entry in enumerate(entries)
-             for transform in parse_transform(ConfigView(entry, f"{path}[{i}]"), base_dir)]
+    chain = [transform for record in features.transforms for transform in parse_transform(record, base_dir)]
     if legacy and not (chain and isinstance(chain[-1], Transpose)):
         chain.append(Transpose())                   # the legacy reader always delivers C×H×W
     return chain
 
 
-def _check_declared_shape(features: ConfigView, deserializer: ImageDeserializer) -> None:
+def _check_declared_shape(features: StreamSettings, deserializer: ImageDeserializer) -> None:
     """A legacy block's width/height/channels must describe what its transforms make."""
-    if not all(features.has(k) for k in ("width", "height", "channels")):
+    if not all(features.given(k) for k in ("width", "height", "channels")):
         return
-    declared = tuple(features.integer(k, minimum=1) for k in ("channels", "height", "width"))
+    declared = (features.channels, features.height, features.width)
     actual = deserializer.stream_infos()[0].shape
     if declared != actual:
-        raise ConfigError(f"width × height × channels declare C×H×W = {_shape_text(declared)}, but the "
-                          f"transforms make {_shape_text(actual)}", key=features.path,
-                          hint="end the transforms with a Scale to width × height × channels")
-
-
-def _randomize(cfg: ConfigView) -> bool:
-    value: Any = cfg.get("randomize", True)
-    if isinstance(value, str) and value.strip().lower() in ("auto", "none"):
-        return value.strip().lower() == "auto"
-    if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 1:
-        return True                                  # a window size in samples (HTK style)
-    return cfg.boolean("randomize", True)
+        raise features.block_error(f"width × height × channels declare C×H×W = {_shape_text(declared)}, but the "
+                                   f"transforms make {_shape_text(actual)}",
+                                   hint="end the transforms with a Scale to width × height × channels")
 
 
 register_deserializer("ImageDeserializer", build_image_deserializer)

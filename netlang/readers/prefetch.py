@@ -15,8 +15,8 @@ from __future__ import annotations
 import queue
 import threading
 
-from netlang.readers.batch import Minibatch, StreamInfo
-from netlang.readers.source import MinibatchSource
+from netlang.readers.batch import Minibatch
+from netlang.readers.source import MinibatchSource, SourceWrapper
 
 _POLL_SECONDS = 0.05
 
@@ -30,13 +30,13 @@ class _Prepared:
         self.state, self.minibatch, self.error = state, minibatch, error
 
 
-class PrefetchingSource:
+class PrefetchingSource(SourceWrapper):
     """Wraps a `MinibatchSource`; same interface, minibatches read ahead on a background thread."""
 
     def __init__(self, source: MinibatchSource, depth: int = 2):
         if depth < 1:
             raise ValueError("prefetch depth must be ≥ 1")
-        self._source = source
+        super().__init__(source)
         self._depth = depth
         self._queue: queue.Queue[_Prepared] = queue.Queue(maxsize=depth)
         self._thread: threading.Thread | None = None
@@ -44,17 +44,7 @@ class PrefetchingSource:
         self._request: tuple[int, int, int] | None = None
         self._held: _Prepared | None = None      # prepared but not queued when the thread was stopped
 
-    # -- the source interface -------------------------------------------------------------------
-
-    def streams(self) -> list[StreamInfo]:
-        return self._source.streams()
-
-    def stream_infos(self) -> dict[str, tuple[int, bool]]:
-        return self._source.stream_infos()
-
-    @property
-    def samples_per_sweep(self) -> int:
-        return self._source.samples_per_sweep
+    # -- the source interface: every call that moves the source first stops the thread ------------
 
     def next_minibatch(self, num_samples: int, rank: int = 0, num_ranks: int = 1) -> Minibatch:
         request = (num_samples, rank, num_ranks)
@@ -83,12 +73,6 @@ class PrefetchingSource:
     def close(self) -> None:
         self._pause()
         self._source.close()
-
-    def __enter__(self) -> "PrefetchingSource":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
 
     # -- the thread -----------------------------------------------------------------------------
 

@@ -192,10 +192,6 @@ class MinibatchSource:
                  chunk_cache: int | None = None):
         if not deserializers:
             raise ValueError("a minibatch source needs at least one deserializer")
-        if seed < 0:
-            raise ConfigError(f"randomizationSeed must be ≥ 0, not {seed}", key="randomizationSeed")
-        if epoch_size < 0:
-            raise ConfigError(f"epochSize must be ≥ 0, not {epoch_size}", key="epochSize")
         self._deserializers = list(deserializers)
         self._all_infos = self._collect_streams()
         self._infos = self._select_streams(streams)
@@ -515,3 +511,42 @@ class MinibatchSource:
             if any(info.defines_mb_size for info in deserializer.stream_infos()):
                 return d
         return None
+
+
+class SourceWrapper:
+    """A minibatch source around another one (read-ahead, truncated-BPTT windows): what a wrapper does
+    not change, it hands on to the source it wraps."""
+
+    def __init__(self, source):
+        self._source = source
+
+    def streams(self) -> list[StreamInfo]:
+        return self._source.streams()
+
+    def stream_infos(self) -> dict[str, tuple[int, bool]]:
+        return self._source.stream_infos()
+
+    @property
+    def samples_per_sweep(self) -> int:
+        return self._source.samples_per_sweep
+
+    def start_epoch(self, epoch: int) -> None:
+        self._source.start_epoch(epoch)
+
+    def next_minibatch(self, num_samples: int, rank: int = 0, num_ranks: int = 1) -> Minibatch:
+        return self._source.next_minibatch(num_samples, rank, num_ranks)
+
+    def state(self) -> dict:
+        return self._source.state()
+
+    def restore(self, state: dict) -> None:
+        self._source.restore(state)
+
+    def close(self) -> None:
+        self._source.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

@@ -22,13 +22,14 @@ from __future__ import annotations
 import math
 import xml.etree.ElementTree as ElementTree
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
 import numpy as np
 from PIL import Image
 
-from netlang.errors import ConfigError, DataError, DataPosition, suggest
-from netlang.readers.factory import ConfigView, resolve_path
+from netlang.compiler.lang.settings import ImageSettings, TransformSettings
+from netlang.errors import DataError, DataPosition
+from netlang.readers.factory import resolve_path
 
 INTERPOLATIONS = {
     "nearest": Image.Resampling.NEAREST,
@@ -36,9 +37,6 @@ INTERPOLATIONS = {
     "cubic": Image.Resampling.BICUBIC,
     "lanczos": Image.Resampling.LANCZOS,
 }
-CROP_TYPES = ("center", "randomside", "randomarea", "multiview10")
-JITTER_TYPES = ("none", "uniratio", "unilength", "uniarea")
-SCALE_MODES = ("fill", "crop", "pad")
 MULTIVIEW_COPIES = 10
 # CNTK retries a crop whose jittered aspect ratio does not fit this often, then takes the whole image.
 _CROP_ATTEMPTS = 10
@@ -382,108 +380,99 @@ def _read_int(node: ElementTree.Element, name: str, path: str) -> int:
         raise DataError(f"<{name}> must hold a whole number, found {text!r}", DataPosition(path)) from None
 
 
-# ---- reading the config --------------------------------------------------------------------------
+# ---- reading the settings ----------------------------------------------------------------------
+# The schema has checked each key's type and range (blocks.py: _IMAGE_TRANSFORM_FIELDS) but gives
+# none a default; the defaults below are CNTK's, and the rules between keys are checked here.
 
-_CROP_KEYS = ("cropType", "sideRatio", "cropRatio", "areaRatio", "aspectRatio", "jitterType", "hflip")
+_CROP_KEYS = ("cropType", "sideRatio", "areaRatio", "aspectRatio", "jitterType", "hflip")
 _SCALE_KEYS = ("width", "height", "channels", "interpolations", "scaleMode", "padValue")
 _COLOR_KEYS = ("brightnessRadius", "contrastRadius", "saturationRadius")
 _INTENSITY_KEYS = ("intensityFile", "intensityStdDev")
 TRANSFORM_KEYS = {"crop": _CROP_KEYS, "scale": _SCALE_KEYS, "mean": ("meanFile",),
                   "color": _COLOR_KEYS + _INTENSITY_KEYS, "intensity": _INTENSITY_KEYS, "transpose": ()}
-TRANSFORM_TYPES = ("Crop", "Scale", "Mean", "Color", "Intensity", "Transpose")
-# Keys a legacy ImageReader features block may hold besides the transform keys.
-LEGACY_FEATURE_KEYS = ("transforms", "type", "dim")
+_ALL_KEYS = _CROP_KEYS + _SCALE_KEYS + _COLOR_KEYS + _INTENSITY_KEYS + ("meanFile",)
 
 
-def parse_transform(cfg: ConfigView, base_dir: str) -> list[Transform]:
+def parse_transform(settings: TransformSettings, base_dir: str) -> list[Transform]:
     """The transforms of one `[ type = "…" ; … ]` record of a stream's `transforms`: one, or for a
     Color record with `intensityFile` (reference §5.5 lists PCA lighting under Color) Color then
     Intensity."""
-    kind = cfg.string("type").lower()
-    if kind not in TRANSFORM_KEYS:
-        raise ConfigError(f"unknown transform type '{cfg.get('type')}'", key=cfg.key_path("type"),
-                          hint=suggest(kind, TRANSFORM_TYPES) or "one of " + ", ".join(TRANSFORM_TYPES))
-    known = ("type",) + TRANSFORM_KEYS[kind]
-    for name in cfg.keys():
-        if name.lower() not in {k.lower() for k in known}:
-            raise ConfigError(f"unknown key '{name}' in a {kind.capitalize()} transform", key=cfg.path,
-                              hint=suggest(name, known) or "its keys are " + ", ".join(known[1:] or ("(none)",)))
-    if kind == "color" and cfg.has("intensityFile"):
-        return [_color(cfg, base_dir), _intensity(cfg, base_dir)]
-    return [_BUILDERS[kind](cfg, base_dir)]
+    kind = settings.type.lower()
+    known = TRANSFORM_KEYS[kind]
+    for key in _ALL_KEYS:
+        if settings.given(key) and key not in known:
+            raise settings.error(key, f"{_spelling(settings, key)} is not a key of a {settings.type} transform",
+                                 hint="its keys are " + ", ".join(known or ("(none)",)))
+    if kind == "color" and settings.given("intensityFile"):
+        return [_color(settings, base_dir), _intensity(settings, base_dir)]
+    return [_BUILDERS[kind](settings, base_dir)]
 
 
-def legacy_transforms(cfg: ConfigView, base_dir: str) -> list[Transform]:
+def legacy_transforms(settings: ImageSettings, base_dir: str) -> list[Transform]:
     """The fixed chain of CNTK's legacy ImageReader: Crop, Scale, Color, Intensity, Mean, Transpose,
     each only when its keys are given (Scale always: `width`, `height`, `channels` are required)."""
-    cfg.reject_typos(_CROP_KEYS + _SCALE_KEYS + _COLOR_KEYS + _INTENSITY_KEYS + ("meanFile",) + LEGACY_FEATURE_KEYS)
     chain: list[Transform] = []
-    if any(cfg.has(k) for k in _CROP_KEYS):
-        chain.append(_crop(cfg, base_dir))
-    chain.append(_scale(cfg, base_dir))
-    if any(cfg.has(k) for k in _COLOR_KEYS):
-        chain.append(_color(cfg, base_dir))
-    if cfg.has("intensityFile"):
-        chain.append(_intensity(cfg, base_dir))
-    if cfg.has("meanFile"):
-        chain.append(_mean(cfg, base_dir))
+    if any(settings.given(k) for k in _CROP_KEYS):
+        chain.append(_crop(settings, base_dir))
+    chain.append(_scale(settings, base_dir))
+    if any(settings.given(k) for k in _COLOR_KEYS):
+        chain.append(_color(settings, base_dir))
+    if settings.given("intensityFile"):
+        chain.append(_intensity(settings, base_dir))
+    if settings.given("meanFile"):
+        chain.append(_mean(settings, base_dir))
     chain.append(Transpose())
     return chain
 
 
-def _crop(cfg: ConfigView, base_dir: str) -> Crop:
-    kind = cfg.string("cropType", "center", choices=CROP_TYPES + ("random",)).lower()
-    kind = "randomside" if kind == "random" else kind           # older builds' name
-    side_key = "sideRatio" if cfg.has("sideRatio") else "cropRatio"   # cropRatio: the older name
-    side = _ratio_range(cfg, side_key) if cfg.has(side_key) else None
-    area = _ratio_range(cfg, "areaRatio") if cfg.has("areaRatio") else None
+def _crop(settings: ImageSettings, base_dir: str) -> Crop:
+    kind = (settings.crop_type or "Center").lower()
+    side = _ratio_range(settings, "sideRatio", settings.side_ratio)
+    area = _ratio_range(settings, "areaRatio", settings.area_ratio)
     if side is not None and area is not None:
-        raise ConfigError(f"{side_key} and areaRatio cannot both be given", key=cfg.path,
-                          hint="sideRatio sizes the crop by its side, areaRatio by its area: pick one")
+        raise settings.error("areaRatio", f"{_spelling(settings, 'sideRatio')} and areaRatio cannot both be given",
+                             hint="sideRatio sizes the crop by its side, areaRatio by its area: pick one")
     if kind == "randomarea" and area is None:
-        raise ConfigError("cropType RandomArea needs areaRatio", key=cfg.path, hint="e.g. areaRatio = 0.08:1.0")
+        raise settings.error("cropType", "cropType RandomArea needs areaRatio", hint="e.g. areaRatio = 0.08:1.0")
     if kind == "randomside" and side is None:
-        raise ConfigError("cropType RandomSide needs sideRatio", key=cfg.path, hint="e.g. sideRatio = 0.8:1.0")
-    jitter = cfg.string("jitterType", "none", choices=JITTER_TYPES).lower()
+        raise settings.error("cropType", "cropType RandomSide needs sideRatio", hint="e.g. sideRatio = 0.8:1.0")
     random_kind = kind in ("randomside", "randomarea")
-    hflip = cfg.boolean("hflip", random_kind) and kind != "multiview10"
-    return Crop(kind, side, area, _ratio_range(cfg, "aspectRatio") if cfg.has("aspectRatio") else (1.0, 1.0),
-                jitter, hflip)
+    hflip = (random_kind if settings.hflip is None else settings.hflip) and kind != "multiview10"
+    aspect = _ratio_range(settings, "aspectRatio", settings.aspect_ratio) or (1.0, 1.0)
+    return Crop(kind, side, area, aspect, (settings.jitter_type or "None").lower(), hflip)
 
 
-def _scale(cfg: ConfigView, base_dir: str) -> Scale:
-    channels = cfg.integer("channels", minimum=1)
-    if channels not in (1, 3):
-        raise ConfigError(f"channels must be 1 (grey) or 3 (colour), not {channels}", key=cfg.key_path("channels"))
-    names = _name_list(cfg.get("interpolations", "linear"))
-    for name in names:
-        if name not in INTERPOLATIONS:
-            raise ConfigError(f"unknown interpolation '{name}'", key=cfg.key_path("interpolations"),
-                              hint=suggest(name, INTERPOLATIONS) or "one of nearest, linear, cubic, lanczos")
-    pad_value = _number(cfg, "padValue", -1)
+def _scale(settings: ImageSettings, base_dir: str) -> Scale:
+    for key in ("width", "height", "channels"):
+        if not settings.given(key):
+            raise settings.block_error(f"a Scale needs width, height and channels; {key} is missing",
+                                       hint="e.g. width = 224 ; height = 224 ; channels = 3")
+    if settings.channels not in (1, 3):
+        raise settings.error("channels", f"channels must be 1 (grey) or 3 (colour), not {settings.channels}")
+    pad_value = -1.0 if settings.pad_value is None else settings.pad_value
     if pad_value < 0 and pad_value != -1:
-        raise ConfigError(f"padValue must be -1 (repeat the border) or ≥ 0, not {pad_value}",
-                          key=cfg.key_path("padValue"))
-    return Scale(cfg.integer("width", minimum=1), cfg.integer("height", minimum=1), channels,
-                 tuple(names) or ("linear",), cfg.string("scaleMode", "fill", choices=SCALE_MODES).lower(),
-                 pad_value)
+        raise settings.error("padValue", f"padValue must be -1 (repeat the border) or ≥ 0, not {pad_value:g}")
+    return Scale(settings.width, settings.height, settings.channels, settings.interpolations or ("linear",),
+                 (settings.scale_mode or "fill").lower(), pad_value)
 
 
-def _mean(cfg: ConfigView, base_dir: str) -> Mean:
-    path = resolve_path(cfg.string("meanFile"), base_dir)
+def _mean(settings: ImageSettings, base_dir: str) -> Mean:
+    path = resolve_path(_required_path(settings, "meanFile", settings.mean_file), base_dir)
     return Mean(read_mean_file(path), path)
 
 
-def _color(cfg: ConfigView, base_dir: str) -> Color:
-    return Color(*(_number(cfg, key, 0.0, 0.0, 1.0) for key in _COLOR_KEYS))
+def _color(settings: ImageSettings, base_dir: str) -> Color:
+    return Color(*(radius or 0.0 for radius in (settings.brightness_radius, settings.contrast_radius,
+                                                settings.saturation_radius)))
 
 
-def _intensity(cfg: ConfigView, base_dir: str) -> Intensity:
-    eigval, eigvec = read_intensity_file(resolve_path(cfg.string("intensityFile"), base_dir))
-    return Intensity(_number(cfg, "intensityStdDev", 0.0, 0.0), eigval, eigvec)
+def _intensity(settings: ImageSettings, base_dir: str) -> Intensity:
+    path = resolve_path(_required_path(settings, "intensityFile", settings.intensity_file), base_dir)
+    eigval, eigvec = read_intensity_file(path)
+    return Intensity(settings.intensity_std_dev or 0.0, eigval, eigvec)
 
 
-def _transpose(cfg: ConfigView, base_dir: str) -> Transpose:
+def _transpose(settings: ImageSettings, base_dir: str) -> Transpose:
     return Transpose()
 
 
@@ -491,40 +480,24 @@ _BUILDERS = {"crop": _crop, "scale": _scale, "mean": _mean, "color": _color, "in
              "transpose": _transpose}
 
 
-def _number(cfg: ConfigView, key: str, default: float, lo: float | None = None, hi: float | None = None) -> float:
-    value = _to_float(cfg.get(key, default))
+def _required_path(settings: ImageSettings, key: str, value: str | None) -> str:
     if value is None:
-        raise ConfigError(f"expected a number, found {cfg.get(key)!r}", key=cfg.key_path(key))
-    if (lo is not None and value < lo) or (hi is not None and value > hi):
-        raise ConfigError(f"must lie in [{lo}, {hi}], found {value:g}", key=cfg.key_path(key))
+        raise settings.block_error(f"this transform needs {key}", hint=f'{key} = "…"')
     return value
 
 
-def _ratio_range(cfg: ConfigView, key: str) -> tuple[float, float]:
-    """`r` or `lo:hi` (an array or the text "lo:hi") with 0 < lo ≤ hi ≤ 1."""
-    value = cfg.get(key)
-    parts: list[Any] = value.split(":") if isinstance(value, str) else \
-        list(value) if isinstance(value, (list, tuple)) else [value]
-    numbers = [_to_float(p) for p in parts]
-    if not 1 <= len(numbers) <= 2 or any(n is None for n in numbers):
-        raise ConfigError(f"expected a ratio or a range lo:hi, found {value!r}", key=cfg.key_path(key))
-    lo, hi = numbers[0], numbers[-1]
-    if not 0 < lo <= hi <= 1:
-        raise ConfigError(f"ratios must satisfy 0 < lo ≤ hi ≤ 1, found {lo:g}:{hi:g}", key=cfg.key_path(key))
+def _ratio_range(settings: ImageSettings, key: str, value: tuple | None) -> tuple[float, float] | None:
+    """`r` or `lo:hi` with 0 < lo ≤ hi ≤ 1 (the schema has checked that each lies in [0, 1]), or None."""
+    if value is None:
+        return None
+    if not 1 <= len(value) <= 2:
+        raise settings.error(key, f"expected a ratio or a range lo:hi, found {len(value)} values")
+    lo, hi = value[0], value[-1]
+    if not 0 < lo <= hi:
+        raise settings.error(key, f"ratios must satisfy 0 < lo ≤ hi ≤ 1, found {lo:g}:{hi:g}")
     return lo, hi
 
 
-def _name_list(value: Any) -> list[str]:
-    items = value.split(":") if isinstance(value, str) else list(value) if isinstance(value, (list, tuple)) \
-        else [value]
-    return [str(item).strip().lower() for item in items if str(item).strip()]
-
-
-def _to_float(value: Any) -> float | None:
-    if isinstance(value, bool):
-        return None
-    try:
-        return float(value.strip() if isinstance(value, str) else value)
-    except (TypeError, ValueError):
-        return None
-
+def _spelling(settings: ImageSettings, key: str) -> str:
+    """The key as the user wrote it (`cropRatio` for sideRatio)."""
+    return settings.source(key).path.rsplit(".", 1)[-1]

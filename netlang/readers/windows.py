@@ -27,8 +27,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from netlang.errors import ConfigError, DataError, DataPosition
+from netlang.errors import DataError, DataPosition
 from netlang.readers.batch import DenseChunk, Minibatch, SparseChunk, StreamBatch, StreamInfo, offsets_of
+from netlang.readers.source import SourceWrapper
 
 STATE_VERSION = 1
 
@@ -43,13 +44,11 @@ class _Sequence:
     position: int = 0
 
 
-class TruncatedSource:
+class TruncatedSource(SourceWrapper):
     """Wraps a `MinibatchSource`; same interface, minibatches of `parallel` windows of `length` steps."""
 
     def __init__(self, source, length: int, parallel: int | None = None):
-        if length < 1:
-            raise ConfigError(f"truncationLength must be ≥ 1, not {length}", key="truncationLength")
-        self._source = source
+        super().__init__(source)
         self.length = length
         self._parallel = parallel          # None: minibatchSize // length, decided per request
         self._slots: list[_Sequence | None] = []
@@ -61,16 +60,6 @@ class TruncatedSource:
         self.start_epoch(0)
 
     # -- the source interface -------------------------------------------------------------------
-
-    def streams(self) -> list[StreamInfo]:
-        return self._source.streams()
-
-    def stream_infos(self) -> dict[str, tuple[int, bool]]:
-        return self._source.stream_infos()
-
-    @property
-    def samples_per_sweep(self) -> int:
-        return self._source.samples_per_sweep
 
     @property
     def epoch(self) -> int:
@@ -121,15 +110,6 @@ class TruncatedSource:
                 self._next(*request)
         self._handed_out = [[r, n] for r, n in handed_out]
         self._end_pending = end_pending
-
-    def close(self) -> None:
-        self._source.close()
-
-    def __enter__(self) -> "TruncatedSource":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
 
     # -- packing --------------------------------------------------------------------------------
 

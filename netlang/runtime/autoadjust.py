@@ -17,35 +17,19 @@ trainer's checkpoint through `state()` / `load_state()`.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
+from netlang.compiler.lang.settings import AutoAdjustSettings
 
-@dataclass
-class AutoAdjustSettings:
-    reduce_if_improve_less_than: float = 0.0
-    continue_reduce: bool = False
-    interval: int = 1
-    decrease_factor: float = 0.618
-    increase_if_improve_more_than: float = math.inf
-    increase_factor: float = 1.382
-    load_best_model: bool = True
-    use_cv: bool = True
-    use_eval: bool = False
 
-    @classmethod
-    def from_view(cls, view) -> "AutoAdjustSettings | None":
-        """Settings from a validated `AutoAdjust` block, or None unless it asks for adjustAfterEpoch."""
-        if view is not None and view.autoAdjustLR == "searchBeforeEpoch":
-            raise view.error("autoAdjustLR", "autoAdjustLR = searchBeforeEpoch (learning-rate search) is not "
+def adjuster_for(settings: AutoAdjustSettings | None) -> "LearningRateAdjuster | None":
+    """The adjuster an AutoAdjust block asks for: None unless `autoAdjustLR = adjustAfterEpoch`."""
+    if settings is None or settings.method == "none":
+        return None
+    if settings.method == "searchBeforeEpoch":
+        raise settings.error("autoAdjustLR", "autoAdjustLR = searchBeforeEpoch (learning-rate search) is not "
                              "available in netlang yet", hint="use adjustAfterEpoch, or a schedule")
-        if view is None or view.autoAdjustLR != "adjustAfterEpoch":
-            return None
-        return cls(float(view.reduceLearnRateIfImproveLessThan), bool(view.continueReduce),
-                   int(view.learnRateAdjustInterval), float(view.learnRateDecreaseFactor),
-                   float(view.increaseLearnRateIfImproveMoreThan), float(view.learnRateIncreaseFactor),
-                   bool(view.loadBestModel), bool(view.UseCVSetControlLRIfCVExists),
-                   bool(view.UseEvalCriterionControlLR))
+    return LearningRateAdjuster(settings)
 
 
 @dataclass

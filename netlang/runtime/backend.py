@@ -1,11 +1,27 @@
-"""Backend selection: the array module (numpy or cupy) and the element type.
+"""The backend: everything that depends on where arrays live, NumPy on the CPU or CuPy on a GPU.
 
-`deviceId = -1` (or `cpu`) is NumPy; a GPU index or `auto` selects CuPy when it is importable and
-a device is present (`auto` falls back to the CPU, an explicit GPU index is an error without one).
+The executor, the kernels (through `OpContext.backend`, typed by `ops.registry.ArrayBackend`), the
+learners and the trainer reach the array module and these services only through a `Backend`, so
+this module is the one place that knows which library runs:
+
+* `xp`, `dtype`, `device`, `name`: the array module, the element type of the run, where it runs;
+* `from_host(array, dtype=None)` / `to_host(array)`: copies between host (NumPy) and device;
+* `scatter_add(dest, index, values)`: `dest[index] += values` with repeated indices adding up;
+* `concatenate(arrays, axis)`;
+* `random_stream(seed)`: a generator of the backend's own kind that draws on the device; its
+  `state()` goes into checkpoints and `restore(state)` continues from there;
+* `synchronize()`: wait for the device's queued work. Arrays stay on the device between steps;
+  the trainer reads numbers (and so waits) only where it reports.
+
+`deviceId = -1` (or `cpu`) is NumPy; a GPU index or `auto` selects CuPy when it is importable and a
+device is present (`auto` falls back to the CPU, an explicit GPU index is an error without one).
+CuPy is imported only when a GPU is asked for.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+import copy
+import hashlib
+import json
 from typing import Any
 
 import numpy as np
@@ -15,22 +31,159 @@ from netlang.errors import ConfigError
 DTYPES = {"float": np.float32, "float32": np.float32, "double": np.float64, "float64": np.float64}
 
 
-@dataclass(frozen=True)
 class Backend:
-    xp: Any
-    dtype: Any
-    device: str
+    """What the NumPy and CuPy backends share; the subclasses fill in the array library."""
 
-    def asarray(self, array):
-        return self.xp.asarray(array, dtype=self.dtype)
+    name = ""
+    xp: Any = None
 
-    def to_numpy(self, array):
-        if self.xp is np:
-            return np.asarray(array)
+    def __init__(self, dtype=np.float32, device: str = "cpu"):
+        self.dtype = dtype
+        self.device = device
+
+    def with_dtype(self, dtype) -> Backend:
+        """This backend with another element type (the arrays stay where they are)."""
+        twin = copy.copy(self)
+        twin.dtype = dtype
+        return twin
+
+    def from_host(self, array, dtype=None):
+        """`array` on this backend's device (a copy unless it is there already), in `dtype` if given."""
+        return self.xp.asarray(array, dtype=dtype)
+
+    def to_host(self, array) -> np.ndarray:
+        raise NotImplementedError
+
+    def scatter_add(self, dest, index, values) -> None:
+        self.xp.add.at(dest, index, values)     # NumPy's ufunc.at; CuPy's (which supersedes cupyx.scatter_add)
+
+    def concatenate(self, arrays, axis: int = 0):
+        return self.xp.concatenate(arrays, axis=axis)
+
+    def random_stream(self, seed) -> RandomStream:
+        raise NotImplementedError
+
+    def synchronize(self) -> None:
+        """Wait until the device has finished what was queued (a no-op on the CPU)."""
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({np.dtype(self.dtype).name}, {self.device})"
+
+
+class NumpyBackend(Backend):
+    name = "numpy"
+    xp = np
+
+    def to_host(self, array) -> np.ndarray:
+        return np.asarray(array)
+
+    def random_stream(self, seed) -> RandomStream:
+        return HostRandom(seed)
+
+
+class CupyBackend(Backend):
+    name = "cupy"
+
+    def __init__(self, cupy, dtype, device: str):
+        super().__init__(dtype, device)
+        self.xp = cupy
+
+    def to_host(self, array) -> np.ndarray:
         return self.xp.asnumpy(array)
 
+    def random_stream(self, seed) -> RandomStream:
+        return DeviceRandom(self.xp, seed)
 
-def _gpu_module():
+    def synchronize(self) -> None:
+        self.xp.cuda.get_current_stream().synchronize()
+
+
+# ---- random streams ------------------------------------------------------------------------------
+
+class RandomStream:
+    """Uniform and normal draws on the backend's device, and a state for checkpoints."""
+
+    def random(self, shape):
+        """Uniform in [0, 1), float64."""
+        raise NotImplementedError
+
+    def standard_normal(self, shape, dtype):
+        raise NotImplementedError
+
+    def state(self) -> dict:
+        raise NotImplementedError
+
+    def restore(self, state: dict) -> None:
+        raise NotImplementedError
+
+
+class HostRandom(RandomStream):
+    """NumPy's default generator (PCG64). Its state is a JSON-able dict, so a run resumed from a
+    checkpoint draws exactly the numbers the uninterrupted run would have drawn."""
+
+    def __init__(self, seed):
+        self._generator = np.random.default_rng(seed)
+
+    def random(self, shape):
+        return self._generator.random(shape)
+
+    def standard_normal(self, shape, dtype):
+        return self._generator.standard_normal(shape, dtype=dtype)
+
+    def state(self) -> dict:
+        return self._generator.bit_generator.state
+
+    def restore(self, state: dict) -> None:
+        if "draws" in state:          # written by a device stream: continue from the same key
+            self._generator = np.random.default_rng(_continued_key(state))
+        else:
+            self._generator.bit_generator.state = state
+
+
+class DeviceRandom(RandomStream):
+    """CuPy's default generator (cuRAND XORWOW), drawing on the GPU.
+
+    cuRAND states cannot be saved, so the state of this stream is its key and the number of draws
+    made; restoring continues with a generator keyed by both. A resumed run is reproducible, but its
+    random numbers differ from the uninterrupted run's (on the CPU they are the same).
+    """
+
+    def __init__(self, cupy, seed):
+        self._cupy = cupy
+        self._key = [int(k) for k in np.atleast_1d(seed)]
+        self._draws = 0
+        self._generator = cupy.random.default_rng(self._key)
+
+    def random(self, shape):
+        self._draws += 1
+        return self._generator.random(shape)
+
+    def standard_normal(self, shape, dtype):
+        self._draws += 1
+        return self._generator.standard_normal(shape, dtype=dtype)
+
+    def state(self) -> dict:
+        return {"generator": "cupy", "key": list(self._key), "draws": self._draws}
+
+    def restore(self, state: dict) -> None:
+        self._key = _continued_key(state)
+        self._draws = 0
+        self._generator = self._cupy.random.default_rng(self._key)
+
+
+def _continued_key(state: dict) -> list[int]:
+    """A generator key for the stream continuing `state`: a device stream's key and draws, or (a
+    NumPy state met on a GPU) a hash of the state."""
+    if "draws" in state:
+        return [int(k) for k in state["key"]] + [int(state["draws"])]
+    digest = hashlib.sha256(json.dumps(state, sort_keys=True).encode()).digest()
+    return [int.from_bytes(digest[:8], "little")]
+
+
+# ---- choosing a backend --------------------------------------------------------------------------
+
+def _cupy():
+    """The cupy module when it imports and sees a CUDA device, else None."""
     try:
         import cupy
 
@@ -41,18 +194,35 @@ def _gpu_module():
     return None
 
 
-def select_backend(device_id="cpu", precision: str = "float") -> Backend:
+def gpu_available() -> bool:
+    return _cupy() is not None
+
+
+def cpu_backend(precision: str = "float") -> Backend:
+    return NumpyBackend(_dtype(precision), "cpu")
+
+
+def _dtype(precision):
     dtype = DTYPES.get(str(precision).lower())
     if dtype is None:
         raise ConfigError(f"unknown precision '{precision}'", hint="use 'float' or 'double'")
+    return dtype
+
+
+def select_backend(device_id="cpu", precision: str = "float") -> Backend:
+    dtype = _dtype(precision)
     dev = str(device_id).lower()
     if dev in ("-1", "cpu", "-1.0"):
-        return Backend(np, dtype, "cpu")
-    cupy = _gpu_module()
+        return NumpyBackend(dtype, "cpu")
+    cupy = _cupy()
     if dev == "auto":
-        return Backend(cupy, dtype, "gpu:0") if cupy is not None else Backend(np, dtype, "cpu")
+        return _on_gpu(cupy, 0, dtype) if cupy is not None else NumpyBackend(dtype, "cpu")
     if cupy is None:
         raise ConfigError(f"deviceId = {device_id} asks for a GPU, but CuPy or a CUDA device is not available",
                           hint="use deviceId = -1 (CPU) or 'auto', or install netlang[gpu] on a machine with a GPU")
-    cupy.cuda.Device(int(float(dev))).use()
-    return Backend(cupy, dtype, f"gpu:{int(float(dev))}")
+    return _on_gpu(cupy, int(float(dev)), dtype)
+
+
+def _on_gpu(cupy, index: int, dtype) -> Backend:
+    cupy.cuda.Device(index).use()
+    return CupyBackend(cupy, dtype, f"gpu:{index}")

@@ -32,14 +32,13 @@ import numpy as np
 
 from netlang.compiler.graph.plan import Plan, make_plan
 from netlang.errors import DataError
-from netlang.ir.graph import BATCH, Network, Node, SeqAxis, dyn_rank, is_delay
+from netlang.ir.graph import BATCH, Network, Node, SeqAxis, dyn_rank
 from netlang.ir.shapes import num_elements, to_runtime
-from netlang.ops import registry
-from netlang.ops.registry import OpContext, apply_backward, apply_forward
-from netlang.ops.sparse import SPARSE_KERNELS, SparseRows, densified
+from netlang.ops.registry import OpContext, apply_backward, apply_forward, op_of
+from netlang.ops.sparse import SparseRows, densified
 from netlang.runtime import carryover as truncation
 from netlang.runtime import recurrence
-from netlang.runtime.backend import Backend, select_backend
+from netlang.runtime.backend import Backend, cpu_backend
 from netlang.runtime.feeding import frame_rows
 from netlang.runtime.initializers import SeedSequence, initial_value
 
@@ -60,13 +59,14 @@ class Executor:
     def __init__(self, network: Network, backend: Backend | None = None,
                  parameters: Mapping[str, object] | None = None, seed: int = 1):
         self.network = network
-        self.backend = backend or select_backend("cpu", "float")
+        self.backend = backend or cpu_backend()
         self.xp = self.backend.xp
         if parameters is None:
-            parameters = {k: self.backend.asarray(v) for k, v in initial_parameters(network, seed).items()}
+            parameters = {k: self.backend.from_host(v, self.backend.dtype)
+                          for k, v in initial_parameters(network, seed).items()}
         self.parameters = dict(parameters)      # name -> array (run-time layout), possibly views
         self.state: dict[int, dict] = {}        # node id -> persistent op state
-        self.rng = np.random.default_rng(seed)
+        self.rng = self.backend.random_stream(seed)   # dropout masks …, drawn on the device
         self.options: dict = {}
         self._plans: dict[tuple, Plan] = {}
         self.output_masks: dict[str, object] = {}
@@ -104,7 +104,7 @@ class Executor:
         wrt_ids = {n.id for n in plan.wrt}
         counted = {n.id for n in plan.outputs} | ({plan.loss.id} if plan.loss is not None else set())
         self.sample_counts = {}
-        run = recurrence.RunState(xp, dtype, values, grad_values, masks, saved,
+        run = recurrence.RunState(self.backend, dtype, values, grad_values, masks, saved,
                                   lambda node, stash: self._context(node, training, stash, masks.of(node)),
                                   carry, lambda node: self.state.setdefault(node.id, {}))
         for step in plan.steps:
@@ -114,7 +114,7 @@ class Executor:
             elif step.kind == "loop_backward":
                 recurrence.run_backward(step.loop, run)
             elif step.kind == "forward":
-                op = registry.get(node.op)
+                op = op_of(node)
                 ctx = self._context(node, training, saved.setdefault(node.id, {}), masks.of(node))
                 xs = self._operands(node, values)
                 values[node.id] = apply_forward(op, ctx, xs, node.attrs, len(node.shape))
@@ -122,7 +122,7 @@ class Executor:
                 if node.id in counted and node.inputs:
                     self.sample_counts[node.name] = _samples_in(node.inputs[0], xs[0], masks)
             else:
-                op = registry.get(node.op)
+                op = op_of(node)
                 ctx = self._context(node, training, saved.setdefault(node.id, {}), masks.of(node))
                 xs = self._operands(node, values)
                 if node.id == plan.loss.id and node.id not in grad_values:
@@ -170,7 +170,7 @@ class Executor:
         for node in self.network.nodes:
             for key, value in self.state.get(node.id, {}).items():
                 if hasattr(value, "shape") and hasattr(value, "dtype"):
-                    arrays[f"node/{node.name}/{key}"] = self.backend.to_numpy(value)
+                    arrays[f"node/{node.name}/{key}"] = self.backend.to_host(value)
         return arrays
 
     def forget_carried(self) -> None:
@@ -184,20 +184,20 @@ class Executor:
             name, _, field_name = key[5:].rpartition("/")
             node = self.network.node(name)
             if node is not None:
-                on_device = self.backend.asarray(value) if value.dtype.kind == "f" else value
+                on_device = self.backend.from_host(value, self.backend.dtype) if value.dtype.kind == "f" else value
                 self.state.setdefault(node.id, {})[field_name] = on_device
 
     def _context(self, node: Node, training: bool, saved: dict, mask=None) -> OpContext:
-        return OpContext(xp=self.xp, dyn=[dyn_rank(i.layout) for i in node.inputs], out_dyn=dyn_rank(node.layout),
-                         training=training, rng=self.rng, mask=mask, state=self.state.setdefault(node.id, {}),
-                         saved=saved, node_name=node.name, options=self.options,
-                         carry=self._carry if is_delay(node) else None)
+        return OpContext(backend=self.backend, dyn=[dyn_rank(i.layout) for i in node.inputs],
+                         out_dyn=dyn_rank(node.layout), training=training, rng=self.rng, mask=mask,
+                         state=self.state.setdefault(node.id, {}), saved=saved, node_name=node.name,
+                         options=self.options, carry=self._carry if op_of(node).delay else None)
 
     def _operands(self, node: Node, values: dict) -> list:
         xs = [values[i.id] for i in node.inputs]
-        if node.op in SPARSE_KERNELS:
+        if op_of(node).sparse_operands:
             return xs
-        return [densified(x, self.xp, self.backend.dtype) for x in xs]
+        return [densified(x, self.backend, self.backend.dtype) for x in xs]
 
     def _bind_leaf(self, leaf: Node, feeds: Mapping[str, object], masks: "_Masks"):
         if leaf.is_parameter:
@@ -207,37 +207,40 @@ class Executor:
                             hint=f"the inputs of this network are: {', '.join(n.name for n in self.network.inputs)}")
         value, mask = _split_feed(feeds[leaf.name])
         if mask is not None:
-            mask = self.xp.asarray(mask, dtype=bool)
+            mask = np.asarray(self.backend.to_host(mask), dtype=bool)   # kept on the host: no device reads
         if isinstance(value, SparseRows):
             return self._bind_sparse(leaf, value, mask, masks)
-        array = self.xp.asarray(value, dtype=self.backend.dtype)
+        array = self.backend.from_host(value, self.backend.dtype)
         expected = to_runtime(leaf.shape)
         lead = dyn_rank(leaf.layout)
         if leaf.layout is BATCH and mask is not None:
             # Frame mode: the real steps of all sequences are the batch, sequence after sequence.
-            array = array.swapaxes(0, 1)[mask.T]
+            array = array.swapaxes(0, 1)[self.backend.from_host(mask.T)]
         if array.ndim == lead + 1 and array.shape[lead:] != expected and array.shape[-1] == int(np.prod(expected)):
             array = array.reshape(array.shape[:lead] + expected)   # flat reader samples
         if tuple(array.shape[lead:]) != expected:
             raise DataError(f"input '{leaf.name}' expects samples of shape {expected} (row-major), got {array.shape[lead:]}")
         if lead == 2:
-            masks.bind(leaf, array.shape[:2], mask, self.xp)
+            masks.bind(leaf, array.shape[:2], mask, self.backend)
         return array
 
     def _bind_sparse(self, leaf: Node, rows: SparseRows, mask, masks: "_Masks") -> SparseRows:
+        """A sparse feed (host arrays, as the reader makes them) on the device."""
         if leaf.layout is BATCH and mask is not None:
-            rows = rows.select(frame_rows(mask, self.xp), self.xp)
+            rows = rows.select(frame_rows(mask), np)
         if rows.row_size != num_elements(leaf.shape):
             raise DataError(f"sparse input '{leaf.name}' has samples of {rows.row_size} elements, "
                             f"the network expects {num_elements(leaf.shape)}")
         if len(rows.lead) != dyn_rank(leaf.layout):
             raise DataError(f"sparse input '{leaf.name}' is laid out over {len(rows.lead)} dynamic axes, "
                             f"the network expects {dyn_rank(leaf.layout)}")
-        xp = self.xp
-        rows = SparseRows(xp.asarray(rows.indices), xp.asarray(rows.values, dtype=self.backend.dtype),
-                          xp.asarray(rows.offsets), tuple(rows.lead), to_runtime(leaf.shape))
+        counts = np.diff(self.backend.to_host(rows.offsets))
+        backend = self.backend
+        rows = SparseRows(backend.from_host(rows.indices), backend.from_host(rows.values, backend.dtype),
+                          backend.from_host(rows.offsets), tuple(rows.lead), to_runtime(leaf.shape),
+                          most_per_row=int(counts.max()) if counts.size else 0)
         if len(rows.lead) == 2:
-            masks.bind(leaf, tuple(rows.lead), mask, self.xp)
+            masks.bind(leaf, tuple(rows.lead), mask, self.backend)
         return rows
 
 
@@ -245,8 +248,8 @@ def _samples_in(node: Node, value, masks: "_Masks") -> int:
     """The real samples of `node`'s value `value`: steps under its axis' mask, or its batch size."""
     lead = value.lead if isinstance(value, SparseRows) else getattr(value, "shape", ())
     if isinstance(node.layout, SeqAxis):
-        mask = masks.axes.get(node.layout)
-        return int(mask.sum()) if mask is not None else int(np.prod(lead[:2]))
+        count = masks.count(node.layout)
+        return count if count is not None else int(np.prod(lead[:2]))
     if node.layout is BATCH:
         return int(lead[0])
     return 1
@@ -269,7 +272,8 @@ class _Masks:
     """
 
     def __init__(self):
-        self.axes: dict = {}          # SeqAxis -> (T, N) bool
+        self.axes: dict = {}          # SeqAxis -> (T, N) bool, on the device
+        self.host: dict = {}          # SeqAxis -> the same mask on the host, for an axis given with the inputs
         self.owner: dict = {}         # SeqAxis -> name of the input that gave the mask
         self.chosen: dict = {}        # node id -> mask for ctx.mask
 
@@ -293,16 +297,26 @@ class _Masks:
                                    "but reported no mask for it")
             self.axes[node.layout] = mask
 
-    def bind(self, leaf: Node, lead: tuple, mask, xp) -> None:
+    def count(self, axis) -> int | None:
+        """The real steps on `axis`: counted on the host when the inputs gave its mask."""
+        if axis in self.host:
+            return int(self.host[axis].sum())
+        mask = self.axes.get(axis)
+        return None if mask is None else int(mask.sum())      # an axis an op made: read from the device
+
+    def bind(self, leaf: Node, lead: tuple, mask, backend) -> None:
+        """The host mask `mask` (None: every step real) of input `leaf`, whose data has `lead` steps and
+        sequences."""
         if mask is None:
-            mask = xp.ones(tuple(lead), dtype=bool)
+            mask = np.ones(tuple(lead), dtype=bool)
         if tuple(mask.shape) != tuple(lead):
             raise DataError(f"input '{leaf.name}': the mask has shape {tuple(mask.shape)}, the data {tuple(lead)} "
                             "(steps, sequences)")
         axis = leaf.layout
-        known = self.axes.get(axis)
+        known = self.host.get(axis)
         if known is None:
-            self.axes[axis], self.owner[axis] = mask, leaf.name
+            self.host[axis], self.owner[axis] = mask, leaf.name
+            self.axes[axis] = backend.from_host(mask)
         elif known.shape != mask.shape or not bool((known == mask).all()):
             raise DataError(f"inputs '{self.owner[axis]}' and '{leaf.name}' share the dynamic axis '{axis}', "
                             "but their sequences have different lengths",

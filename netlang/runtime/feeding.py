@@ -60,8 +60,8 @@ def input_feed(node: Node, stream, dtype=np.float32):
     return array.reshape(array.shape[:2] + to_runtime(node.shape)), mask
 
 
-def frame_rows(mask, xp):
-    """The rows `t*N + n` of the real steps of a `(T, N)` mask, sequence after sequence (frame mode's
-    order, which is the reader's)."""
-    seq, step = xp.nonzero(mask.T)
+def frame_rows(mask: np.ndarray) -> np.ndarray:
+    """The rows `t*N + n` of the real steps of a host `(T, N)` mask, sequence after sequence (frame
+    mode's order, which is the reader's)."""
+    seq, step = np.nonzero(mask.T)
     return step * mask.shape[1] + seq

@@ -22,6 +22,7 @@ from typing import Iterable, Mapping
 import numpy as np
 
 from netlang.errors import NetworkError, suggest
+from netlang.runtime.backend import Backend, cpu_backend
 
 
 def _numel(shape: tuple) -> int:
@@ -41,18 +42,20 @@ def _as_dtype(dtype) -> np.dtype:
 class FlatParameters:
     """One buffer for parameter values, one for gradients, one for learning-rate multipliers.
 
-    `shapes` maps parameter names to run-time (row-major) shapes, in network order.
+    `shapes` maps parameter names to run-time (row-major) shapes, in network order. The buffers
+    live on `backend` (default: NumPy), in `dtype` (default: the backend's).
     `lr_multipliers` / `reg_multipliers` map names to CNTK's per-parameter `learningRateMultiplier`
     and regularisation multiplier (missing names: 1.0). Multipliers are per parameter (one value
     per segment) but stored per element so a learner applies them in one multiplication.
     """
 
-    def __init__(self, shapes: Mapping[str, tuple] | Iterable[tuple[str, tuple]], *, xp=np,
-                 dtype="float32", lr_multipliers: Mapping[str, float] | None = None,
+    def __init__(self, shapes: Mapping[str, tuple] | Iterable[tuple[str, tuple]], *,
+                 backend: Backend | None = None, dtype=None, lr_multipliers: Mapping[str, float] | None = None,
                  reg_multipliers: Mapping[str, float] | None = None):
         items = list(shapes.items()) if isinstance(shapes, Mapping) else list(shapes)
-        self.xp = xp
-        self.dtype = _as_dtype(dtype)
+        self.backend = backend or cpu_backend()
+        self.xp = xp = self.backend.xp
+        self.dtype = _as_dtype(self.backend.dtype if dtype is None else dtype)
         self.names: tuple[str, ...] = tuple(name for name, _ in items)
         if len(set(self.names)) != len(self.names):
             raise ValueError("parameter names must be unique")
@@ -89,10 +92,9 @@ class FlatParameters:
         sizes = [_numel(self._shapes[n]) for n in trainable]
         self.num_segments = len(sizes)
         starts = np.cumsum([0] + sizes[:-1]).astype(np.int64) if sizes else np.zeros(0, np.int64)
-        self._segment_starts_host = starts
-        self._segment_sizes_host = np.asarray(sizes, dtype=np.int64)
-        self.segment_ids = xp.asarray(np.repeat(np.arange(len(sizes), dtype=np.int32), sizes))
-        self.segment_sizes = xp.asarray(self._segment_sizes_host.astype(self.dtype))
+        self._segment_starts = self.backend.from_host(starts)
+        self._segment_size_list = sizes                    # repeat counts (CuPy takes them as a list)
+        self.segment_sizes = self.backend.from_host(np.asarray(sizes, dtype=self.dtype))
 
     # ---- layout -------------------------------------------------------------------------
 
@@ -137,19 +139,14 @@ class FlatParameters:
 
     def segment_sum(self, values):
         """Sum of `values` (length num_trainable) within each trainable parameter."""
-        if self.xp is np:
-            return np.add.reduceat(values, self._segment_starts_host)
-        return self.xp.bincount(self.segment_ids, weights=values,
-                                minlength=self.num_segments).astype(values.dtype)
+        return self.xp.add.reduceat(values, self._segment_starts)
 
     def segment_mean(self, values):
         return self.segment_sum(values) / self.segment_sizes
 
     def expand(self, per_segment):
         """Spread one value per trainable parameter over its elements."""
-        if self.xp is np:
-            return np.repeat(per_segment, self._segment_sizes_host)   # faster than a gather
-        return self.xp.take(per_segment, self.segment_ids)
+        return self.xp.repeat(per_segment, self._segment_size_list)
 
     # ---- moving values in and out ------------------------------------------------------
 
@@ -174,16 +171,14 @@ class FlatParameters:
             if shape != self._shapes[name]:
                 raise NetworkError(f"parameter '{name}' has shape {shape} in the given values "
                                    f"but {self._shapes[name]} in the network")
-            self.view(name)[...] = self.xp.asarray(value, dtype=self.dtype)
+            self.view(name)[...] = self.backend.from_host(value, self.dtype)
 
     def to_dict(self, host: bool = True) -> dict:
         """`name -> copy of the value`, as numpy arrays when `host` (for model files)."""
         out = {}
         for name in self.names:
             value = self.view(name).copy()
-            if host and self.xp is not np:
-                value = self.xp.asnumpy(value)
-            out[name] = value
+            out[name] = self.backend.to_host(value) if host else value
         return out
 
     # ---- helpers -------------------------------------------------------------------------
@@ -197,7 +192,7 @@ class FlatParameters:
         host = np.empty(self.size, dtype=self.dtype)
         for name in self.names:
             host[self.segment(name)] = multiplier_of[name]
-        return self.xp.asarray(host)
+        return self.backend.from_host(host)
 
     def __len__(self) -> int:
         return self.size

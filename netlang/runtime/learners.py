@@ -46,130 +46,14 @@ trainable prefix). A per-parameter regularisation multiplier (CNTK's `regMultipl
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import Any, Mapping
 
 import numpy as np
 
-from netlang.errors import ConfigError, SchemaError, Span, suggest
+from netlang.compiler.lang.settings import SGDSettings
+from netlang.errors import ConfigError
 from netlang.runtime.flatbuffer import FlatParameters
-from netlang.runtime.schedules import LearningRateSchedule, MinibatchSizeSchedule, MomentumSchedule, as_schedule
-
-# gradUpdateType spellings (case-insensitive) -> canonical name.
-GRAD_UPDATE_TYPES = {
-    "": "none", "none": "none", "normal": "none", "simple": "none",
-    "adagrad": "adagrad", "rmsprop": "rmsprop", "fsadagrad": "fsadagrad",
-    "adam": "adam", "adadelta": "adadelta",
-}
-_USER_NAMES = ["none", "adagrad", "rmsProp", "fsAdagrad", "adam", "adadelta"]
-
-
-def parse_grad_update_type(text: str, span: Span | None = None) -> str:
-    """Canonical update type of a `gradUpdateType` value (`""`, `None`, `rmsProp`, …)."""
-    name = GRAD_UPDATE_TYPES.get(str(text).strip().lower())
-    if name is None:
-        raise SchemaError(f"unknown gradUpdateType '{text}'", span, key="gradUpdateType",
-                          hint=suggest(str(text), _USER_NAMES) or
-                          "one of: " + ", ".join(_USER_NAMES))
-    return name
-
-
-@dataclass
-class SGDSettings:
-    """The learner-related keys of the SGD block, with CNTK's defaults."""
-
-    learning_rate: LearningRateSchedule
-    momentum: MomentumSchedule | None = None       # None: momentumPerMB = 0.9
-    grad_update_type: str = "none"
-    use_nesterov: bool = False                     # useNAG
-    l2_reg_weight: float = 0.0                     # L2RegWeight, per sample
-    l1_reg_weight: float = 0.0                     # L1RegWeight, per sample
-    clipping_threshold_per_sample: float = math.inf
-    gradient_clipping_with_truncation: bool = True
-    norm_with_ave_multiplier: bool = True          # AdaGrad / RmsProp
-    rms_gamma: float = 0.99
-    rms_wgt_inc: float = 1.2
-    rms_wgt_dec: float = 0.75
-    rms_wgt_max: float = 10.0
-    rms_wgt_min: float = 0.1
-    variance_time_constant: float = 720000.0       # FSAdaGrad (2 h of 10 ms frames)
-    fsadagrad_target_av_denom: float = 1.0
-    adam_beta1: float | None = None                # None: the momentum schedule's value
-    adam_beta2: float = 0.999
-    adam_epsilon: float = 1e-8
-    adadelta_rho: float = 0.95
-    adadelta_epsilon: float = 1e-8
-    gaussian_noise_inject_std: float = 0.0
-    noise_seed: int = 0
-    span: Span | None = None
-
-    def __post_init__(self):
-        self.grad_update_type = parse_grad_update_type(self.grad_update_type, self.span)
-        if self.momentum is None:
-            self.momentum = MomentumSchedule(minibatch_size=self.learning_rate.minibatch_size,
-                                             span=self.span)
-        self._check("L2RegWeight", self.l2_reg_weight, 0.0)
-        self._check("L1RegWeight", self.l1_reg_weight, 0.0)
-        if not self.clipping_threshold_per_sample > 0:
-            raise SchemaError(f"clippingThresholdPerSample must be > 0, got "
-                              f"{self.clipping_threshold_per_sample}", self.span,
-                              key="clippingThresholdPerSample")
-        self._check("rms_gamma", self.rms_gamma, 0.0, 1.0)
-        self._check("rms_wgt_inc", self.rms_wgt_inc, 0.0)
-        self._check("rms_wgt_dec", self.rms_wgt_dec, 0.0)
-        self._check("rms_wgt_min", self.rms_wgt_min, 0.0)
-        self._check("rms_wgt_max", self.rms_wgt_max, self.rms_wgt_min)
-        self._check("varianceTimeConstant", self.variance_time_constant, 0.0)
-        self._check("fsAdagradTargetAvDenom", self.fsadagrad_target_av_denom, 0.0)
-        if self.adam_beta1 is not None:
-            self._check("adamBeta1", self.adam_beta1, 0.0, 1.0)
-        self._check("adamBeta2", self.adam_beta2, 0.0, 1.0)
-        self._check("adamEpsilon", self.adam_epsilon, 0.0)
-        self._check("rho", self.adadelta_rho, 0.0, 1.0)
-        self._check("epsilon", self.adadelta_epsilon, 0.0)
-        self._check("gaussianNoiseInjectStd", self.gaussian_noise_inject_std, 0.0)
-
-    def _check(self, key: str, value: float, low: float, high: float | None = None) -> None:
-        ok = isinstance(value, (int, float)) and math.isfinite(value) and value >= low
-        if ok and high is not None:
-            ok = value < high
-        if not ok:
-            bound = f"in [{low}, {high})" if high is not None else f">= {low}"
-            raise SchemaError(f"{key} must be {bound}, got {value}", self.span, key=key)
-
-    @classmethod
-    def from_cntk(cls, keys: Mapping[str, Any], span: Span | None = None) -> "SGDSettings":
-        """Settings from the SGD block's keys as CNTK spells them (matched case-insensitively).
-
-        Schedule keys accept a Schedule, `(value, epochs)` pairs, a number, CNTK's text form or any
-        object with `.value(epoch)`. Keys that are not about the learner are ignored here.
-        """
-        lower = {str(k).lower(): v for k, v in keys.items()}
-
-        def get(key, default=None):
-            return lower.get(key.lower(), default)
-
-        mb = MinibatchSizeSchedule(_schedule(get("minibatchSize"), "minibatchSize", span)
-                                   if get("minibatchSize") is not None else None, span=span)
-        lr = LearningRateSchedule(
-            per_sample=_schedule(get("learningRatesPerSample"), "learningRatesPerSample", span),
-            per_minibatch=_schedule(get("learningRatesPerMB"), "learningRatesPerMB", span),
-            minibatch_size=mb, span=span)
-        momentum = MomentumSchedule(
-            per_minibatch=_schedule(get("momentumPerMB"), "momentumPerMB", span),
-            per_sample=_schedule(get("momentumPerSample"), "momentumPerSample", span),
-            time_constant=_schedule(get("momentumAsTimeConstant"), "momentumAsTimeConstant",
-                                    span),
-            minibatch_size=mb, span=span)
-        update = get("gradUpdateType", "none")
-        if _bool(get("useAdagrad", False), "useAdagrad", span):
-            update = "adagrad"
-        settings = dict(learning_rate=lr, momentum=momentum, grad_update_type=update, span=span)
-        for key, attr, convert in _SCALAR_KEYS:
-            value = get(key)
-            if value is not None:
-                settings[attr] = convert(value, key, span)
-        return cls(**settings)
+from netlang.runtime.schedules import LearningRateSchedule, MomentumSchedule
 
 
 class Learner:
@@ -180,6 +64,8 @@ class Learner:
 
     def __init__(self, settings: SGDSettings, params: FlatParameters):
         self.settings = settings
+        self.learning_rate = LearningRateSchedule.of(settings)
+        self.momentum = MomentumSchedule.of(settings)
         self.params = params
         self.xp = params.xp
         self.steps = 0                      # updates done so far
@@ -191,10 +77,10 @@ class Learner:
     # ---- what the trainer asks --------------------------------------------------------------
 
     def learning_rate_per_sample(self, epoch: int) -> float:
-        return self.settings.learning_rate.per_sample(epoch) * self.learning_rate_factor
+        return self.learning_rate.per_sample(epoch) * self.learning_rate_factor
 
     def momentum_per_minibatch(self, epoch: int, mb_samples: int) -> float:
-        return self.settings.momentum.per_minibatch(epoch, mb_samples)
+        return self.momentum.per_minibatch(epoch, mb_samples)
 
     def step(self, epoch: int, mb_samples: int) -> None:
         """One update of `params.data` from `params.grad` (the sum over `mb_samples` samples)."""
@@ -233,16 +119,15 @@ class Learner:
             "learning_rate_factor": float(self.learning_rate_factor),
             "scalars": {k: float(v) for k, v in self.scalars.items()},
         }
-        state.update({k: _to_host(self.xp, buf).copy() for k, buf in self.state.items()})
+        state.update({k: self.params.backend.to_host(buf).copy() for k, buf in self.state.items()})
         return state
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         if state.get("learner") != self.name:
-            raise ConfigError(f"the checkpoint's learner state is for gradUpdateType "
-                              f"'{state.get('learner')}', but the config uses '{self.name}'",
-                              self.settings.span, key="gradUpdateType",
-                              hint="use the gradUpdateType the run was started with, or start "
-                                   "afresh without the checkpoint")
+            raise self.settings.error("gradUpdateType", f"the checkpoint's learner state is for gradUpdateType "
+                                      f"'{state.get('learner')}', but the config uses '{self.name}'",
+                                      hint="use the gradUpdateType the run was started with, or start "
+                                           "afresh without the checkpoint")
         if list(state.get("layout", self.params.layout)) != list(self.params.layout):
             raise ConfigError("the checkpoint's learner state belongs to a network with other "
                               "parameters", hint="the network changed since the checkpoint was "
@@ -258,7 +143,7 @@ class Learner:
                                   f"elements but the network has {self.params.size} parameters",
                                   hint="the network changed since the checkpoint was written")
         for name, value in buffers.items():
-            self.state[name][...] = self.xp.asarray(value, dtype=self.params.dtype).reshape(-1)
+            self.state[name][...] = self.params.backend.from_host(value, self.params.dtype).reshape(-1)
         self.steps = int(state.get("steps", 0))
         self.learning_rate_factor = float(state.get("learning_rate_factor", 1.0))
         self.scalars = {k: float(v) for k, v in state.get("scalars", {}).items()}
@@ -291,14 +176,25 @@ class Learner:
 
     def _noise(self, n: int):
         # A fresh generator per step, seeded by the step number: a resumed run draws the same noise.
-        rng = np.random.default_rng([self.settings.noise_seed, self.steps])
-        noise = rng.standard_normal(n, dtype=self.params.dtype)
+        stream = self.params.backend.random_stream([self.settings.noise_seed, self.steps])
+        noise = stream.standard_normal(n, self.params.dtype)
         noise *= self.settings.gaussian_noise_inject_std
-        return self.xp.asarray(noise)
+        return noise
 
     def _ave_multiplier(self, per_element):
         """CNTK's `aveMultiplier`: the mean of the per-element scale over each parameter."""
         return self.params.expand(self.params.segment_mean(per_element))
+
+
+def moving_average(average, decay: float, x, scale=1.0):
+    """`average ← decay·average + (1 − decay)·scale·x` in place: the unit-gain exponential average
+    every update rule keeps (momentum, squared gradients …). Returns the term added, `(scale·(1 −
+    decay))·x`; `scale` (a learning rate, scalar or per element) multiplies before `x` does, as CNTK
+    computes it."""
+    added = (scale * (1.0 - decay)) * x
+    average *= decay
+    average += added
+    return added
 
 
 class SGDLearner(Learner):
@@ -310,9 +206,7 @@ class SGDLearner(Learner):
     def update(self, w, g, lr, epoch, mb_samples):
         mu = self.momentum_per_minibatch(epoch, mb_samples)
         m = self.state["smoothed_gradient"][: w.size]
-        step = (lr * (1.0 - mu)) * g
-        m *= mu
-        m += step
+        step = moving_average(m, mu, g, scale=lr)
         if self.settings.use_nesterov:
             w -= mu * m
             w -= step
@@ -350,8 +244,7 @@ class RmsPropLearner(Learner):
             mean_square[...] = g * g
             step_size.fill(0.02)
             self.scalars["initialized"] = 1.0
-        mean_square *= s.rms_gamma
-        mean_square += (1.0 - s.rms_gamma) * (g * g)
+        moving_average(mean_square, s.rms_gamma, g * g)
         sign = xp.sign(g)
         same_direction = previous_sign * sign > 0
         grown = xp.minimum(step_size * s.rms_wgt_inc, s.rms_wgt_max)
@@ -382,15 +275,13 @@ class FSAdaGradLearner(Learner):
         self.scalars["smoothed_count"] = count
         target = s.fsadagrad_target_av_denom * math.sqrt(count)
         mean_square = self.state["mean_square"][:n]
-        mean_square *= nu
-        mean_square += (1.0 - nu) * (g * g)
+        moving_average(mean_square, nu, g * g)
         nonzero = mean_square != 0
         safe = xp.where(nonzero, mean_square, 1)
         g *= xp.where(nonzero, xp.minimum(target / xp.sqrt(safe), 10.0), 1)
         if mu > 0:
             m = self.state["smoothed_gradient"][:n]
-            m *= mu
-            m += (1.0 - mu) * g
+            moving_average(m, mu, g)
             g = m
         w -= lr * g
 
@@ -410,10 +301,8 @@ class AdamLearner(Learner):
         correction = math.sqrt(1.0 - beta2 ** t) / (1.0 - beta1 ** t)
         m = self.state["mean"][:n]
         v = self.state["mean_square"][:n]
-        m *= beta1
-        m += (1.0 - beta1) * g
-        v *= beta2
-        v += (1.0 - beta2) * (g * g)
+        moving_average(m, beta1, g)
+        moving_average(v, beta2, g * g)
         w -= (lr * correction) * m / (xp.sqrt(v) + s.adam_epsilon)
 
 
@@ -427,11 +316,9 @@ class AdaDeltaLearner(Learner):
         rho, eps = s.adadelta_rho, s.adadelta_epsilon
         v = self.state["mean_square_gradient"][:n]
         x = self.state["mean_square_delta"][:n]
-        v *= rho
-        v += (1.0 - rho) * (g * g)
+        moving_average(v, rho, g * g)
         delta = -xp.sqrt(x + eps) / xp.sqrt(v + eps) * g
-        x *= rho
-        x += (1.0 - rho) * (delta * delta)
+        moving_average(x, rho, delta * delta)
         w += lr * delta
 
 
@@ -442,66 +329,6 @@ LEARNERS: dict[str, type[Learner]] = {
 
 
 def create_learner(settings: SGDSettings, params: FlatParameters) -> Learner:
-    """The learner for `settings.grad_update_type`, bound to `params`."""
-    return LEARNERS[settings.grad_update_type](settings, params)
+    """The learner for `settings.grad_update_type` (any case, as the schema spells it), bound to `params`."""
+    return LEARNERS[settings.grad_update_type.lower()](settings, params)
 
-
-# ---- reading keys ------------------------------------------------------------------------------
-
-def _schedule(value, key: str, span: Span | None):
-    if value is None:
-        return None
-    try:
-        return as_schedule(value, span=span, key=key)
-    except TypeError:
-        raise SchemaError(f"{key} must be a schedule such as 0.01*2:0.005, got {value!r}",
-                          span, key=key) from None
-
-
-def _float(value, key: str, span: Span | None) -> float:
-    if isinstance(value, str) and value.strip().upper().endswith("#INF"):
-        return -math.inf if value.strip().startswith("-") else math.inf     # CNTK's 1#INF
-    if isinstance(value, bool):
-        raise SchemaError(f"{key} must be a number, got {value}", span, key=key)
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        raise SchemaError(f"{key} must be a number, got {value!r}", span, key=key) from None
-
-
-def _bool(value, key: str, span: Span | None) -> bool:
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, str) and value.strip().lower() in ("true", "false"):
-        return value.strip().lower() == "true"
-    if isinstance(value, (int, float)) and value in (0, 1):
-        return bool(value)
-    raise SchemaError(f"{key} must be true or false, got {value!r}", span, key=key)
-
-
-
-_SCALAR_KEYS = [
-    ("useNAG", "use_nesterov", _bool),
-    ("L2RegWeight", "l2_reg_weight", _float),
-    ("L1RegWeight", "l1_reg_weight", _float),
-    ("clippingThresholdPerSample", "clipping_threshold_per_sample", _float),
-    ("gradientClippingWithTruncation", "gradient_clipping_with_truncation", _bool),
-    ("normWithAveMultiplier", "norm_with_ave_multiplier", _bool),
-    ("rms_gamma", "rms_gamma", _float),
-    ("rms_wgt_inc", "rms_wgt_inc", _float),
-    ("rms_wgt_dec", "rms_wgt_dec", _float),
-    ("rms_wgt_max", "rms_wgt_max", _float),
-    ("rms_wgt_min", "rms_wgt_min", _float),
-    ("varianceTimeConstant", "variance_time_constant", _float),
-    ("fsAdagradTargetAvDenom", "fsadagrad_target_av_denom", _float),
-    ("adamBeta1", "adam_beta1", _float),
-    ("adamBeta2", "adam_beta2", _float),
-    ("adamEpsilon", "adam_epsilon", _float),
-    ("rho", "adadelta_rho", _float),
-    ("epsilon", "adadelta_epsilon", _float),
-    ("gaussianNoiseInjectStd", "gaussian_noise_inject_std", _float),
-]
-
-
-def _to_host(xp, array):
-    return array if xp is np else xp.asnumpy(array)

@@ -16,7 +16,8 @@ The hooks, in the order the trainer calls them:
     before_epoch(epoch, resumed)              the method is active from parallelizationStartEpoch
     reading() -> (rank, K)                    which share of every global minibatch to read
     any_rank(flag) -> bool                    a stop request (Ctrl-C, SIGTERM) seen on any worker
-    reduce_totals(crit, metrics, n)           criterion, metrics and samples summed over workers
+    reduce_totals(crit, metrics, n)           criterion, metrics and samples summed over workers (the
+                                              sums come as device scalars; K > 1 reads them here)
     after_backward(grad, n_local, n_global)   -> the sample count the learner step is for
     after_update(n_local, n_global)           block methods: count samples, sync a full block
     end_epoch()                               block methods: the final sync of the epoch
@@ -64,12 +65,16 @@ from __future__ import annotations
 
 import io
 import json
-from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 
-from netlang.runtime.distributed import BlockMomentum, GradientAggregator, ModelAveraging, resolve_block_size
+from netlang.compiler.lang.settings import FULL_PRECISION_BITS, ParallelSettings
+from netlang.runtime.distributed import (
+    BlockMomentum,
+    GradientAggregator,
+    ModelAveraging,
+    resolve_block_size,
+)
 from netlang.runtime.distributed.blockmomentum import (
     DEFAULT_BLOCK_SIZE_PER_WORKER_BMUF,
     DEFAULT_BLOCK_SIZE_PER_WORKER_MA,
@@ -77,42 +82,19 @@ from netlang.runtime.distributed.blockmomentum import (
 from netlang.runtime.distributed.quantization import column_dims
 
 SUPPORTED_METHODS = ("none", "DataParallelSGD", "BlockMomentumSGD", "ModelAveragingSGD")
-FULL_PRECISION_BITS = 32          # gradientBits at or above this: a plain all-reduce
-QUANTIZED_BITS = (1, 2, 4, 8)
+QUANTIZED_BITS = (1, 2, 4, 8)     # gradientBits below FULL_PRECISION_BITS that k-bit aggregation runs
 MOMENTUM_STATES = ("smoothed_gradient", "mean")   # learner buffers resetSGDMomentum zeroes
 
 
-@dataclass(frozen=True)
-class ParallelSettings:
-    """The `SGD.ParallelTrain` block, already validated (see actions/train.py)."""
-
-    method: str = "none"
-    start_epoch: int = 1                                  # parallelizationStartEpoch (1-based)
-    gradient_bits: Callable[[int], int] | None = None     # epoch -> bits; None: full precision
-    zero_threshold: bool = True                           # useZeroThresholdFor1BitQuantization
-    longer_axis: bool = False                             # quantizeAlongLongerAxis (netlang)
-    block_size: int | None = None                         # samples over all workers
-    block_size_per_worker: int | None = None
-    block_learning_rate: float = 1.0
-    block_momentum_per_sync: float | None = None
-    block_momentum_as_time_constant: float | None = None
-    use_nesterov: bool = True
-    reset_sgd_momentum: bool = True
-    span: object = None                                   # where the method is chosen, for errors
-
-    def bits(self, epoch: int) -> int:
-        return FULL_PRECISION_BITS if self.gradient_bits is None else int(self.gradient_bits(epoch))
-
-    def describe(self, workers: int) -> str:
-        text = f"{workers} workers, {self.method}"
-        if self.method == "DataParallelSGD":
-            bits = self.bits(max(self.start_epoch, 1))
-            text += " (full precision)" if bits >= FULL_PRECISION_BITS else f" ({bits}-bit)"
-            if bits < FULL_PRECISION_BITS and self.longer_axis:
-                text += " along the longer axis"
-        if self.start_epoch > 1:
-            text += f" from epoch {self.start_epoch}"
-        return text
+def check_supported(settings: ParallelSettings | None) -> None:
+    """Refuse, at the line that sets it, a parallel setting this code cannot run."""
+    if settings is None or settings.gradient_bits is None:
+        return
+    for bits in settings.gradient_bits.values:
+        if bits not in QUANTIZED_BITS and bits < FULL_PRECISION_BITS:
+            raise settings.error("gradientBits", f"gradientBits = {bits} is not supported",
+                                 hint="use 1, 2, 4 or 8 for quantised aggregation, or 32 (64 in double "
+                                      "precision, the default) for full precision")
 
 
 def create_strategy(settings: ParallelSettings | None, comm, flat, learner, executor,
@@ -189,8 +171,7 @@ class _Workers(ParallelStrategy):
     def begin(self) -> None:
         self._broadcast(self.flat.data)
         if self.comm.rank > 0:
-            fresh = np.random.default_rng([self.seed, self.comm.rank])
-            self.executor.rng.bit_generator.state = fresh.bit_generator.state
+            self.executor.rng = self.executor.backend.random_stream([self.seed, self.comm.rank])
         self._create()
         restored, self._restored = self._restored, None
         if restored is not None:
@@ -210,11 +191,12 @@ class _Workers(ParallelStrategy):
         self.comm.allreduce_sum(buf)
         return bool(buf[0] > 0)
 
-    def reduce_totals(self, crit: float, metrics: dict, samples: int) -> tuple[float, dict, int]:
+    def reduce_totals(self, crit, metrics: dict, samples: int) -> tuple[float, dict, int]:
         if not self.active:    # warm start: every worker saw the same full minibatch
             return crit, metrics, samples
         names = list(metrics)
-        buf = np.array([samples, crit] + [metrics[k] for k in names], dtype=np.float64)
+        host = self.flat.backend.to_host
+        buf = np.array([samples, float(host(crit))] + [float(host(metrics[k])) for k in names], dtype=np.float64)
         self.comm.allreduce_sum(buf)
         return float(buf[1]), dict(zip(names, map(float, buf[2:]))), int(round(buf[0]))
 
@@ -237,7 +219,7 @@ class _Workers(ParallelStrategy):
         self._create()
 
     def _own_arrays(self, mid_epoch: bool) -> dict:
-        return {"rng": _json_array(self.executor.rng.bit_generator.state)}
+        return {"rng": _json_array(self.executor.rng.state())}
 
     def _shared_arrays(self) -> dict:
         return {}
@@ -248,7 +230,7 @@ class _Workers(ParallelStrategy):
 
     def _load(self, shared: dict, own: dict) -> None:
         if "rng" in own:
-            self.executor.rng.bit_generator.state = _from_json_array(own["rng"])
+            self.executor.rng.restore(_from_json_array(own["rng"]))
 
     # ---- checkpoints -----------------------------------------------------------------------------
 
@@ -286,12 +268,12 @@ class _Workers(ParallelStrategy):
     def _on_host(self, buffer, work):
         """Run `work` on a NumPy array holding `buffer`'s values and keep what it changed.
 
-        NumPy buffers are used in place; CuPy buffers are copied to the host and back."""
-        if isinstance(buffer, np.ndarray):
-            return work(buffer)
-        host = self.flat.xp.asnumpy(buffer)
+        A buffer already on the host is used in place; a device buffer is copied to the host and back."""
+        backend = self.flat.backend
+        host = backend.to_host(buffer)
         result = work(host)
-        buffer[...] = self.flat.xp.asarray(host)
+        if host is not buffer:
+            buffer[...] = backend.from_host(host)
         return result
 
     def _count_bytes(self, work) -> None:
@@ -463,7 +445,7 @@ class _BlockParallel(_Workers):
         arrays["learner_json"] = _json_array({k: v for k, v in learner.items()
                                               if not isinstance(v, np.ndarray)})
         if mid_epoch:   # between syncs the workers' models differ
-            arrays["params"] = _to_numpy(self._trainable(self.flat.data))
+            arrays["params"] = np.array(self.flat.backend.to_host(self._trainable(self.flat.data)))
         return arrays
 
     def _load(self, shared: dict, own: dict) -> None:
@@ -474,7 +456,7 @@ class _BlockParallel(_Workers):
             learner.update({k[len("learner/"):]: v for k, v in own.items() if k.startswith("learner/")})
             self.learner.load_state_dict(learner)
         if "params" in own:
-            self._trainable(self.flat.data)[...] = self.flat.xp.asarray(own["params"])
+            self._trainable(self.flat.data)[...] = self.flat.backend.from_host(own["params"])
 
 
 class BlockMomentumParallel(_BlockParallel):
@@ -502,12 +484,12 @@ class BlockMomentumParallel(_BlockParallel):
     def end_epoch(self) -> None:
         super().end_epoch()
         if self.active:
-            self._trainable(self.flat.data)[...] = self.flat.xp.asarray(self.block.model)
+            self._trainable(self.flat.data)[...] = self.flat.backend.from_host(self.block.model)
 
     def before_epoch(self, epoch: int, resumed: bool) -> None:
         super().before_epoch(epoch, resumed)
         if self.active and not resumed:
-            self._trainable(self.flat.data)[...] = self.flat.xp.asarray(self.block.global_model)
+            self._trainable(self.flat.data)[...] = self.flat.backend.from_host(self.block.global_model)
 
     def _shared_arrays(self) -> dict:
         arrays = super()._shared_arrays()
@@ -565,6 +547,3 @@ def _json_array(value) -> np.ndarray:
 def _from_json_array(array: np.ndarray):
     return json.loads(bytes(np.asarray(array, dtype=np.uint8)).decode("utf-8"))
 
-
-def _to_numpy(array) -> np.ndarray:
-    return array.copy() if isinstance(array, np.ndarray) else array.get()

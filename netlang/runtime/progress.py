@@ -45,13 +45,16 @@ class Progress:
         self._progress.start()
         self._task = self._progress.add_task("train", total=epoch_size or None, loss="")
 
-    def advance(self, samples: int, window: dict, criterion: str) -> None:
+    def advance(self, samples: int) -> None:
+        """The samples of the epoch done so far (the bar shows the loss of the last report: reading
+        it every minibatch would wait for the device)."""
         if self._progress is not None:
-            n = max(window.get("samples", 0), 1)
-            loss = f"{criterion} {window.get('criterion', 0.0) / n:.4f}" if window.get("samples") else ""
-            self._progress.update(self._task, completed=samples, loss=loss)
+            self._progress.update(self._task, completed=samples)
 
-    def report(self, report: dict, max_epochs: int) -> None:
+    def report(self, report: dict, max_epochs: int, samples: int | None = None) -> None:
+        if self._progress is not None:
+            loss = " ".join(f"{k} {v:.4f}" for k, v in report["criterion"].items())
+            self._progress.update(self._task, completed=samples, loss=loss)
         if not self.enabled:
             return
         first, last = report["minibatches"]

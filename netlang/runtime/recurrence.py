@@ -27,11 +27,16 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from netlang.compiler.graph.loops import Loop
-from netlang.ir.graph import Node, SeqAxis, dyn_rank, is_delay
+from netlang.ir.graph import Node, SeqAxis, dyn_rank
 from netlang.ir.shapes import to_runtime
 from netlang.ops import registry
 from netlang.ops.registry import OpContext, OpDef, apply_backward, apply_forward
-from netlang.ops.sequence import delay_valid, initial_state, initial_state_gradient, time_step
+from netlang.ops.sequence import (
+    delay_valid,
+    initial_state,
+    initial_state_gradient,
+    time_step,
+)
 from netlang.ops.sparse import densified
 
 # Where a loop node's input comes from at step t.
@@ -42,7 +47,7 @@ LOOP, STEP, WHOLE = 0, 1, 2
 class RunState:
     """What one executor run holds, as far as a loop needs it."""
 
-    xp: Any
+    backend: Any                                   # runtime/backend.Backend
     dtype: Any
     values: dict                                   # node id -> value
     grads: dict                                    # node id -> gradient
@@ -51,6 +56,10 @@ class RunState:
     context: Callable[[Node, dict], OpContext]     # a kernel context for a node
     carry: Any = None                              # truncated BPTT: runtime/truncation.CarryOver
     state: Callable[[Node], dict] | None = None    # a node's persistent state (where carried steps live)
+
+    @property
+    def xp(self):
+        return self.backend.xp
 
 
 @dataclass
@@ -93,10 +102,10 @@ def _prepare(node: Node, loop: Loop, run: RunState) -> _NodeStep:
         else:
             sources.append(WHOLE)
             dyn.append(0 if inp.layout is None else 1)
-    step = _NodeStep(node, registry.get(node.op), sources, len(node.shape))
-    if is_delay(node) and sources[0] == LOOP:
+    step = _NodeStep(node, registry.op_of(node), sources, len(node.shape))
+    if step.op.delay and sources[0] == LOOP:
         step.delay = True
-        step.offset = time_step(node.attrs) * (1 if node.op == "PastValue" else -1)
+        step.offset = time_step(node.attrs) * step.op.delay
     else:
         step.ctx = run.context(node, {})
         step.ctx.dyn, step.ctx.out_dyn, step.ctx.mask = dyn, 1, None
@@ -141,7 +150,7 @@ def run_forward(loop: Loop, run: RunState) -> None:
     mask = run.masks[loop.axis]
     T = mask.shape[0]
     times = list(range(T)) if loop.direction > 0 else list(range(T - 1, -1, -1))
-    inputs = {n.id: densified(run.values[n.id], xp, run.dtype) for n in loop.external_inputs()}
+    inputs = {n.id: densified(run.values[n.id], run.backend, run.dtype) for n in loop.external_inputs()}
     trace = _Trace([_prepare(n, loop, run) for n in loop.nodes], times, inputs)
     outputs = trace.outputs
     for step in trace.steps:

@@ -12,6 +12,12 @@ With K > 1 workers (`mpiexec -n K netlang train`) the loop is the same on every 
 parallel strategy (runtime/parallel.py) decides which share of each minibatch a worker reads and
 what is exchanged around the learner step. Totals (samples, criterion, metrics) are summed over the
 workers, so progress and epoch results are global; rank 0 alone writes models, checkpoints and logs.
+
+The criterion and metric sums stay on the device: the loop adds them up there and reads them (a
+synchronisation with the device) only where it reports, every `numMBsToShowResult` minibatches, at
+the end of an epoch and when it writes a mid-epoch checkpoint. There it also checks that the
+criterion is finite; a diverged run stops at the next report with the error naming the criterion.
+(The parallel strategies read the sums every step, to add them up over the workers.)
 """
 from __future__ import annotations
 
@@ -21,8 +27,7 @@ import os
 import re
 import signal
 import time
-from dataclasses import dataclass, field
-from typing import Callable
+from dataclasses import dataclass
 
 from netlang.compiler.graph.network import require_scalar_criterion
 from netlang.errors import DataError, DataPosition, NetworkError, TrainingInterrupted
@@ -30,38 +35,17 @@ from netlang.ir import modelfile as modelio
 from netlang.ir.graph import Network, Node
 from netlang.ir.shapes import to_runtime
 from netlang.ops import registry
-from netlang.runtime.autoadjust import AutoAdjustSettings, LearningRateAdjuster
+from netlang.compiler.lang.settings import TrainingSettings
+from netlang.runtime.autoadjust import adjuster_for
 from netlang.runtime.backend import Backend
 from netlang.runtime.carryover import CarryOver
 from netlang.runtime.divergence import DivergenceWatch
 from netlang.runtime.executor import Executor, initial_parameters
 from netlang.runtime.feeding import feeds_from_minibatch
 from netlang.runtime.flatbuffer import FlatParameters
-from netlang.runtime.learners import Learner, SGDSettings, create_learner
-from netlang.runtime.parallel import ParallelSettings, create_strategy
+from netlang.runtime.learners import Learner, create_learner
+from netlang.runtime.parallel import create_strategy
 from netlang.runtime.progress import Progress
-
-
-@dataclass
-class TrainSettings:
-    """What the loop needs from the action and SGD blocks (already validated by the schema)."""
-
-    model_path: str
-    max_epochs: int
-    minibatch_size: Callable[[int], int]          # epoch (1-based) -> samples per minibatch
-    epoch_size: int = 0                           # samples; 0 = one full sweep of the data
-    num_mbs_to_show_result: int = 10
-    first_mbs_to_show_result: int = 0
-    keep_checkpoint_files: bool = False
-    make_mode: bool = True
-    dropout_rate: Callable[[int], float] | None = None
-    seed: int = 1
-    metrics_log: str | None = None                # JSON lines, one per report and per epoch
-    criterion: str | None = None                  # trainCriterionNodeName
-    evaluation: list[str] | None = None           # evalCriterionNodeName(s)
-    auto_adjust: AutoAdjustSettings | None = None  # AutoAdjust with adjustAfterEpoch
-    meta: dict = field(default_factory=dict)
-    resume_settings: dict | None = None           # what a resumed run must share (actions/resume.py)
 
 
 @dataclass
@@ -77,9 +61,11 @@ class EpochResult:
 
 
 class Trainer:
-    def __init__(self, network: Network, backend: Backend, sgd: SGDSettings, settings: TrainSettings,
+    def __init__(self, network: Network, backend: Backend, settings: TrainingSettings,
                  source, cv_source=None, progress: Progress | None = None, comm=None,
-                 parallel: ParallelSettings | None = None):
+                 resume_record: dict | None = None):
+        """`resume_record`: what a run resuming from this one's checkpoints must share with it
+        (actions/resume.py); stored in every checkpoint."""
         self.network = network
         self.backend = backend
         self.settings = settings
@@ -90,19 +76,19 @@ class Trainer:
         self.criterion = self._criterion_node()
         self.evaluations = self._evaluation_nodes()
         params = network.parameters
-        self.flat = FlatParameters([(p.name, to_runtime(p.shape)) for p in params], xp=backend.xp,
-                                   dtype=backend.dtype,
+        self.flat = FlatParameters([(p.name, to_runtime(p.shape)) for p in params], backend=backend,
                                    lr_multipliers={p.name: p.learning_rate_multiplier for p in params})
         self.executor = Executor(network, backend, {p.name: self.flat.view(p.name) for p in params},
                                  seed=settings.seed)
         self.learnable = [p for p in params if p.learning_rate_multiplier > 0]
         self.grad_views = {p.name: self.flat.grad_view(p.name) for p in self.learnable}
-        self.learner: Learner = create_learner(sgd, self.flat)
-        self.parallel = create_strategy(parallel, comm, self.flat, self.learner, self.executor, settings.seed)
-        self.adjuster = LearningRateAdjuster(settings.auto_adjust) if settings.auto_adjust else None
+        self.adjuster = adjuster_for(settings.auto_adjust)
+        self.learner: Learner = create_learner(settings.sgd, self.flat)
+        self.parallel = create_strategy(settings.parallel, comm, self.flat, self.learner, self.executor, settings.seed)
         self.start_epoch = 1
         self.resume_position: dict | None = None
         self._stop_signal: int | None = None
+        self.resume_record = resume_record
         self._checkpoints: dict[str, modelio.ModelFile] = {}   # loaded while looking for a resume point
         self._log_size = 0                                      # bytes of the metrics log this run stands on
         self.divergence = DivergenceWatch(self.criterion.name)
@@ -113,7 +99,8 @@ class Trainer:
         if self.settings.criterion:
             node = self.network.node(self.settings.criterion)
             if node is None:
-                raise NetworkError(f"no node named '{self.settings.criterion}' (trainCriterionNodeName)")
+                raise NetworkError(f"no node named '{self.settings.criterion}' (trainCriterionNodeName)",
+                                   self.settings.span_of("trainCriterionNodeName"))
             require_scalar_criterion(node)
             return node
         if not crits:
@@ -127,7 +114,8 @@ class Trainer:
             for name in self.settings.evaluation:
                 node = self.network.node(name)
                 if node is None:
-                    raise NetworkError(f"no node named '{name}' (evalCriterionNodeName)")
+                    raise NetworkError(f"no node named '{name}' (evalCriterionNodeName)",
+                                       self.settings.span_of("evalCriterionNodeName"))
                 out.append(node)
             return out
         return [n for n in self.network.groups.get("evaluation", []) if n is not self.criterion]
@@ -146,7 +134,7 @@ class Trainer:
         self.executor.options["precompute_pass"] = True
         try:
             evaluate(self.executor, self.network, self.source, nodes,
-                     int(self.settings.minibatch_size(1)), self.backend)
+                     int(self.settings.minibatch_size.value(1)), self.backend)
         finally:
             self.executor.options.pop("precompute_pass", None)
         for node in nodes:
@@ -161,14 +149,14 @@ class Trainer:
 
     def _training_state(self, epoch: int, position: dict | None) -> dict:
         return {"epoch": epoch, "position": position, "reader": self.source.state(),
-                "rng": self.executor.rng.bit_generator.state,
+                "rng": self.executor.rng.state(),
                 "learner": {k: v for k, v in self.learner.state_dict().items() if not _is_array(v)},
                 "autoAdjust": self.adjuster.state() if self.adjuster else None,
-                "settings": self.settings.resume_settings, "metricsLogSize": self._log_size,
+                "settings": self.resume_record, "metricsLogSize": self._log_size,
                 "divergence": self.divergence.state()}
 
     def _state_arrays(self) -> dict:
-        arrays = {f"learner/{k}": self.backend.to_numpy(v)
+        arrays = {f"learner/{k}": self.backend.to_host(v)
                   for k, v in self.learner.state_dict().items() if _is_array(v)}
         arrays.update(self.executor.state_arrays())
         return arrays
@@ -242,14 +230,15 @@ class Trainer:
         learner_state = dict(training.get("learner", {}))
         for key, value in ckpt.state.items():
             if key.startswith("learner/"):
-                learner_state[key[8:]] = self.backend.asarray(value) if value.dtype.kind == "f" else value
+                learner_state[key[8:]] = self.backend.from_host(value, self.backend.dtype) \
+                    if value.dtype.kind == "f" else value
         self.learner.load_state_dict(learner_state)
         self.executor.load_state_arrays(ckpt.state)
         note = self.parallel.restore_arrays(ckpt.state)
         if note:
             self.progress.message(note)
         self.source.restore(training["reader"])
-        self.executor.rng.bit_generator.state = training["rng"]
+        self.executor.rng.restore(training["rng"])
         if self.adjuster is not None and training.get("autoAdjust"):
             self.adjuster.load_state(training["autoAdjust"])
         self.divergence.load_state(training.get("divergence"))
@@ -314,7 +303,7 @@ class Trainer:
 
     def train_epoch(self, epoch: int) -> EpochResult:
         """One epoch: the source decides where it ends (`epochSize` samples or one sweep)."""
-        mb_size = int(self.settings.minibatch_size(epoch))
+        mb_size = int(self.settings.minibatch_size.value(epoch))
         position = self.resume_position or {}
         self.resume_position = None
         totals = {"samples": position.get("samples", 0), "criterion": position.get("criterion", 0.0),
@@ -322,8 +311,7 @@ class Trainer:
                   "seconds": position.get("seconds", 0.0)}
         window = {"samples": 0, "criterion": 0.0, "metrics": {}, "first_mb": totals["minibatches"] + 1,
                   **position.get("window", {}), "start": time.perf_counter()}
-        if self.settings.dropout_rate is not None:
-            self.executor.options["dropoutRate"] = float(self.settings.dropout_rate(epoch))
+        self.executor.options["dropoutRate"] = float(self.settings.dropout_rate.value(epoch))
         start = time.perf_counter() - totals["seconds"]
         lr = self.learner.learning_rate_per_sample(epoch)
         epoch_samples = self.settings.epoch_size or getattr(self.source, "samples_per_sweep", 0)
@@ -336,7 +324,7 @@ class Trainer:
         while True:
             if self.parallel.any_rank(self._stop_signal is not None):
                 totals["seconds"] = time.perf_counter() - start
-                self._interrupt(epoch, totals, window)
+                self._interrupt(epoch, self._read_sums(totals), self._read_sums(window))
             minibatch = self.source.next_minibatch(mb_size, rank, workers)
             # Every worker steps while the global minibatch has samples, even with an empty share.
             if (minibatch.global_num_samples if workers > 1 else minibatch.num_samples):
@@ -350,13 +338,14 @@ class Trainer:
                     totals["metrics"][k] = totals["metrics"].get(k, 0.0) + v
                     window["metrics"][k] = window["metrics"].get(k, 0.0) + v
                 self._maybe_report(epoch, totals, window, lr)
-                warning = self.divergence.observe(crit, n, epoch, lr)
-                if warning:
-                    self.progress.message(f"warning: {warning}")
             if minibatch.end_of_epoch:
                 break
         self.parallel.end_epoch()
         self.executor.forget_carried()      # every slot ran dry; nothing carried belongs in the model
+        totals = self._read_sums(totals)
+        self._check_finite(totals["criterion"], epoch)
+        if window["samples"]:               # what no report covered is watched too
+            self._watch(epoch, self._read_sums(window), totals["minibatches"] - window["first_mb"] + 1, lr)
         seconds = time.perf_counter() - start
         samples = max(totals["samples"], 1)
         result = EpochResult(epoch, totals["samples"], totals["criterion"] / samples,
@@ -367,22 +356,22 @@ class Trainer:
                                  mb_size, self.backend)["metrics"]
         return result
 
-    def step(self, epoch: int, minibatch) -> tuple[float, dict, int]:
-        """One update; returns the criterion and metric sums and the samples, over all workers."""
+    def step(self, epoch: int, minibatch) -> tuple[object, dict, int]:
+        """One update; returns the criterion and metric sums (on the device; host numbers with
+        several workers) and the samples, over all workers."""
         local = int(minibatch.num_samples)
         if local:
             feeds = feeds_from_minibatch(self.network, minibatch, self.backend.dtype)
             carry = None
             if minibatch.slots is not None:   # truncated BPTT: windows continue the previous minibatch's
-                carry = CarryOver.of(minibatch.slots, minibatch.steps_before, self.backend.xp)
+                carry = CarryOver.of(minibatch.slots, minibatch.steps_before, self.backend)
             outputs, _ = self.executor.run(feeds, self.evaluations, loss=self.criterion, wrt=self.learnable,
                                            grads=self.grad_views, training=True, carry=carry)
             # The criterion sums over its labels' samples (per-sequence labels: sequences); the
             # learning rate and the reported averages are per such sample, as in CNTK.
             local = self.executor.sample_counts.get(self.criterion.name, local)
-            crit = float(self.backend.to_numpy(outputs[self.criterion.name]).sum())
-            metrics = {node.name: float(self.backend.to_numpy(outputs[node.name]).sum())
-                       for node in self.evaluations}
+            crit = _device_sum(outputs[self.criterion.name])
+            metrics = {node.name: _device_sum(outputs[node.name]) for node in self.evaluations}
         else:  # this worker's share of the global minibatch is empty: it adds nothing
             self.flat.zero_grad()
             crit, metrics = 0.0, {node.name: 0.0 for node in self.evaluations}
@@ -391,28 +380,48 @@ class Trainer:
         if samples:
             self.learner.step(epoch, samples)
         self.parallel.after_update(local, n)
-        if not math.isfinite(crit):
+        return crit, metrics, n
+
+    def _read_sums(self, sums: dict) -> dict:
+        """`sums` with its criterion and metric sums read from the device: the loop's synchronisation
+        point (the device finishes the steps queued so far)."""
+        self.backend.synchronize()
+        host = dict(sums)
+        host["criterion"] = _host_number(self.backend, sums["criterion"])
+        host["metrics"] = {k: _host_number(self.backend, v) for k, v in sums["metrics"].items()}
+        return host
+
+    def _check_finite(self, criterion: float, epoch: int) -> None:
+        if not math.isfinite(criterion):
             rate = self.learner.learning_rate_per_sample(epoch)
-            raise NetworkError(f"the criterion '{self.criterion.name}' became {crit} in epoch {epoch}",
+            raise NetworkError(f"the criterion '{self.criterion.name}' became {criterion} in epoch {epoch}",
                                self.criterion.span, hint=f"lower the learning rate ({rate:.6g} per sample in "
                                                          f"epoch {epoch}) or check the data")
-        return crit, metrics, n
+
+    def _watch(self, epoch: int, sums: dict, minibatches: int, lr: float) -> None:
+        """Show the divergence watch a window of minibatches whose sums are on the host."""
+        warning = self.divergence.observe(sums["criterion"], sums["samples"], minibatches, epoch, lr)
+        if warning:
+            self.progress.message(f"warning: {warning}")
 
     def _maybe_report(self, epoch: int, totals: dict, window: dict, lr: float) -> None:
         mbs = totals["minibatches"]
         every = self.settings.num_mbs_to_show_result
         first = self.settings.first_mbs_to_show_result
         if not ((every and mbs % every == 0) or (first and mbs <= first)):
-            self.progress.advance(totals["samples"], window, self.criterion.name)
+            self.progress.advance(totals["samples"])
             return
+        sums = self._read_sums(window)            # first: the time then covers the queued steps
+        self._check_finite(sums["criterion"], epoch)
         seconds = max(time.perf_counter() - window["start"], 1e-9)
         n = max(window["samples"], 1)
         report = {"event": "minibatch", "epoch": epoch, "minibatches": [window["first_mb"], mbs],
-                  "samples": window["samples"], "criterion": {self.criterion.name: window["criterion"] / n},
-                  "metrics": {k: v / n for k, v in window["metrics"].items()},
+                  "samples": window["samples"], "criterion": {self.criterion.name: sums["criterion"] / n},
+                  "metrics": {k: v / n for k, v in sums["metrics"].items()},
                   "learningRatePerSample": lr, "samplesPerSecond": window["samples"] / seconds}
-        self.progress.report(report, self.settings.max_epochs)
+        self.progress.report(report, self.settings.max_epochs, totals["samples"])
         self._log(report)
+        self._watch(epoch, sums, mbs - window["first_mb"] + 1, lr)
         window.update(samples=0, criterion=0.0, metrics={}, start=time.perf_counter(), first_mb=mbs + 1)
 
     def _log(self, record: dict) -> None:
@@ -482,15 +491,26 @@ def evaluate(executor: Executor, network: Network, source, nodes: list[Node], mb
             feeds = feeds_from_minibatch(network, minibatch, backend.dtype)
             outputs, _ = executor.run(feeds, nodes, training=False)
             for n in nodes:
-                totals[n.name] += float(backend.to_numpy(outputs[n.name]).sum())
+                totals[n.name] += _device_sum(outputs[n.name])
                 counts[n.name] += executor.sample_counts.get(n.name, int(minibatch.num_samples))
             samples += int(minibatch.num_samples)
             if on_minibatch is not None:
                 on_minibatch(outputs, minibatch)
         if minibatch.end_of_epoch:
             break
+    totals = {k: _host_number(backend, v) for k, v in totals.items()}
     return {"metrics": {k: v / max(counts[k], 1) for k, v in totals.items()}, "samples": samples,
             "counts": counts}
+
+
+def _device_sum(array):
+    """The sum of `array` in its own precision, as a float64 scalar that stays on the device; totals
+    add these up in float64."""
+    return array.sum().astype("float64")
+
+
+def _host_number(backend: Backend, value) -> float:
+    return float(backend.to_host(value))
 
 
 def _int(value, path: str) -> int:

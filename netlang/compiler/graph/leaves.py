@@ -1,8 +1,9 @@
 """Construction of leaf nodes: inputs, parameters and constants (reference §4.1, §4.4).
 
 The `new ComputationNode` constructor hands the attributes it collected (the record plus the
-enclosing function's arguments) to these builders. Initial values are drawn later, once every
-dimension is inferred (`runtime/initializers.py`); here we only record the recipe.
+enclosing function's arguments) to the builder of the op's leaf kind (`OpDef.leaf`), which reads
+them through the op's signature (their defaults live there). Initial values are drawn later, once
+every dimension is inferred (`runtime/initializers.py`); here we only record the recipe.
 """
 from __future__ import annotations
 
@@ -11,13 +12,15 @@ import numpy as np
 from netlang.compiler.lang.nodes import BuildContext
 from netlang.errors import EvalError, suggest
 from netlang.ir.graph import DEFAULT_SEQ, LEGACY_TAGS, TAG_GROUPS, Node, SeqAxis
+from netlang.ops import registry
+from netlang.ops.registry import OpDef
 
 INIT_KINDS = ("uniform", "gaussian", "heNormal", "heUniform", "glorotNormal", "glorotUniform", "xavier",
               "zero", "fixedValue", "fromLiteral", "fromFile", "bilinear")
 
 
-def _shape_attr(attrs: dict, ctx: BuildContext) -> tuple:
-    shape = attrs.get("shape", attrs.get("dims"))
+def _shape_attr(op: OpDef, attrs: dict, ctx: BuildContext) -> tuple:
+    shape = op.signature.value(attrs, "shape")
     if shape is None and "rows" in attrs:
         shape = (attrs["rows"], attrs.get("cols", 1)) if attrs.get("cols", 1) != 1 else (attrs["rows"],)
     if shape is None:
@@ -32,23 +35,25 @@ def _shape_attr(attrs: dict, ctx: BuildContext) -> tuple:
     return shape
 
 
-def build_input(attrs: dict, ctx: BuildContext, sparse: bool = False) -> Node:
-    shape = _shape_attr(attrs, ctx)
+def build_input(op: OpDef, attrs: dict, ctx: BuildContext) -> Node:
+    shape = _shape_attr(op, attrs, ctx)
     if not shape or any(d == 0 for d in shape):
         raise EvalError(f"input dimensions must be given, got {shape}", ctx.span,
                         hint="an Input's shape is never inferred; write e.g. Input{784}")
-    axis = attrs.get("dynamicAxis")
+    axis = op.signature.value(attrs, "dynamicAxis")
     layout = axis if isinstance(axis, SeqAxis) else DEFAULT_SEQ
-    sparse = sparse or bool(attrs.get("sparse", False))
-    node = Node("SparseInputValue" if sparse else "InputValue", [], {"shape": shape}, name=ctx.path,
-                span=ctx.span, shape=shape, layout=layout, tags={"feature"})
+    if op.leaf == "input" and op.signature.value(attrs, "sparse"):
+        op = registry.leaf_op("sparse_input")
+    node = Node(op.name, [], {"shape": shape}, name=ctx.path, span=ctx.span, shape=shape, layout=layout,
+                tags={"feature"})
     return node
 
 
-def build_parameter(attrs: dict, ctx: BuildContext) -> Node:
-    shape = _shape_attr(attrs, ctx)
-    init = attrs.get("init", "") or ""
-    init_value = attrs.get("initValue", "")
+def build_parameter(op: OpDef, attrs: dict, ctx: BuildContext) -> Node:
+    shape = _shape_attr(op, attrs, ctx)
+    value = op.signature.value
+    init = value(attrs, "init") or ""
+    init_value = value(attrs, "initValue")
     if init == "":
         if isinstance(init_value, (int, float)) and not isinstance(init_value, bool):
             init = "fixedValue"
@@ -63,13 +68,13 @@ def build_parameter(attrs: dict, ctx: BuildContext) -> Node:
     recipe = {
         "shape": shape,
         "init": init,
-        "initValueScale": float(attrs.get("initValueScale", 1) or 1),
-        "initValue": init_value if isinstance(init_value, (int, float)) else attrs.get("value", 0),
-        "initOutputRank": int(attrs.get("initOutputRank", 1)),
-        "initFilterRank": int(attrs.get("initFilterRank", 0)),
-        "initFromFilePath": attrs.get("initFromFilePath", ""),
-        "initFromLiteral": attrs.get("initFromLiteral", ""),
-        "randomSeed": int(attrs.get("randomSeed", -1)),
+        "initValueScale": float(value(attrs, "initValueScale") or 1),
+        "initValue": init_value if isinstance(init_value, (int, float)) else value(attrs, "value"),
+        "initOutputRank": int(value(attrs, "initOutputRank")),
+        "initFilterRank": int(value(attrs, "initFilterRank")),
+        "initFromFilePath": value(attrs, "initFromFilePath"),
+        "initFromLiteral": value(attrs, "initFromLiteral"),
+        "randomSeed": int(value(attrs, "randomSeed")),
     }
     if init == "fromLiteral":
         recipe["literal"] = parse_literal(recipe["initFromLiteral"], ctx)
@@ -77,15 +82,15 @@ def build_parameter(attrs: dict, ctx: BuildContext) -> Node:
             recipe["shape"] = shape = literal_shape(recipe["literal"])
     node = Node("LearnableParameter", [], recipe, name=ctx.path, span=ctx.span, shape=shape)
     node.is_parameter = True
-    node.learning_rate_multiplier = float(attrs.get("learningRateMultiplier", 1.0))
+    node.learning_rate_multiplier = float(value(attrs, "learningRateMultiplier"))
     return node
 
 
-def build_constant(attrs: dict, ctx: BuildContext) -> Node:
+def build_constant(op: OpDef, attrs: dict, ctx: BuildContext) -> Node:
     attrs = dict(attrs)
     attrs.setdefault("init", "fixedValue")
     attrs["learningRateMultiplier"] = 0.0
-    return build_parameter(attrs, ctx)
+    return build_parameter(registry.leaf_op("parameter"), attrs, ctx)
 
 
 def parse_literal(text: str, ctx: BuildContext) -> np.ndarray:
@@ -105,12 +110,13 @@ def literal_shape(matrix: np.ndarray) -> tuple:
     return (rows, cols) if cols > 1 else (rows,)
 
 
-LEAF_BUILDERS = {
-    "InputValue": build_input,
-    "SparseInputValue": lambda attrs, ctx: build_input(attrs, ctx, sparse=True),
-    "LearnableParameter": build_parameter,
-    "Constant": build_constant,
-}
+_BUILDERS = {"input": build_input, "sparse_input": build_input, "parameter": build_parameter,
+             "constant": build_constant}
+
+
+def build_leaf(op: OpDef, attrs: dict, ctx: BuildContext) -> Node:
+    """The node of leaf op `op` (its `leaf` kind says how it is built) from the collected attributes."""
+    return _BUILDERS[op.leaf](op, attrs, ctx)
 
 
 def apply_tag(node: Node, tag, ctx: BuildContext) -> None:

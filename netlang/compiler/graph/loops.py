@@ -19,13 +19,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from netlang.errors import NetworkError
-from netlang.ir.graph import Node, SeqAxis, is_delay
-
-# Operations that need a whole sequence at once, so they cannot run inside a loop one step at a time.
-WHOLE_SEQUENCE_OPS = frozenset({
-    "Where", "PackedIndex", "GatherPacked", "ScatterPacked", "TimeReverse", "SequenceSlice",
-    "SequenceFirst", "SequenceLast", "SequenceReduce", "OptimizedRNNStack",
-})
+from netlang.ir.graph import Node, SeqAxis
+from netlang.ops.registry import is_delay, op_of
 
 
 @dataclass(eq=False)
@@ -33,7 +28,8 @@ class Loop:
     """A recurrent loop: its nodes in the order they run within one time step, and its direction."""
 
     nodes: list[Node]
-    direction: int                  # +1: t = 0, 1, … (PastValue); -1: t = T-1, …, 0 (FutureValue)
+    direction: int                  # +1: t = 0, 1, … (PastValue); -1: t = T-1, …, 0 (FutureValue):
+                                    # the `delay` of the loop's delays
     ids: frozenset = field(default_factory=frozenset)
     exported: frozenset = field(default_factory=frozenset)   # ids of nodes read after the loop (set by the plan)
 
@@ -132,12 +128,12 @@ def make_loop(component: list[Node]) -> Loop:
     members = {n.id for n in component}
     order = _step_order(component, members)
     delays = [n for n in order if is_delay(n) and n.inputs[0].id in members]
-    kinds = {n.op for n in delays}
-    if len(kinds) > 1:
-        past = next(n for n in delays if n.op == "PastValue")
-        future = next(n for n in delays if n.op == "FutureValue")
+    directions = {op_of(n).delay for n in delays}
+    if len(directions) > 1:
+        past = next(n for n in delays if op_of(n).delay > 0)
+        future = next(n for n in delays if op_of(n).delay < 0)
         raise NetworkError(
-            f"a recurrent loop mixes PastValue '{past.name}' and FutureValue '{future.name}'; "
+            f"a recurrent loop mixes {past.op} '{past.name}' and {future.op} '{future.name}'; "
             f"its nodes: {_names(order)}", future.span or past.span,
             hint="a loop runs either forward or backward in time; split it into two loops")
     for delay in delays:
@@ -146,11 +142,11 @@ def make_loop(component: list[Node]) -> Loop:
                                "sequence axis", delay.span,
                                hint="a delay needs a sequence: feed the loop from an Input with a dynamic axis")
     for node in order:
-        if node.op in WHOLE_SEQUENCE_OPS:
+        if op_of(node).whole_sequence:
             raise NetworkError(f"{node.op} '{node.name}' needs the whole sequence, but it is inside a "
                                f"recurrent loop ({_names(order)})", node.span,
                                hint="a loop runs one time step at a time; move the operation out of the loop")
-    return Loop(order, +1 if kinds == {"PastValue"} else -1)
+    return Loop(order, next(iter(directions), -1))
 
 
 def _cut_inputs(node: Node, members: set[int]) -> list[Node]:

@@ -12,13 +12,13 @@ from __future__ import annotations
 from netlang.compiler.graph import loops
 from netlang.compiler.graph.shapeinfer import common_layout
 from netlang.errors import DataError, DataPosition, NetworkError
-from netlang.ir.graph import Network, Node, is_delay
+from netlang.ir.graph import Network, Node
 from netlang.ir.modelfile import DAMAGED_HINT, DamagedModel, ModelFile, load_model
 from netlang.ops import registry
 from netlang.ops.registry import ShapeMismatch, ShapeResult
 
-INPUT_OPS = ("InputValue", "SparseInputValue")
-PARAMETER_OPS = ("LearnableParameter", "Constant")
+INPUT_LEAVES = ("input", "sparse_input")
+PARAMETER_LEAVES = ("parameter", "constant")
 
 # What a shape or layout rule raises when a crafted file gives it attributes it was never meant to
 # see (a string for a stride, a missing key …): the rules are written for graphs netlang builds.
@@ -48,7 +48,7 @@ def check_graph(network: Network) -> None:
         if len(node.inputs) < low or 0 <= high < len(node.inputs):
             raise DamagedModel(part, f"{node.op} with {len(node.inputs)} inputs")
         _check_leaf(node, op, part)
-        looping = node.inputs[:1] if is_delay(node) else []
+        looping = node.inputs[:1] if op.delay else []
         later = next((i for i in node.inputs if position[i.id] >= index and i not in looping), None)
         if later is not None:
             raise DamagedModel(part, f"its input '{later.name}' comes after it")
@@ -61,9 +61,9 @@ def check_graph(network: Network) -> None:
 
 
 def _check_leaf(node: Node, op, part: str) -> None:
-    if node.is_parameter and (op.name not in PARAMETER_OPS or node.layout is not None):
+    if node.is_parameter and (op.leaf not in PARAMETER_LEAVES or node.layout is not None):
         raise DamagedModel(part, f"a {node.op} with a dynamic axis cannot be a parameter")
-    if op.leaf and not node.is_parameter and (op.name not in INPUT_OPS or node.layout is None):
+    if op.leaf and not node.is_parameter and (op.leaf not in INPUT_LEAVES or node.layout is None):
         raise DamagedModel(part, f"a {node.op} that is neither a parameter nor an input with a dynamic axis")
 
 

@@ -22,18 +22,14 @@ from netlang.ir.graph import (
     Network,
     Node,
     SeqAxis,
-    is_delay,
+    depth_first,
     layout_suffix,
-    topological_order,
 )
 from netlang.ir.shapes import format_shape
 from netlang.ops import registry
+from netlang.ops.registry import is_delay, op_of
 
 GROUP_MEMBERS = {f"{g}Nodes": g for g in TAG_GROUPS}
-# Operations that need the time axis; without any of them, a network runs in frame mode.
-SEQUENCE_OPS = {"PastValue", "FutureValue", "ReconcileDynamicAxis"} | loops.WHOLE_SEQUENCE_OPS
-# A product with a sparse input runs as a gather (runtime/ops/sparse.py), not a dense matmul.
-SPARSE_PRODUCTS = {"Times": "SparseTimes", "TransposeTimes": "SparseTransposeTimes"}
 
 
 def build_network(record, ctx: BuildContext) -> Network:
@@ -98,17 +94,24 @@ def _flatten_nodes(value, member: str, record) -> list[Node]:
 
 
 def _attach_late_inputs(roots: list[Node]) -> None:
-    seen: set[int] = set()
-    stack = list(roots)
-    while stack:
-        node = stack.pop()
-        if node.id in seen:
-            continue
-        seen.add(node.id)
+    """Force the inputs of every reachable delay. The walk enters the last root and the last input
+    first (the order this pass has always had): the thunks it forces create nodes, and their ids
+    order the steps within a loop."""
+    def attached_inputs(node: Node) -> list[Node]:
         if node.late_inputs is not None:
             attach, node.late_inputs = node.late_inputs, None
             node.inputs = list(attach()) + node.inputs
-        stack.extend(node.inputs)
+        return node.inputs[::-1]
+
+    depth_first(roots[::-1], attached_inputs)
+
+
+def topological_order(roots: list[Node]) -> list[Node]:
+    """Nodes reachable from `roots`, every node after its inputs. A cycle through a delay is broken
+    at the delay: its main input (which closes the loop) is ordered as a root of its own; any other
+    cycle raises CycleError."""
+    return depth_first(roots, lambda node: node.inputs[1:] if is_delay(node) else node.inputs, acyclic=True,
+                       deferred_of=lambda node: node.inputs[:1] if is_delay(node) else [])
 
 
 def _strip_prefix(nodes: list[Node], prefix: str) -> None:
@@ -159,7 +162,7 @@ def _shape_guess(node: Node, visiting: set[int]) -> tuple | None:
     shapes = [_shape_guess(i, visiting) for i in node.inputs]
     visiting.discard(node.id)
     op = registry.get(node.op)
-    if is_delay(node):
+    if op is not None and op.delay:
         return shapes[0]
     if op is None or op.leaf:
         return node.shape if node.is_parameter else None    # a parameter's 0s are the rule's to infer
@@ -176,10 +179,11 @@ def _shape_guess(node: Node, visiting: set[int]) -> tuple | None:
 
 
 def _needs_time_axis(nodes: list[Node]) -> bool:
-    """Sequence operations need the time axis; so do inputs on different dynamic axes."""
-    if any(n.op in SEQUENCE_OPS for n in nodes):
+    """Sequence operations need the time axis; so do inputs on different dynamic axes. Without
+    either, a network runs in frame mode."""
+    if any(op_of(n).needs_time_axis for n in nodes):
         return True
-    return len({n.layout for n in nodes if n.op in ("InputValue", "SparseInputValue")}) > 1
+    return len({n.layout for n in nodes if op_of(n).leaf in ("input", "sparse_input")}) > 1
 
 
 def _check_reduced_axes(nodes: list[Node]) -> None:
@@ -201,9 +205,12 @@ def _check_delays(nodes: list[Node]) -> None:
 
 
 def _use_sparse_products(nodes: list[Node]) -> None:
+    """A product whose second operand is a sparse input runs as its sparse form (a gather,
+    ops/sparse.py), not as a dense product with a mostly-zero matrix."""
     for node in nodes:
-        if node.op in SPARSE_PRODUCTS and node.inputs[1].op == "SparseInputValue":
-            node.op = SPARSE_PRODUCTS[node.op]
+        sparse_form = op_of(node).sparse_form
+        if sparse_form and op_of(node.inputs[1]).leaf == "sparse_input":
+            node.op = sparse_form
 
 
 def _lower_to_frame_mode(nodes: list[Node]) -> None:

@@ -131,7 +131,7 @@ def binary(op: str, left, right, ctx: BuildContext):
         raise EvalError("operator '||' is not applicable to nodes", ctx.span)
     if op == "*":
         if isinstance(left, Node) and isinstance(right, Node):
-            return _op_node("Times", [left, right], {"outputRank": 1, "inferInputRankToMap": -1}, ctx)
+            return _op_node("Times", [left, right], {}, ctx)   # outputRank, inferInputRankToMap: the defaults
         return _op_node("ElementTimes", [left, right], {}, ctx)
     if op == "/":
         if isinstance(right, Node):
@@ -244,47 +244,45 @@ def new_computation_node(record, ctx: BuildContext):
     operation = _lookup(record, "operation")
     if not isinstance(operation, str):
         raise EvalError("new ComputationNode needs a string 'operation'", ctx.span)
-    if operation in DELAY_OPS:
-        return new_delay_node(record, operation, ctx)
+    op = registry.get(operation)
+    if op is not None and op.delay:
+        return new_delay_node(record, op, ctx)
     raw_inputs = record.get("inputs") if record.has("inputs") else None
     inputs = [] if raw_inputs is None else _flatten(raw_inputs)
     inputs = [as_node(v, ctx, f"{ctx.path}.inputs[{i}]") for i, v in enumerate(inputs)]
     attrs = _record_attrs(record)
     tag = _lookup(record, "tag", "")
-    if operation in leaves.LEAF_BUILDERS:
-        node = leaves.LEAF_BUILDERS[operation](attrs, BuildContext(ctx.path, user_span(ctx.span)))
+    if op is not None and op.leaf:
+        node = leaves.build_leaf(op, attrs, BuildContext(ctx.path, user_span(ctx.span)))
     else:
-        node = make_node(TIME_AXIS_FORMS.get(operation, operation) if _on_time_axis(attrs) else operation,
-                         inputs, attrs, ctx)
+        # A primitive with a time-axis form acts on the time axis when given axis < 0 (CNTK writes
+        # Slice(…, axis=-1)).
+        on_time_axis = op is not None and op.time_axis_form and _on_time_axis(attrs)
+        node = make_node(op.time_axis_form if on_time_axis else operation, inputs, attrs, ctx)
     leaves.apply_tag(node, tag, ctx)
     return node
 
 
 # ---- recurrence: delays attach their input late (reference §3.2) -------------------------------
 
-DELAY_OPS = ("PastValue", "FutureValue")
-# The attributes a delay reads from its enclosing function's arguments; its input (and initial
-# state) are not among them: forcing them now would re-enter the loop being defined.
-DELAY_ATTRS = ("dims", "shape", "timeStep", "defaultHiddenActivation")
-# Primitives that act on the time axis when given axis < 0 (CNTK writes Slice(…, axis=-1)).
-TIME_AXIS_FORMS = {"Slice": "SequenceSlice"}
-
-
 def _on_time_axis(attrs: dict) -> bool:
     axis = attrs.get("axis")
     return isinstance(axis, (int, float)) and not isinstance(axis, bool) and axis < 0
 
 
-def new_delay_node(record, operation: str, ctx: BuildContext) -> Node:
+def new_delay_node(record, op: registry.OpDef, ctx: BuildContext) -> Node:
     """PastValue/FutureValue: the node exists before its input, which closes a loop through it.
 
     Its shape comes from the declared dims (0: inferred later) and its layout is provisionally
     BATCH, which combines with any sequence axis; validation gives it its input's layout. The
-    `inputs` thunk is forced when the network is assembled (`network._attach_late_inputs`).
+    `inputs` thunk is forced when the network is assembled (`network._attach_late_inputs`). Of the
+    enclosing function's arguments it reads only its signature's attributes: forcing its input (or
+    initial state) now would re-enter the loop being defined.
     """
+    operation = op.name
     ctx = BuildContext(ctx.path, user_span(ctx.span))
-    attrs = _record_attrs(record, only=DELAY_ATTRS)
-    shape = attrs.get("shape", attrs.get("dims", ()))
+    attrs = _record_attrs(record, only=op.signature.spellings)
+    shape = op.signature.value(attrs, "shape") or ()
     shape = (int(shape),) if isinstance(shape, (int, float)) else tuple(shape or ())
     known = bool(shape) and all(d > 0 for d in shape)
     node = Node(operation, [], attrs, name=ctx.path, span=ctx.span, shape=shape if known else (),

@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from netlang.compiler.graph.loops import Loop, execution_units
-from netlang.ir.graph import Network, Node
+from netlang.ir.graph import Network, Node, depth_first
 from netlang.ops import registry
 
 
@@ -47,14 +47,7 @@ class Plan:
 
 def needed_nodes(network: Network, roots: list[Node]) -> list[Node]:
     """Nodes of `network` (topological order) that the roots depend on."""
-    want: set[int] = set()
-    stack = list(roots)
-    while stack:
-        node = stack.pop()
-        if node.id in want:
-            continue
-        want.add(node.id)
-        stack.extend(node.inputs)
+    want = {n.id for n in depth_first(roots)}
     return [n for n in network.nodes if n.id in want]
 
 
