@@ -1,9 +1,10 @@
 """`netlang check cfg.net [key=value ...] [--json]`: validate a config without training.
 
 Parses and evaluates the config, validates the top level and every block named by `command` with
-the schemas, evaluates the user's plain variables, builds every network, reads one minibatch from
-each reader, and prints the resolved configuration (the values the config sets; `netlang explain`
-lists the defaults too) and the networks.
+the schemas, evaluates the user's plain variables, checks that the output directories can be made,
+builds every network (with the memory a training of it needs), reads one minibatch from each
+reader, and prints the resolved configuration (the values the config sets; `netlang explain` lists
+the defaults too) and the networks.
 
 A network that loads a model an earlier block of `command` writes (`BS.Network.Load ("$modelPath$")`
 after a train block) is not built: check says which block writes it, and the block builds it when it
@@ -17,8 +18,10 @@ import sys
 
 from rich.markup import escape
 
-from netlang.actions.common import create_reader
+from netlang.actions.common import backend_for, create_reader
+from netlang.actions.directories import output_directory, probe_directory
 from netlang.actions.output import stdout_console
+from netlang.actions.train import training_memory
 from netlang.compiler.graph import load_config
 from netlang.compiler.graph.network import (
     ModelNotWrittenYet,
@@ -31,7 +34,9 @@ from netlang.compiler.lang.config import Config, block_entries, resolved_config_
 from netlang.compiler.lang.evaluator import force_all
 from netlang.compiler.lang.settings import reader_settings
 from netlang.compiler.lang.views import own_names
+from netlang.errors import ConfigError
 from netlang.runtime.feeding import feeds_from_minibatch
+from netlang.runtime.memory import device_memory, human_bytes, require_fit
 
 
 def build_networks(config: Config) -> dict:
@@ -58,9 +63,11 @@ def _network_summary(view, ref, written: dict) -> dict:
             network = build_action_network(ref)
         except ModelNotWrittenYet as pending:
             return {"deferred": {"loads": pending.path, "written_by": pending.writer}}
+    report = summary(network)
     if view.action == "train":
         require_training_nodes(network, ref.span)
-    return summary(network)
+        report["memory"] = check_memory(view, network, ref.span)
+    return report
 
 
 def _models_written(view) -> list[str]:
@@ -70,6 +77,19 @@ def _models_written(view) -> list[str]:
     if view.action == "edit" and view.get("outputModelPath"):
         return [view.outputModelPath]
     return []
+
+
+def check_memory(view, network, span) -> dict:
+    """The training's memory estimate, with the device's memory when the device is here to ask;
+    a config error when the training's buffers cannot fit it."""
+    memory = training_memory(view, network)
+    try:
+        backend = backend_for(view)
+    except ConfigError:              # a GPU that this machine does not have: nothing to compare with
+        return {**memory.as_dict(), "device": str(view.deviceId), "deviceMemory": None}
+    available = device_memory(backend)
+    require_fit(memory, backend.device, available, span)
+    return {**memory.as_dict(), "device": backend.device, "deviceMemory": available}
 
 
 def check_readers(config: Config, networks: dict) -> dict:
@@ -97,6 +117,19 @@ def check_readers(config: Config, networks: dict) -> dict:
     return report
 
 
+# The file-path settings each action writes to, and so needs a directory for.
+OUTPUT_PATHS = {"train": "modelPath", "write": "outputPath"}
+
+
+def check_output_directories(config: Config) -> None:
+    """Every directory training or writing will make can be made (probed, then removed again)."""
+    for _, view in config.actions():
+        key = OUTPUT_PATHS.get(view.action)
+        path = view.get(key) if key is not None else None
+        if path:
+            probe_directory(output_directory(path), key, view.span_of(key))
+
+
 def check_library(config: Config, args) -> int:
     """A file with definitions only: evaluate them all, say there is nothing to run (exit 0)."""
     names = own_names(config.record)
@@ -116,6 +149,7 @@ def run(args) -> int:
     if config.is_library():
         return check_library(config, args)
     resolved = resolved_config_dict(config)  # validates every command block
+    check_output_directories(config)
     networks = build_networks(config)
     data = {} if args.no_data else check_readers(config, networks)
     if args.json:
@@ -123,8 +157,9 @@ def run(args) -> int:
         actions = document.setdefault("actions", {})
         for name, net in networks.items():
             report = net if "deferred" in net else {"parameters": net["parameters"], "nodes": net["nodes"]}
-            if net.get("unused_parameters"):
-                report["unused_parameters"] = net["unused_parameters"]
+            for key in ("memory", "unused_parameters"):
+                if net.get(key):
+                    report[key] = net[key]
             actions.setdefault(name, {}).update(report)
         if data:
             document["data"] = data
@@ -165,6 +200,17 @@ def print_networks(networks: dict, console, verbosity: int = 0) -> None:
         if unused:
             console.print(f"{escape(name)}: {sum(unused.values()):,} more in {len(unused)} parameter(s) the criterion "
                           f"does not use, not trained: {escape(', '.join(unused))}")
+        if "memory" in net and verbosity >= 0:
+            console.print(f"{escape(name)}: memory for training: {escape(_memory_line(net['memory']))}")
+
+
+def _memory_line(memory: dict) -> str:
+    line = (f"parameters {human_bytes(memory['parameters'])}, gradients {human_bytes(memory['gradients'])}, "
+            f"learner state {human_bytes(memory['learnerState'])}; activations up to "
+            f"{human_bytes(memory['activationsPerMinibatch'])} per minibatch of {memory['minibatchSize']} samples")
+    if memory["deviceMemory"]:
+        line += f"; {memory['device']} has {human_bytes(memory['deviceMemory'])}"
+    return line
 
 
 def print_resolved(config: Config, console, verbosity: int = 0) -> None:

@@ -26,7 +26,7 @@ from netlang.compiler.lang.nodes import NO_NODES, NodeFactory
 from netlang.compiler.lang.operators import MAX_ARRAY_LENGTH, binary_operation, context, to_int, unary_operation
 from netlang.compiler.lang.overrides import apply_overrides
 from netlang.compiler.lang.values import NONE, Array, Lambda, Record, Thunk, join_path, type_name
-from netlang.errors import EvalError, Span, suggest
+from netlang.errors import EvalError, NetlangError, Span, suggest
 from netlang.grammar import ast, legacy
 from netlang.grammar.library import load_stdlib
 from netlang.grammar.parser import parse_expression, parse_file, parse_text
@@ -267,6 +267,8 @@ def _element_thunk(fn: Lambda, index: int, path: str, span: Span | None) -> Thun
 # --- a value that could not be read (legacy configs: an undefined $name$, a network with a syntax error)
 
 def _eval_failure(node: ast.Failure, scope: Record, path):
+    if not isinstance(node.error, NetlangError):     # only the legacy reader makes these; be safe anyway
+        raise EvalError(str(node.error), node.span)
     error = copy.copy(node.error)
     error.call_chain = []
     raise error
