@@ -334,3 +334,19 @@ def test_a_crop_jitters_aspect_ratios_above_one_too():
         ratios.add(round(out.shape[1] / out.shape[0], 1))
         assert out.shape[0] * out.shape[1] <= 0.3 * 40 * 40
     assert min(ratios) < 1 < max(ratios)
+
+
+def test_a_cntk_reader_netlang_does_not_have_is_not_supported_yet_at_its_reader_type(capsys, tmp_path):
+    path = tmp_path / "lm.cntk"
+    path.write_text(textwrap.dedent("""
+        command = train
+        train = [
+            action = train
+            BrainScriptNetworkBuilder = { x = Input {10} ; y = Input {10} ; ce = CrossEntropyWithSoftmax (y, DenseLayer {10} (x)) ; criterionNodes = (ce) }
+            SGD = [ maxEpochs = 1 ; learningRatesPerSample = 0.1 ]
+            reader = [ readerType = LMSequenceReader ; file = ptb.txt ; x = [ dim = 10 ] ; y = [ dim = 10 ] ]
+        ]
+        """))
+    assert main(["check", str(path)]) == 78
+    err = capsys.readouterr().err
+    assert "lm.cntk:7:16" in err and "reader type 'LMSequenceReader' is not supported by netlang yet" in err

@@ -44,17 +44,22 @@ def apply_overrides(file_ast: ast.Record, overrides: Sequence[str], legacy: bool
     `legacy`: the values are read by CNTK's legacy config rules."""
     known = set() if legacy else _known_names(file_ast)
     result = file_ast
-    sources.register(COMMAND_LINE, "\n".join(overrides))
+    sources.register(COMMAND_LINE, "\n".join(overrides))     # for errors in legacy values
     for line, argument in enumerate(overrides, start=1):
         key, value_text, value_offset = _split(argument)
         if legacy:
             value = _legacy_value(key, value_text, line, value_offset)
         else:
-            value = _parse_value(value_text, line, value_offset, known)
+            try:
+                value = _parse_value(value_text, line, value_offset, known)
+            except ParseError:
+                sources.register(COMMAND_LINE, "\n".join(overrides))   # the parse registered the value alone
+                raise
         name_span = Span(COMMAND_LINE, line, 1, line, len(key) + 1)
         member_span = Span(COMMAND_LINE, line, 1, line, len(argument) + 1)
         for keys in _routes(result, key.split(".")):
             result = _assign(result, keys, value, name_span, member_span)
+    sources.register(COMMAND_LINE, "\n".join(overrides))    # again: parsing a value registered it alone
     return result
 
 
