@@ -492,6 +492,9 @@ TOP_SCHEMA = Schema("top level", [
     Field("DoneFile", Path(), None),
     Field("progressTracing", Bool(), False),
     Field("currentDirectory", Path(), None),
+    Field("opModules", List(String()), None,
+          doc="Python modules that register ops of their own (netlang.ops.registry.register), imported "
+              "before any network is built: a file (\"$ConfigDir$/myops.py\") or a module name"),
 ], closed=False, doc="settings for the whole run")
 
 
