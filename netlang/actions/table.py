@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from netlang.actions import check, data, explain
+from netlang.actions import check, data, explain, graph, node_times
 from netlang.actions.evaluate import run_eval, run_write
 from netlang.actions.output import print_metrics, print_written, progress_for, stdout_console
 from netlang.actions.train import run_train
@@ -121,6 +121,13 @@ def _write(config, name: str, view, progress):
     return run_write(config, name, view)
 
 
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise ValueError(text)
+    return value
+
+
 # ---- the table ------------------------------------------------------------------------------------
 
 COMMANDS = (
@@ -191,6 +198,36 @@ or train.SGD.maxEpochs to see only those.""",
                  option("--yaml", metavar="FILE", help="write the resolved configuration as YAML ('-': stdout)")),
         key_paths=True,
         runner=explain.run,
+    ),
+    Command(
+        name="time",
+        help="time each node's forward and backward pass",
+        description="""Time N training steps (forward and backward) of an action's network on its device, after
+one step of warm-up, node by node: sorted by time, with each node's share of the step and the place
+in the config that made it (recurrent loops count as one). Inputs are random unless --reader reads
+the action's data; SGD.minibatchSize=... and deviceId=... override as usual.""",
+        example="netlang time configs/vision/mnist_convnet.net -n 5",
+        options=(option("-n", "--minibatches", type=_positive, default=10, metavar="N",
+                        help="minibatches to time (default 10)"),
+                 option("--action", metavar="NAME", help="the action whose network to time (default: the first "
+                                                         "with a network)"),
+                 option("--reader", action="store_true", help="read minibatches from the action's reader"),
+                 option("--sequence-length", type=_positive, default=20, metavar="T",
+                        help="steps per random sequence (default 20)"),
+                 option("--json", action="store_true", help="print the figures as JSON")),
+        runner=node_times.run,
+    ),
+    Command(
+        name="graph",
+        help="draw the network (Graphviz DOT, SVG, PNG)",
+        description="""Write an action's network as a Graphviz graph: nodes labelled with their config names,
+ops and shapes, inputs feeding the nodes that read them, recurrent loops as clusters. Without -o the
+DOT text goes to stdout; -o FILE.svg, .png or .pdf renders it with Graphviz's dot program.""",
+        example="netlang graph examples/hello.net -o hello.svg",
+        options=(option("-o", "--output", metavar="FILE", help="write to FILE (.dot, or .svg/.png/.pdf through dot)"),
+                 option("--action", metavar="NAME", help="the action whose network to draw (default: the first "
+                                                         "with a network)")),
+        runner=graph.run,
     ),
     Command(
         name="data",
