@@ -192,10 +192,15 @@ against the schemas (unknown keys, types, required keys), and print the resolved
         help="show every effective value and where it came from",
         description="""Show every effective value of a config (schema defaults included) and where it came
 from: default, file:line:col, include file:line:col, or override. Give key paths such as train.SGD
-or train.SGD.maxEpochs to see only those.""",
+or train.SGD.maxEpochs to see only those; a path to a value of your own (a computed value g, a
+record, a node train.network.h) evaluates that value, and only that. --schedule shows what the
+learner uses in each epoch.""",
         example="netlang explain examples/hello.net train.SGD.learningRatesPerSample",
         options=(option("--json", action="store_true", help="print {key: {value, origin}} as JSON"),
-                 option("--yaml", metavar="FILE", help="write the resolved configuration as YAML ('-': stdout)")),
+                 option("--yaml", metavar="FILE", help="write the resolved configuration as YAML ('-': stdout)"),
+                 option("--schedule", action="store_true",
+                        help="per epoch: minibatch size, learning rate per sample and per minibatch, momentum "
+                             "per minibatch and time constant, dropout rate (of the train actions named)")),
         key_paths=True,
         runner=explain.run,
     ),
