@@ -73,7 +73,7 @@ def _add_command_parser(subparsers, command: Command) -> None:
         parser.add_argument("rest", nargs="*", metavar="key.path|key=value" if command.key_paths else "key=value",
                             help="overrides such as SGD.maxEpochs=5 or command=test (later ones win)"
                             + ("; other words select keys" if command.key_paths else ""))
-    for option in command.options:
+    for option in (*command.positionals, *command.options):
         parser.add_argument(*option.flags, **option.settings)
     nested = command.add_subcommands(parser) if command.add_subcommands is not None else []
     for accepting in (parser, *nested):

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from netlang.actions import check, data, explain, graph, node_times
+from netlang.actions import check, data, explain, graph, node_times, plot
 from netlang.actions.evaluate import run_eval, run_write
 from netlang.actions.output import print_metrics, print_written, progress_for, stdout_console
 from netlang.actions.train import run_train
@@ -45,6 +45,7 @@ class Command:
     aliases: tuple[str, ...] = ()
     options: tuple[Option, ...] = ()
     takes_config: bool = True                   # CONFIG [key=value ...]
+    positionals: tuple[Option, ...] = ()        # the arguments of a command without a config
     key_paths: bool = False                     # other words than key=value select keys (explain)
     add_subcommands: Callable | None = None     # (parser) -> None: a tree of its own (data)
     actions: tuple[str, ...] = ()               # the CNTK `action` values of the blocks it runs
@@ -233,6 +234,20 @@ DOT text goes to stdout; -o FILE.svg, .png or .pdf renders it with Graphviz's do
                  option("--action", metavar="NAME", help="the action whose network to draw (default: the first "
                                                          "with a network)")),
         runner=graph.run,
+    ),
+    Command(
+        name="plot",
+        help="draw training and validation curves of a run",
+        description="""Draw the criterion and metrics of a run from its metrics.jsonl (in the directory of its
+modelPath), per progress report and per epoch, training and validation. A resumed run's records of
+a redone epoch replace those of the interrupted attempt. Needs matplotlib (pip install
+'netlang[plot]').""",
+        example="netlang plot out/synthetic -o curves.png",
+        takes_config=False,
+        positionals=(option("outdir", metavar="OUTDIR", help="the run's directory (that of modelPath), or its "
+                                                             "metrics.jsonl"),),
+        options=(option("-o", "--output", metavar="FILE", help="the picture (default OUTDIR/curves.png)"),),
+        runner=plot.run,
     ),
     Command(
         name="data",

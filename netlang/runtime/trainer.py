@@ -82,6 +82,7 @@ class Trainer:
         self.parallel = create_strategy(settings.parallel, comm, self.flat, self.learner, self.executor, settings.seed)
         self.start_epoch = 1
         self.resume_position: dict | None = None
+        self.observers: list = []      # called with each record of metrics.jsonl (TensorBoard, runtime/tensorboard.py)
         self._stop_signal: int | None = None
 
     # ---- setup -----------------------------------------------------------------------------------
@@ -361,7 +362,8 @@ class Trainer:
         report = {"event": "minibatch", "epoch": epoch, "minibatches": [window["first_mb"], mbs],
                   "samples": window["samples"], "criterion": {self.criterion.name: sums["criterion"] / n},
                   "metrics": {k: v / n for k, v in sums["metrics"].items()},
-                  "learningRatePerSample": lr, "samplesPerSecond": window["samples"] / seconds}
+                  "learningRatePerSample": lr, "samplesPerSecond": window["samples"] / seconds,
+                  "epochSamples": totals["samples"]}
         self.progress.report(report, self.settings.max_epochs, totals["samples"])
         self._log(report)
         window.update(samples=0, criterion=0.0, metrics={}, start=time.perf_counter(), first_mb=mbs + 1)
@@ -369,6 +371,8 @@ class Trainer:
     def _log(self, record: dict) -> None:
         if not self.settings.metrics_log or (self.comm is not None and self.comm.rank != 0):
             return
+        for observer in self.observers:
+            observer(record)
         import json
 
         os.makedirs(os.path.dirname(os.path.abspath(self.settings.metrics_log)), exist_ok=True)
@@ -444,5 +448,6 @@ def _is_array(value) -> bool:
 
 def _result_dict(result: EpochResult) -> dict:
     return {"epoch": result.epoch, "samples": result.samples, "criterion": result.criterion,
+            "criterionName": result.criterion_name,
             "metrics": result.metrics, "seconds": result.seconds, "learningRatePerSample": result.learning_rate,
             "cv": result.cv}
