@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from netlang.actions import check, data, explain, graph, node_times, plot
+from netlang.actions import check, data, explain, export, graph, node_times, plot
 from netlang.actions.evaluate import run_eval, run_write
 from netlang.actions.output import print_metrics, print_written, progress_for, stdout_console
 from netlang.actions.train import run_train
@@ -234,6 +234,21 @@ DOT text goes to stdout; -o FILE.svg, .png or .pdf renders it with Graphviz's do
                  option("--action", metavar="NAME", help="the action whose network to draw (default: the first "
                                                          "with a network)")),
         runner=graph.run,
+    ),
+    Command(
+        name="export",
+        help="export a trained model to ONNX",
+        description="""Export a trained model to ONNX (opset 17): a model file written by training, or the
+modelPath of a config's action. Inputs and outputs keep netlang's run-time layout ([N, C, H, W] for
+images, [T, N, ...] for sequences, which are taken as all of full length); recurrent loops become
+ONNX Scan operators. A node whose op cannot be exported is an error naming it. Needs onnx
+(pip install 'netlang[onnx]').""",
+        example="netlang export out/synthetic/model.dnn -o model.onnx",
+        options=(option("-o", "--output", metavar="FILE", help="the ONNX file (default: the model's name + .onnx)"),
+                 option("--action", metavar="NAME", help="with a config: the action whose modelPath to export"),
+                 option("--outputs", metavar="NODES", action="append",
+                        help="the nodes to export, a:b (default: the output nodes)")),
+        runner=export.run,
     ),
     Command(
         name="plot",
