@@ -30,7 +30,8 @@ Exit codes: 0 ok, 2 usage, 65 bad data, 70 internal error, 78 bad config, 130 in
 EPILOG = """examples:
   netlang check examples/hello.net                  validate, print the resolved config
   netlang explain examples/hello.net train.SGD      values and where they come from
-  netlang train cfg.net SGD.maxEpochs=5             train with an override
+  netlang train examples/hello.net SGD.maxEpochs=5  train with an override
+  netlang eval examples/hello.net                   evaluate the trained model
 
 Run 'netlang COMMAND -h' for the options of a command."""
 

@@ -139,7 +139,7 @@ COMMANDS = (
 written as <modelPath>.<epoch> with a checkpoint after every epoch and <modelPath> at the end; with
 makeMode = true (the default) a restarted run resumes from the newest checkpoint. Ctrl-C or SIGTERM
 stops at the next minibatch, writes a checkpoint and exits 130.""",
-        example="netlang train cfg.net SGD.maxEpochs=5",
+        example="netlang train examples/hello.net SGD.maxEpochs=5",
         runner=run_own_blocks,
         actions=("train",),
         block_runner=run_train,
@@ -150,7 +150,7 @@ stops at the next minibatch, writes a checkpoint and exits 130.""",
         help="evaluate a trained model on a data set",
         description="""Evaluate the model of each block with action = "test" or "eval": the criterion and
 evaluation nodes (or evalNodeNames) averaged per sample over the reader's data.""",
-        example="netlang eval cfg.net --json",
+        example="netlang eval examples/hello.net --json",
         options=(option("--json", action="store_true",
                         help='print {"metrics": {node: value}, "samples": N}'),),
         runner=run_own_blocks,
@@ -164,7 +164,7 @@ evaluation nodes (or evalNodeNames) averaged per sample over the reader's data."
         description="""Run the model of each block with action = "write" over its reader (in file order) and
 write every output node (outputNodeNames) to <outputPath>.<node>: one line per sample, values
 separated by spaces, or the arg-max's label with format = { type = "category" ; labelMappingFile = … }.""",
-        example="netlang write cfg.net outputPath=out/result",
+        example="netlang write examples/hello.net command=write",
         runner=run_own_blocks,
         actions=("write",),
         block_runner=_write,
@@ -174,7 +174,7 @@ separated by spaces, or the arg-max's label with format = { type = "category" ; 
         name="run",
         help="run the config's command list (command = train:test)",
         description="Run every block named by command = A:B in order: train, test/eval and write actions.",
-        example="netlang run cfg.net command=train:test",
+        example="netlang run examples/hello.net command=train:test",
         runner=run_every_block,
     ),
     Command(
@@ -243,7 +243,7 @@ modelPath of a config's action. Inputs and outputs keep netlang's run-time layou
 images, [T, N, ...] for sequences, which are taken as all of full length); recurrent loops become
 ONNX Scan operators. A node whose op cannot be exported is an error naming it. Needs onnx
 (pip install 'netlang[onnx]').""",
-        example="netlang export out/synthetic/model.dnn -o model.onnx",
+        example="netlang export examples/models/hello.dnn -o hello.onnx",
         options=(option("-o", "--output", metavar="FILE", help="the ONNX file (default: the model's name + .onnx)"),
                  option("--action", metavar="NAME", help="with a config: the action whose modelPath to export"),
                  option("--outputs", metavar="NODES", action="append",
@@ -257,7 +257,7 @@ ONNX Scan operators. A node whose op cannot be exported is an error naming it. N
 modelPath), per progress report and per epoch, training and validation. A resumed run's records of
 a redone epoch replace those of the interrupted attempt. Needs matplotlib (pip install
 'netlang[plot]').""",
-        example="netlang plot out/synthetic -o curves.png",
+        example="netlang plot examples/models -o curves.png",
         takes_config=False,
         positionals=(option("outdir", metavar="OUTDIR", help="the run's directory (that of modelPath), or its "
                                                              "metrics.jsonl"),),
