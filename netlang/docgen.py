@@ -53,9 +53,9 @@ def ops_page() -> str:
     ops = own_ops()
     lines = [HEADER.format(source="the op registry (netlang/ops) and the standard library (netlang/stdlib)"),
              "# Ops and layers", "",
-             f"{len(ops)} primitive ops and {len(functions)} library functions. Shapes are BrainScript shapes "
-             "(first axis fastest); `x #` marks a value per sample of a batch, `x *` per step of a sequence. "
-             "A criterion's output `[1]` is the sum over the minibatch's samples.", "",
+             (f"{len(ops)} primitive ops and {len(functions)} library functions. Shapes are BrainScript shapes "
+              "(first axis fastest); `x #` marks a value per sample of a batch, `x *` per step of a sequence. "
+              "A criterion's output `[1]` is the sum over the minibatch's samples."), "",
              "## Primitive ops", "",
              "| op | BrainScript | gradient |", "|---|---|---|"]
     for op in ops:
@@ -83,8 +83,8 @@ def ops_page() -> str:
                 attrs = ", ".join(f"{k}={v!r}" for k, v in check.attrs.items())
                 lines.append(f"- ({ins}){' with ' + attrs if attrs else ''} → {format_shape(check.out)}")
     lines += ["", "## Library functions and layers", "",
-              "Written in BrainScript in netlang/stdlib; layers (`…Layer {…}`) return a function to apply to "
-              "an input.", ""]
+              ("Written in BrainScript in netlang/stdlib; layers (`…Layer {…}`) return a function to apply to "
+               "an input."), ""]
     for file in sorted({f["file"] for f in functions}):
         lines += [f"### {file}", "", "| function | what |", "|---|---|"]
         for function in (f for f in functions if f["file"] == file):
@@ -211,9 +211,9 @@ def schemas() -> list[tuple[str, Schema]]:
 def settings_page() -> str:
     blocks = schemas()
     lines = [HEADER.format(source="the schemas of netlang/compiler/lang/blocks.py"), "# Settings", "",
-             "Every key of every block, as `netlang explain` and the schema know them. Keys are "
-             "case-insensitive; a key marked *inherited* may be given in an enclosing block (CNTK's "
-             "parent lookup). `—` means no default: the setting is off or follows from others.", ""]
+             ("Every key of every block, as `netlang explain` and the schema know them. Keys are "
+              "case-insensitive; a key marked *inherited* may be given in an enclosing block (CNTK's "
+              "parent lookup). `—` means no default: the setting is off or follows from others."), ""]
     lines += [f"- [{_title(where, schema)}](#{_anchor(_title(where, schema))})" for where, schema in blocks]
     for where, schema in blocks:
         title = _title(where, schema)

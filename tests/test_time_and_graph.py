@@ -81,8 +81,8 @@ def test_time_counts_a_recurrent_loop_as_one_unit(capsys, recurrent_config):
 
 
 def test_time_reads_the_actions_data_with_reader(capsys):
-    code, out, _ = run(capsys, "time", HELLO, "-n", "2", "--reader", "--json")
-    assert code == 0 and json.loads(out)["nodes"]
+    code, out, _ = run(capsys, "time", HELLO, "-n", "9", "--reader", "--json")    # 4 minibatches per sweep
+    assert code == 0 and json.loads(out)["nodes"] and json.loads(out)["minibatches"] == 9
 
 
 def test_time_of_an_action_without_a_network_is_an_error(capsys):

@@ -69,9 +69,17 @@ def _minibatches(args, view, network, backend, samples: int) -> list:
         return [synthetic_feeds(network, samples, args.sequence_length, seed=i, dtype=backend.dtype)
                 for i in range(count)]
     source = create_reader(reader_settings(view.reader), network, dtype=backend.dtype, prefetch=False)
+    batches, sweep = [], 0
     try:
-        source.start_epoch(0)
-        return [feeds_from_minibatch(network, source.next_minibatch(samples), backend.dtype) for _ in range(count)]
+        source.start_epoch(sweep)
+        while len(batches) < count:          # as many sweeps over the data as it takes
+            minibatch = source.next_minibatch(samples)
+            if minibatch.num_samples:
+                batches.append(feeds_from_minibatch(network, minibatch, backend.dtype))
+            if minibatch.end_of_epoch:
+                sweep += 1
+                source.start_epoch(sweep)
+        return batches
     finally:
         source.close()
 

@@ -29,8 +29,8 @@ from netlang.compiler.graph.loops import Loop, execution_units
 from netlang.compiler.graph.plan import needed_nodes
 from netlang.errors import NetworkError, UsageError
 from netlang.ir.graph import Network, Node, SeqAxis, dyn_rank, is_input
-from netlang.ir.shapes import num_elements, rm_axis, to_bs, to_runtime
-from netlang.ops.conv import CONV_SIGNATURE, geometry_for, is_transposed, weight_matrix
+from netlang.ir.shapes import num_elements, rm_axis, to_runtime
+from netlang.ops.conv import geometry_for, is_transposed, weight_matrix
 from netlang.ops.linalg import TIMES_SIGNATURE
 from netlang.ops.normalization import BATCH_NORM_SIGNATURE, LAYER_NORM_SIGNATURE
 from netlang.ops.pooling import POOL_SIGNATURE, pool_kind, pooling_geometry
@@ -73,8 +73,6 @@ def export_onnx(network: Network, parameters: Mapping[str, np.ndarray], path: st
     onnx = _onnx()
     output_nodes = _output_nodes(network, outputs)
     graph = GraphBuilder(onnx, name, parameters, state or {})
-    for node in output_nodes:
-        graph.require(node)
     nodes = needed_nodes(network, output_nodes)
     for unit in execution_units(nodes):
         if isinstance(unit, Loop):
@@ -153,10 +151,6 @@ class GraphBuilder:
                 return scope.values[node.id]
             scope = scope.outer
         raise KeyError(node.name)
-
-    def require(self, node: Node) -> None:
-        if node.layout is not None and dyn_rank(node.layout) == 0:
-            raise ExportError(f"'{node.name}' is not a value per sample", node.span)
 
     # -- values
     def op(self, op_type: str, inputs: list[str], hint: str = "v", outputs: int = 1, **attrs):
