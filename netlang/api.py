@@ -27,6 +27,7 @@ Ops of your own, in Python: a module registers them with the op registry
 """
 from __future__ import annotations
 
+import argparse
 import dataclasses
 from typing import Mapping, Sequence
 
@@ -34,6 +35,7 @@ import numpy as np
 
 from netlang.actions.table import blocks_of, command_named
 from netlang.compiler.graph import evaluate_text, load_config
+from netlang.compiler.graph.modelcheck import checked_model
 from netlang.compiler.graph.network import build_action_network, network_from_value
 from netlang.compiler.graph.user_ops import import_op_modules
 from netlang.errors import NetworkError, UsageError, suggest
@@ -137,7 +139,8 @@ class TrainedModel(NetworkRunner):
 
     def __init__(self, path: str, device: str | int = "auto", precision: str = "float"):
         model = modelfile.load_model(path)
-        _require_known_ops(model.network, path)
+        _require_known_ops(model.network, path)        # an op of the user's: say how to import it
+        model = checked_model(model, path)
         super().__init__(model.network, precision, parameters=model.parameters, device=device)
         self.executor.load_state_arrays(model.state)
         self.path = path
@@ -174,10 +177,12 @@ def load_model(path: str, device: str | int = "auto", precision: str = "float",
     return TrainedModel(path, device, precision)
 
 
-def train(path: str, overrides: Sequence[str] = (), progress: bool = False) -> dict[str, list[dict]]:
-    """Run the train blocks of a config's `command`, as `netlang train` does; returns, per block,
-    one dict per epoch trained: epoch, samples, criterion, metrics, seconds, learning_rate, cv."""
-    results = _run_blocks("train", path, overrides, progress)
+def train(path: str, overrides: Sequence[str] = (), progress: bool = False,
+          resume_anyway: bool = False) -> dict[str, list[dict]]:
+    """Run the train blocks of a config's `command`, as `netlang train` does (`resume_anyway` as
+    --resume-anyway); returns, per block, one dict per epoch trained: epoch, samples, criterion,
+    metrics, seconds, learning_rate, cv."""
+    results = _run_blocks("train", path, overrides, progress, resume_anyway=resume_anyway)
     return {name: [dataclasses.asdict(epoch) for epoch in epochs] for name, epochs in results.items()}
 
 
@@ -187,12 +192,13 @@ def evaluate(path: str, overrides: Sequence[str] = ()) -> dict[str, dict]:
     return _run_blocks("eval", path, overrides, False)
 
 
-def _run_blocks(command_name: str, path: str, overrides: Sequence[str], progress: bool) -> dict:
+def _run_blocks(command_name: str, path: str, overrides: Sequence[str], progress: bool, **options) -> dict:
     config = load_config(path, tuple(overrides))
     command = command_named(command_name)
     reporter = Progress(enabled=progress, bar=False)
+    args = argparse.Namespace(**options)          # what the command's options would say
     try:
-        return {name: command.block_runner(config, name, view, reporter)
+        return {name: command.block_runner(config, name, view, reporter, args)
                 for name, view in blocks_of(config, command)}
     finally:
         reporter.close()

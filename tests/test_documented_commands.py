@@ -2,20 +2,21 @@
 of the repository (its tracked files, as a clone has them).
 
 What counts as a command: each line of a ```sh block of the README, each inline code span of the
-README that starts with `netlang `, `python ` or `mpiexec ` (a synopsis, which has placeholders
-such as `cfg.net`, `DIR` or `…`, is not one), and each example line of `netlang --help` and of
+README that starts with `netlang ` and an argument, `python `, `bash `, `pip ` or `mpiexec ` (a
+synopsis, which has placeholders such as `cfg.net`, `DIR` or `…`, is not one), and each example line of `netlang --help` and of
 `netlang COMMAND -h` for every command and data action. `&&` chains run in order.
 
 Which run where:
 * `pip install …` and `python -m pytest …` are not run: the first is the environment this test runs
   in, the second is the test suite itself;
+* the GPU benchmark and device check need an NVIDIA GPU: they run with `pytest -m slow` on one;
 * commands that read ../shared/data (MNIST, ATIS), `mpiexec` and the benchmarks are slow: they run
   with `pytest -m slow`, after preparing what they need as the README says (MNIST and ATIS data,
   an ATIS model of one epoch for `score-slots`), and are skipped when ../shared/data is absent
   (NETLANG_DATA names it elsewhere);
 * every other command runs in the default suite, in the order the README and the help show them,
   except that a command needing an optional extra (onnx for export, matplotlib for plot, Graphviz
-  for SVG/PNG pictures) is left out without it, with a warning naming it. netlang commands run in this process (`cli.main`,
+  for SVG/PNG pictures, mkdocs for the site) is left out without it, with a warning naming it. netlang commands run in this process (`cli.main`,
   working directory the copy); others in a shell.
 """
 from __future__ import annotations
@@ -34,6 +35,7 @@ import pytest
 
 from netlang import cli
 from netlang.actions.table import COMMANDS
+from netlang.runtime.backend import gpu_available
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("NETLANG_DATA") or ROOT.parent / "shared" / "data")
@@ -50,7 +52,7 @@ def readme_commands() -> list[str]:
     prose = re.sub(r"```.*?```", "", text, flags=re.S)
     for span in re.findall(r"`([^`\n]+)`", prose):
         # `netlang time` in a sentence names the command; an example has arguments.
-        if re.match(r"(netlang|python|mpiexec) \S+ ", span) and not any(p in span for p in PLACEHOLDERS):
+        if re.match(r"netlang \S+ |(python|bash|mpiexec|pip) ", span) and not any(p in span for p in PLACEHOLDERS):
             found.append(span)
     return list(dict.fromkeys(found))
 
@@ -88,8 +90,14 @@ def needs_data(command: str) -> bool:
         command.startswith(("mpiexec", "python benchmarks"))
 
 
+def needs_gpu(command: str) -> bool:
+    return "bench_gpu" in command or "benchmarks/gpu/" in command
+
+
 def missing_extra(command: str) -> str | None:
     words = command.split()
+    if words[0] == "mkdocs" and shutil.which("mkdocs") is None:
+        return "mkdocs"
     if words[:2] == ["netlang", "export"] and importlib.util.find_spec("onnx") is None:
         return "onnx"
     if words[:2] == ["netlang", "plot"] and importlib.util.find_spec("matplotlib") is None:
@@ -102,8 +110,9 @@ def missing_extra(command: str) -> str | None:
 ALL = [" && ".join(part for part in (p.strip() for p in line.split("&&")) if not part.startswith(NOT_RUN))
        for line in readme_commands() + help_commands()]
 ALL = [line for line in ALL if line]
-FAST = [c for c in ALL if not needs_data(c)]
-SLOW = [c for c in ALL if needs_data(c)]
+FAST = [c for c in ALL if not needs_data(c) and not needs_gpu(c)]
+SLOW = [c for c in ALL if needs_data(c) and not needs_gpu(c)]
+GPU = [c for c in ALL if needs_gpu(c)]
 
 
 @pytest.fixture(scope="module")
@@ -172,6 +181,14 @@ def test_every_documented_command_runs_as_written(fresh_copy, capsys):
         os.chdir(old)
     if skipped:   # the rest ran; these wait for their optional extras
         warnings.warn("not run without their optional extras: " + "; ".join(skipped))
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not gpu_available(), reason="needs an NVIDIA GPU with CuPy")
+def test_every_documented_gpu_command_runs_as_written(fresh_copy, capsys):
+    for line in GPU:
+        run_line(line, fresh_copy)
+        capsys.readouterr()
 
 
 @pytest.mark.slow

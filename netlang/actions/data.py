@@ -21,6 +21,7 @@ import os
 import sys
 import time
 
+from netlang.actions.directories import make_directory
 from netlang.actions.output import stdout_console
 from netlang.datasets import atis, conlleval
 from netlang.datasets.atis import prepare_atis
@@ -103,6 +104,7 @@ def run(args) -> int:
         return run_score_slots(args)
     console = stdout_console(args)
     started = time.perf_counter()
+    make_directory(args.out, "--out")
     if args.dataset == "atis":
         counts = prepare_atis(os.path.expanduser(args.source), args.out, min_count=args.min_count)
     elif args.dataset in ("mnist", "fashion-mnist"):

@@ -10,10 +10,11 @@ from __future__ import annotations
 import os
 
 from netlang.compiler.graph import load_config
+from netlang.compiler.graph.modelcheck import checked_model
 from netlang.compiler.graph.network import build_action_network
+from netlang.ir import modelfile
 from netlang.errors import UsageError, suggest
 from netlang.export.onnx import export_onnx
-from netlang.ir import modelfile
 from netlang.ops import registry
 
 ZIP_MAGIC = b"PK\x03\x04"
@@ -26,6 +27,7 @@ def run(args) -> int:
     if unknown:
         raise UsageError(f"{path}: the model uses op {', '.join(unknown)}, which no imported module registers",
                          hint="export through the config that names its opModules: netlang export cfg.net")
+    model = checked_model(model, path)
     # The config's own network (the same nodes, by name) knows where each node was written.
     network = model.network if view is None or view.network_expr() is None else build_action_network(view.network_expr())
     target = args.output or os.path.splitext(path)[0] + ".onnx"
