@@ -451,12 +451,14 @@ def parse_override_value(key: str, text: str, name: str, line: int, col: int) ->
 # ---- resolving: $name$ substitution and the network text ------------------------------------------
 
 class _Variables:
-    """CNTK's `$name$` substitution against the top-level keys of a (possibly overridden) config."""
+    """CNTK's `$name$` substitution against the top-level keys of a (possibly overridden) config;
+    `defaults` are texts for names the config does not define (netlang's `$ConfigDir$`)."""
 
-    def __init__(self, top: ast.Record):
+    def __init__(self, top: ast.Record, defaults: dict[str, str]):
         self.members = {m.name.lower(): m for m in top.members}
         self.texts: dict[str, str] = {}
         self.active: list[str] = []
+        self.defaults = {name.lower(): text for name, text in defaults.items()}
 
     def text(self, name: str, span: Span) -> str:
         """The substituted text of top-level key `name` (any case)."""
@@ -464,6 +466,8 @@ class _Variables:
         if lowered in self.texts:
             return self.texts[lowered]
         member = self.members.get(lowered)
+        if member is None and lowered in self.defaults:
+            return self.defaults[lowered]
         if member is None:
             raise EvalError(f"undefined variable '${name}$'", span,
                             hint=suggest(name, [m.name for m in self.members.values()]) or
@@ -564,10 +568,11 @@ def _offset_span(span: Span, text: str, start: int, stop: int) -> Span:
     return Span(span.file, line, col, end_line, end_col)
 
 
-def resolve(record: ast.Record, include_path: Sequence[str] = ()) -> ast.Record:
+def resolve(record: ast.Record, include_path: Sequence[str] = (), defaults: dict | None = None) -> ast.Record:
     """`record` (read by `read_legacy_file`, perhaps overridden) with every `$name$` substituted and
-    the network texts parsed as BrainScript. Values that fail become `ast.Failure`s."""
-    variables = _Variables(record)
+    the network texts parsed as BrainScript. Values that fail become `ast.Failure`s. `defaults` gives
+    the text of names the config does not define."""
+    variables = _Variables(record, defaults or {})
     return replace(record, members=[_resolve_member(m, variables, include_path) for m in record.members])
 
 

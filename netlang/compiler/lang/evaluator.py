@@ -18,6 +18,7 @@ nodes get it through `nodes.BuildContext(path, span)`; the IR uses it as the nod
 from __future__ import annotations
 
 import copy
+import os
 import sys
 from typing import Sequence
 
@@ -329,7 +330,7 @@ def evaluate_text(text: str, name: str = "<string>", overrides: Sequence[str] = 
     """Parse `text` as a file, apply command-line overrides, and return its (lazy) top record. A name
     ending in `.cntk` is read by CNTK's legacy config rules (grammar/legacy.py)."""
     if legacy.is_legacy_config(name):
-        return top_scope(_legacy_ast(legacy.read_legacy_text(text, name), overrides, include_path), nodes)
+        return top_scope(_legacy_ast(legacy.read_legacy_text(text, name), name, overrides, include_path), nodes)
     file_ast = parse_text(text, name, tuple(include_path))
     if overrides:
         file_ast = apply_overrides(file_ast, overrides)
@@ -341,19 +342,31 @@ def evaluate_file(path: str, overrides: Sequence[str] = (), include_path: Sequen
     """Read, parse and evaluate a config file; includes are also searched next to the file. A `.cntk`
     file is read by CNTK's legacy config rules (grammar/legacy.py)."""
     if legacy.is_legacy_config(path):
-        return top_scope(_legacy_ast(legacy.read_legacy_file(path), overrides, include_path), nodes)
-    file_ast = parse_file(path, tuple(include_path))
-    if overrides:
-        file_ast = apply_overrides(file_ast, overrides)
-    return top_scope(file_ast, nodes)
+        file_ast = _legacy_ast(legacy.read_legacy_file(path), path, overrides, include_path)
+    else:
+        file_ast = parse_file(path, tuple(include_path))
+        if overrides:
+            file_ast = apply_overrides(file_ast, overrides)
+    top = top_scope(file_ast, nodes)
+    # Beside the library, so that a ConfigDir the file defines itself (CNTK configs often do) wins.
+    top.parent.add("ConfigDir", Thunk.of(config_directory(path), "ConfigDir"))
+    return top
 
 
-def _legacy_ast(file_ast: ast.Record, overrides: Sequence[str], include_path: Sequence[str]) -> ast.Record:
+def config_directory(path: str) -> str:
+    """`$ConfigDir$`: the directory of the config file as the command line names it ("." for a file
+    in the working directory). Relative data paths resolve against the working directory, as in
+    CNTK; "$ConfigDir$/data.ctf" names a file next to the config wherever netlang runs."""
+    return os.path.dirname(path) or "."
+
+
+def _legacy_ast(file_ast: ast.Record, path: str, overrides: Sequence[str], include_path: Sequence[str]) -> ast.Record:
     """A legacy config's AST: overrides act as more config lines, then `$name$` is substituted, so a
-    command-line value reaches every `$name$` that uses it, as in CNTK."""
+    command-line value reaches every `$name$` that uses it, as in CNTK. `$ConfigDir$` is the config's
+    directory unless the file or the command line defines it."""
     if overrides:
         file_ast = apply_overrides(file_ast, overrides, legacy=True)
-    return legacy.resolve(file_ast, include_path)
+    return legacy.resolve(file_ast, include_path, defaults={"ConfigDir": config_directory(path)})
 
 
 def evaluate_expression(text: str, scope: Record | None = None, nodes: NodeFactory = NO_NODES):
