@@ -129,6 +129,13 @@ def test_variables_are_substituted_in_brainscript_include_paths(tmp_path):
     assert network.get("z").shape == (3,)
 
 
+def test_config_dir_is_the_config_files_directory_unless_the_file_defines_it(tmp_path):
+    path = config_with(tmp_path, reader="file = $ConfigDir$/data.txt")
+    assert train_view(path).reader.file == f"{tmp_path}/data.txt"
+    path = config_with(tmp_path, top="ConfigDir = elsewhere", reader="file = $ConfigDir$/data.txt")
+    assert train_view(path).reader.file == "elsewhere/data.txt"
+
+
 def test_an_undefined_variable_is_an_error_that_says_so_at_its_position(tmp_path):
     path = config_with(tmp_path, top="deviceId = $gpu$")
     err = raises_at(lambda: load_config(path), position_of(path, "$gpu$"), "undefined variable '$gpu$'")
