@@ -126,7 +126,7 @@ class Executor:
                 ctx = self._context(node, training, saved.setdefault(node.id, {}), masks.of(node))
                 xs = self._operands(node, values)
                 if node.id == plan.loss.id and node.id not in grad_values:
-                    grad_values[node.id] = xp.ones_like(values[node.id])
+                    grad_values[node.id] = self._loss_seed(values[node.id])
                 gy = grad_values.get(node.id)
                 if gy is not None:
                     in_grads = apply_backward(op, ctx, xs, values[node.id], gy, node.attrs, len(node.shape))
@@ -162,6 +162,14 @@ class Executor:
             else:
                 out_grads[node.name] = g
         return out_values, out_grads
+
+    def _loss_seed(self, loss):
+        """The gradient backward starts from: 1, or fp16's loss scale (runtime/precision.LossScaler)."""
+        seed = self.xp.ones_like(loss)
+        scale = self.options.get("lossScale")
+        if scale is not None:
+            seed *= scale
+        return seed
 
     # ---- persistent node state (precomputed statistics …), for model and checkpoint files ----------
     def state_arrays(self) -> dict:

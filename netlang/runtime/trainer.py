@@ -43,6 +43,7 @@ from netlang.runtime.feeding import feeds_from_minibatch
 from netlang.runtime.flatbuffer import FlatParameters
 from netlang.runtime.learners import Learner, create_learner
 from netlang.runtime.parallel import create_strategy
+from netlang.runtime.precision import LossScaler, all_finite
 from netlang.runtime.progress import Progress
 
 
@@ -80,6 +81,7 @@ class Trainer:
         self.adjuster = adjuster_for(settings.auto_adjust)
         self.learner: Learner = create_learner(settings.sgd, self.flat)
         self.parallel = create_strategy(settings.parallel, comm, self.flat, self.learner, self.executor, settings.seed)
+        self.loss_scaler = LossScaler() if backend.compute.name == "fp16" else None
         self.start_epoch = 1
         self.resume_position: dict | None = None
         self._stop_signal: int | None = None
@@ -140,7 +142,8 @@ class Trainer:
         return {"epoch": epoch, "position": position, "reader": self.source.state(),
                 "rng": self.executor.rng.state(),
                 "learner": {k: v for k, v in self.learner.state_dict().items() if not _is_array(v)},
-                "autoAdjust": self.adjuster.state() if self.adjuster else None}
+                "autoAdjust": self.adjuster.state() if self.adjuster else None,
+                "lossScale": self.loss_scaler.state() if self.loss_scaler else None}
 
     def _state_arrays(self) -> dict:
         arrays = {f"learner/{k}": self.backend.to_host(v)
@@ -199,6 +202,8 @@ class Trainer:
         self.executor.rng.restore(training["rng"])
         if self.adjuster is not None and training.get("autoAdjust"):
             self.adjuster.load_state(training["autoAdjust"])
+        if self.loss_scaler is not None and training.get("lossScale"):
+            self.loss_scaler.load_state(training["lossScale"])
         position = training.get("position")
         self.resume_position = position
         epoch = int(training["epoch"])
@@ -316,6 +321,8 @@ class Trainer:
             carry = None
             if minibatch.slots is not None:   # truncated BPTT: windows continue the previous minibatch's
                 carry = CarryOver.of(minibatch.slots, minibatch.steps_before, self.backend)
+            if self.loss_scaler is not None:
+                self.executor.options["lossScale"] = self.loss_scaler.scale
             outputs, _ = self.executor.run(feeds, self.evaluations, loss=self.criterion, wrt=self.learnable,
                                            grads=self.grad_views, training=True, carry=carry)
             # The criterion sums over its labels' samples (per-sequence labels: sequences); the
@@ -328,10 +335,22 @@ class Trainer:
             crit, metrics = 0.0, {node.name: 0.0 for node in self.evaluations}
         crit, metrics, n = self.parallel.reduce_totals(crit, metrics, local)
         samples = self.parallel.after_backward(self.flat.grad[self.flat.trainable], local, n)
-        if samples:
+        if samples and self._unscaled():
             self.learner.step(epoch, samples)
         self.parallel.after_update(local, n)
         return crit, metrics, n
+
+    def _unscaled(self) -> bool:
+        """fp16: whether the (summed) gradient is finite; if so it is divided by the loss scale for
+        the update, if not the step is skipped and the scale lowered (runtime/precision.LossScaler)."""
+        if self.loss_scaler is None:
+            return True
+        grad = self.flat.grad[self.flat.trainable]
+        scale = self.loss_scaler.scale
+        if not self.loss_scaler.update(all_finite(grad, self.backend.xp)):
+            return False
+        grad *= 1.0 / scale
+        return True
 
     def _read_sums(self, sums: dict) -> dict:
         """`sums` with its criterion and metric sums read from the device: the loop's synchronisation
