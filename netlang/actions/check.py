@@ -15,14 +15,18 @@ from rich.markup import escape
 from netlang.actions.common import create_reader
 from netlang.actions.output import stdout_console
 from netlang.compiler.graph import load_config
+from netlang.compiler.graph.memory import assumed_bucket, plan_memory, training_persistent_bytes
 from netlang.compiler.graph.network import (
     build_action_network,
     require_training_nodes,
     summary,
 )
+from netlang.compiler.graph.plan import make_plan
 from netlang.compiler.lang.config import Config, block_entries, resolved_config_dict
 from netlang.compiler.lang.settings import reader_settings
+from netlang.runtime.backend import DTYPES
 from netlang.runtime.feeding import feeds_from_minibatch
+from netlang.runtime.learners import LEARNERS
 
 
 def build_networks(config: Config) -> dict:
@@ -37,10 +41,30 @@ def build_networks(config: Config) -> dict:
         if ref is None:
             continue
         network = build_action_network(ref)
+        networks[name] = summary(network)
         if view.action == "train":
             require_training_nodes(network, ref.span)
-        networks[name] = summary(network)
+            networks[name]["memory"] = training_memory(network, view)
     return networks
+
+
+def training_memory(network, view) -> dict:
+    """The planned memory of one training step (compiler/graph/memory.py) at the first epoch's
+    minibatch size, in the run's precision: the arena of values and gradients, and the persistent
+    parameters, gradient buffer and learner state."""
+    sgd = view.SGD
+    criterion = network.node(sgd.trainCriterionNodeName) if sgd.trainCriterionNodeName else None
+    criterion = criterion or network.groups["criterion"][0]
+    evaluation = [n for n in network.groups.get("evaluation", []) if n is not criterion]
+    learnable = network.parameters
+    minibatch = int(sgd.minibatchSize.value(1))
+    batch, steps = assumed_bucket(network, minibatch)
+    itemsize = DTYPES[view.precision]().itemsize
+    learner = LEARNERS[sgd.gradUpdateType.lower()]
+    persistent = training_persistent_bytes(network.parameter_count(), len(learner.state_names), itemsize)
+    plan = make_plan(network, evaluation, criterion, learnable)
+    memory = plan_memory(plan, batch, steps, itemsize, persistent).summary()
+    return {"minibatch": minibatch, "batch": batch, "steps": steps, **memory}
 
 
 def check_readers(config: Config, networks: dict) -> dict:
@@ -78,6 +102,8 @@ def run(args) -> int:
         actions = document.setdefault("actions", {})
         for name, net in networks.items():
             actions.setdefault(name, {}).update({"parameters": net["parameters"], "nodes": net["nodes"]})
+            if "memory" in net:
+                actions[name]["memory"] = net["memory"]
         if data:
             document["data"] = data
         sys.stdout.write(json.dumps(document, indent=2) + "\n")
@@ -106,6 +132,12 @@ def print_networks(networks: dict, console, verbosity: int = 0) -> None:
             console.print()
             console.print(table)
         console.print(f"{escape(name)}: {net['parameters']:,} learnable parameters in {len(net['nodes'])} nodes")
+        if "memory" in net:
+            memory = net["memory"]
+            console.print(f"{escape(name)}: a training step of {memory['minibatch']:,} samples plans "
+                          f"{memory['stepBytes'] / 2**20:,.1f} MiB (values and gradients "
+                          f"{memory['arenaBytes'] / 2**20:,.1f} MiB, parameters and learner state "
+                          f"{memory['persistentBytes'] / 2**20:,.1f} MiB)")
 
 
 def print_resolved(config: Config, console, verbosity: int = 0) -> None:
