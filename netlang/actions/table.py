@@ -60,14 +60,20 @@ class Command:
 
 def run_own_blocks(args) -> int:
     """train, eval, write: the blocks of `command = A:B` whose action is one of this command's."""
-    config = load_config(args.config, args.overrides)
+    config = load_config(args.config, _overrides(args))
     return _run_blocks(args, config, blocks_of(config, args.command))
 
 
 def run_every_block(args) -> int:
     """run: every block of `command = A:B`, each by the command whose action it has."""
-    config = load_config(args.config, args.overrides)
+    config = load_config(args.config, _overrides(args))
     return _run_blocks(args, config, config.actions())
+
+
+def _overrides(args) -> tuple:
+    """The command line's overrides; `--no-cuda-graph` is the override `cudaGraph=false` (last: it wins)."""
+    extra = ("cudaGraph=false",) if getattr(args, "no_cuda_graph", False) else ()
+    return tuple(args.overrides) + extra
 
 
 def blocks_of(config, command: Command) -> list:
@@ -123,6 +129,9 @@ def _write(config, name: str, view, progress):
 
 # ---- the table ------------------------------------------------------------------------------------
 
+NO_CUDA_GRAPH = option("--no-cuda-graph", action="store_true",
+                       help="GPU: run every step eagerly, no CUDA graphs (the override cudaGraph=false)")
+
 COMMANDS = (
     Command(
         name="train",
@@ -132,6 +141,7 @@ written as <modelPath>.<epoch> with a checkpoint after every epoch and <modelPat
 makeMode = true (the default) a restarted run resumes from the newest checkpoint. Ctrl-C or SIGTERM
 stops at the next minibatch, writes a checkpoint and exits 130.""",
         example="netlang train cfg.net SGD.maxEpochs=5",
+        options=(NO_CUDA_GRAPH,),
         runner=run_own_blocks,
         actions=("train",),
         block_runner=run_train,
@@ -144,7 +154,7 @@ stops at the next minibatch, writes a checkpoint and exits 130.""",
 evaluation nodes (or evalNodeNames) averaged per sample over the reader's data.""",
         example="netlang eval cfg.net --json",
         options=(option("--json", action="store_true",
-                        help='print {"metrics": {node: value}, "samples": N}'),),
+                        help='print {"metrics": {node: value}, "samples": N}'), NO_CUDA_GRAPH),
         runner=run_own_blocks,
         actions=("test", "eval"),
         block_runner=_evaluate,
@@ -167,6 +177,7 @@ separated by spaces, or the arg-max's label with format = { type = "category" ; 
         help="run the config's command list (command = train:test)",
         description="Run every block named by command = A:B in order: train, test/eval and write actions.",
         example="netlang run cfg.net command=train:test",
+        options=(NO_CUDA_GRAPH,),
         runner=run_every_block,
     ),
     Command(

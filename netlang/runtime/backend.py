@@ -43,6 +43,7 @@ from typing import Any
 import numpy as np
 
 from netlang.errors import ConfigError
+from netlang.runtime.gpu.capture import CudaGraphs
 from netlang.runtime.gpu.cudnn import CudnnService
 from netlang.runtime.gpu.gemm import gemm_service
 from netlang.runtime.gpu.kernels import KernelCache
@@ -81,14 +82,29 @@ class Backend:
 
     def from_host(self, array, dtype=None):
         """`array` on this backend's device (a copy unless it is there already), in `dtype` if given."""
+        self._host_touch("from_host")
         return self.xp.asarray(array, dtype=dtype)
 
     def to_host(self, array) -> np.ndarray:
         raise NotImplementedError
 
+    static_uploads = None     # runtime/stepgraph.StaticUploads while a step is warmed up, captured or replayed
+    graphs = None             # the CUDA-graph capture service (runtime/gpu/capture.py), where there is one
+
     def upload(self, key, array, dtype=None):
-        """A minibatch's array on the device for this step (see the module doc)."""
-        return self.from_host(array, dtype)
+        """A minibatch's array on the device for this step (see the module doc); in a captured
+        step, the static buffer of `key` (runtime/stepgraph.py)."""
+        if self.static_uploads is not None:
+            return self.static_uploads.upload(key, array, dtype, self.upload_now)
+        return self.upload_now(key, array, dtype)
+
+    def upload_now(self, key, array, dtype=None):
+        return self.xp.asarray(array, dtype=dtype)
+
+    def _host_touch(self, what: str) -> None:
+        """A host read or write of device data: not allowed inside a captured step."""
+        if self.static_uploads is not None:
+            self.static_uploads.touched(what)
 
     def upload_scalars(self, host):
         return self.upload(("scalars",), host)
@@ -119,6 +135,7 @@ class NumpyBackend(Backend):
             self.xp = ComputeModule(np, lambda a, b, out=None: self.compute.matmul(a, b, np, out))
 
     def to_host(self, array) -> np.ndarray:
+        self._host_touch("to_host")
         return np.asarray(array)
 
     def random_stream(self, seed) -> RandomStream:
@@ -140,19 +157,22 @@ class CupyBackend(Backend):
         else:
             self.xp = cupy
         self._staging = StagingRing(CupyTransfers(cupy))
+        self.graphs = CudaGraphs(cupy) if self.gemm is not None else None
 
-    def upload(self, key, array, dtype=None):
+    def upload_now(self, key, array, dtype=None):
         if not isinstance(array, np.ndarray):
             return self.xp.asarray(array, dtype=dtype)
         return self._staging.upload(key, array, dtype)
 
     def to_host(self, array) -> np.ndarray:
+        self._host_touch("to_host")
         return self.xp.asnumpy(array)
 
     def random_stream(self, seed) -> RandomStream:
         return DeviceRandom(self.xp, seed)
 
     def synchronize(self) -> None:
+        self._host_touch("synchronize")
         self.xp.cuda.get_current_stream().synchronize()
 
 

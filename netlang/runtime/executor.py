@@ -214,8 +214,8 @@ class Executor:
             raise DataError(f"no data given for input '{leaf.name}'",
                             hint=f"the inputs of this network are: {', '.join(n.name for n in self.network.inputs)}")
         value, mask = _split_feed(feeds[leaf.name])
-        if mask is not None:
-            mask = np.asarray(self.backend.to_host(mask), dtype=bool)   # kept on the host: no device reads
+        if mask is not None:   # kept on the host: no device reads
+            mask = np.asarray(mask if isinstance(mask, np.ndarray) else self.backend.to_host(mask), dtype=bool)
         if isinstance(value, SparseRows):
             return self._bind_sparse(leaf, value, mask, masks)
         array = self.backend.upload(leaf.name, value, self.backend.dtype)
@@ -254,6 +254,25 @@ class Executor:
         if len(rows.lead) == 2:
             masks.bind(leaf, tuple(rows.lead), mask, self.backend)
         return rows
+
+
+def host_sample_count(network: Network, node: Node, feeds: Mapping[str, object]) -> int | None:
+    """What `sample_counts[node.name]` of a run on `feeds` will be, from the host data alone (a
+    replayed CUDA graph runs no Python): the real steps of the mask of the input that gives the
+    axis of `node`'s first input, or the batch size; None when the inputs do not say (an axis an
+    op makes)."""
+    first = node.inputs[0] if node.inputs else node
+    if first.layout is not BATCH and not isinstance(first.layout, SeqAxis):
+        return 1
+    for leaf in network.inputs:
+        if leaf.layout != first.layout or leaf.name not in feeds:
+            continue
+        value, mask = _split_feed(feeds[leaf.name])
+        if mask is not None:
+            return int(np.asarray(mask).sum())
+        lead = value.lead if isinstance(value, SparseRows) else np.shape(value)
+        return int(np.prod(lead[:2])) if isinstance(first.layout, SeqAxis) else int(lead[0])
+    return None
 
 
 def _samples_in(node: Node, value, masks: "_Masks") -> int:

@@ -38,13 +38,14 @@ from netlang.compiler.lang.settings import TrainingSettings
 from netlang.runtime.autoadjust import adjuster_for
 from netlang.runtime.backend import Backend
 from netlang.runtime.carryover import CarryOver
-from netlang.runtime.executor import Executor, initial_parameters
+from netlang.runtime.executor import Executor, host_sample_count, initial_parameters
 from netlang.runtime.feeding import feeds_from_minibatch
 from netlang.runtime.flatbuffer import FlatParameters
 from netlang.runtime.learners import Learner, create_learner
 from netlang.runtime.parallel import create_strategy
 from netlang.runtime.precision import LossScaler, all_finite
 from netlang.runtime.progress import Progress
+from netlang.runtime.stepgraph import CompiledStep
 
 
 @dataclass
@@ -82,6 +83,8 @@ class Trainer:
         self.learner: Learner = create_learner(settings.sgd, self.flat)
         self.parallel = create_strategy(settings.parallel, comm, self.flat, self.learner, self.executor, settings.seed)
         self.loss_scaler = LossScaler() if backend.compute.name == "fp16" else None
+        self.compiled = CompiledStep(backend, backend.graphs, settings.cuda_graph, say=self.progress.message,
+                                     state_of=lambda: self.executor.state, options=self.executor.options)
         self.start_epoch = 1
         self.resume_position: dict | None = None
         self._stop_signal: int | None = None
@@ -316,6 +319,11 @@ class Trainer:
         """One update; returns the criterion and metric sums (on the device; host numbers with
         several workers) and the samples, over all workers."""
         local = int(minibatch.num_samples)
+        if local and self._graph_step_possible(minibatch):
+            feeds = feeds_from_minibatch(self.network, minibatch, self.backend.dtype)
+            samples = host_sample_count(self.network, self.criterion, feeds)
+            if samples:
+                return self._graph_step(epoch, feeds, samples)
         if local:
             feeds = feeds_from_minibatch(self.network, minibatch, self.backend.dtype)
             carry = None
@@ -339,6 +347,44 @@ class Trainer:
             self.learner.step(epoch, samples)
         self.parallel.after_update(local, n)
         return crit, metrics, n
+
+    def _graph_step_possible(self, minibatch) -> bool:
+        """A step that may be captured (runtime/stepgraph.py): on a backend that captures, with CUDA
+        graphs on, one worker (MPI exchanges run on the host), no fp16 loss scaling (its overflow
+        check reads the device), a learner update that can be replayed, no truncated BPTT carry."""
+        if self.backend.graphs is None:
+            return False
+        reason = None
+        if not self.settings.cuda_graph:
+            reason = "CUDA graphs are off (cudaGraph = false or --no-cuda-graph)"
+        elif self.parallel.workers > 1:
+            reason = "data-parallel workers exchange gradients through MPI on the host"
+        elif self.loss_scaler is not None:
+            reason = "fp16 loss scaling checks every step's gradients on the host"
+        elif not self.learner.capturable:
+            reason = "the learner's update is not a fused device kernel (or adds noise drawn on the host)"
+        elif minibatch.slots is not None:
+            reason = "truncated BPTT carries state between minibatches"
+        if reason is not None:
+            self.compiled.note(f"training steps are not captured as CUDA graphs: {reason}; they run eagerly")
+            return False
+        return True
+
+    def _graph_step(self, epoch: int, feeds: dict, samples: int) -> tuple[object, dict, int]:
+        """One step through the compiled step: the same forward, backward, update and sums as the
+        eager step, captured per bucket; the learner's numbers for this step are uploaded before."""
+        hyper = self.learner.fused_hyper(epoch, samples)
+
+        def body(bound_feeds):
+            outputs, _ = self.executor.run(bound_feeds, self.evaluations, loss=self.criterion, wrt=self.learnable,
+                                           grads=self.grad_views, training=True)
+            sums = {node.name: _device_sum(outputs[node.name]) for node in [self.criterion] + self.evaluations}
+            self.learner.apply_fused(self.backend.upload_scalars(hyper))
+            return sums
+
+        sums = self.compiled.run(feeds, body, {("scalars",): hyper})
+        self.learner.steps += 1
+        return sums[self.criterion.name], {node.name: sums[node.name] for node in self.evaluations}, samples
 
     def _unscaled(self) -> bool:
         """fp16: whether the (summed) gradient is finite; if so it is divided by the loss scale for
