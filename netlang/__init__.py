@@ -1,6 +1,11 @@
 """netlang: a declarative, config-driven deep-learning training tool speaking BrainScript."""
 
+from netlang.launcher import default_worker_threads
+
 __version__ = "0.1.0"
+
+# First thing, before NumPy is imported anywhere: an MPI worker's BLAS/OpenMP thread counts.
+default_worker_threads()
 
 
 def load(path, overrides=(), precision=None, device="cpu"):
