@@ -42,6 +42,8 @@ from netlang.runtime.distributed.quantization import (
     quantize,
     record_size,
 )
+from netlang.runtime.parallel import STOP_VOTE_EVERY, _Workers
+from netlang.runtime.profile import StepProfile
 
 SCRIPTS = Path(__file__).parent / "mpi_scripts"
 MPIEXEC = shutil.which("mpiexec")
@@ -466,6 +468,50 @@ def test_importing_netlang_under_a_launcher_sets_the_threads_before_numpy_loads(
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
     expected = str(max(1, launcher.usable_cores() // 2))
     assert out.split() == [expected, expected]
+
+
+# ---- agreeing on a stop without waiting every minibatch -----------------------------------------------
+
+
+class CountingVotes(LocalCommunicator):
+    """Two workers whose flags are summed: this one's and the other's (set by the test)."""
+
+    size = 2
+
+    def __init__(self):
+        super().__init__()
+        self.other = 0.0
+        self.collectives = 0
+
+    def iallreduce_sum(self, buf):
+        self.collectives += 1
+        buf += self.other
+        return super().iallreduce_sum(buf)
+
+
+def voter(comm):
+    workers = object.__new__(_Workers)
+    workers.comm, workers.profile = comm, StepProfile(enabled=False)
+    workers._vote, workers._vote_started, workers._calls, workers._decided = None, 0, 0, False
+    return workers
+
+
+def test_a_stop_asked_on_one_worker_is_agreed_a_vote_later_with_one_collective_per_vote():
+    comm = CountingVotes()
+    workers = voter(comm)
+    seen = [workers.any_rank(False) for _ in range(2 * STOP_VOTE_EVERY)]
+    assert not any(seen) and comm.collectives == 2
+    comm.other = 1.0     # the other worker was signalled; its flag goes into the next vote
+    seen = [workers.any_rank(False) for _ in range(2 * STOP_VOTE_EVERY + 1)]
+    assert seen.index(True) == STOP_VOTE_EVERY and seen.count(True) == 1
+
+
+def test_the_vote_in_flight_is_counted_at_the_end_of_an_epoch_and_decides_the_next_call():
+    comm = CountingVotes()
+    workers = voter(comm)
+    workers.any_rank(True)
+    workers.end_epoch()
+    assert workers._vote is None and workers.any_rank(False)
 
 
 # ---- failure handling without MPI ------------------------------------------------------------------

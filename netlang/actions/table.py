@@ -48,7 +48,7 @@ class Command:
     key_paths: bool = False                     # other words than key=value select keys (explain)
     add_subcommands: Callable | None = None     # (parser) -> None: a tree of its own (data)
     actions: tuple[str, ...] = ()               # the CNTK `action` values of the blocks it runs
-    block_runner: Callable | None = None        # (config, block name, view, progress) -> result
+    block_runner: Callable | None = None        # (config, block name, view, progress, args) -> result
     printer: Callable | None = None             # (console, block name, result) -> None
 
     @property
@@ -91,7 +91,7 @@ def _run_blocks(args, config, blocks) -> int:
     results = {}
     try:
         for name, view, command in plan:
-            results[name] = command.block_runner(config, name, view, progress)
+            results[name] = command.block_runner(config, name, view, progress, args)
             if command.printer is not None and not as_json:
                 command.printer(console, name, results[name])
     finally:
@@ -113,11 +113,15 @@ def _command_for_block(name: str, view) -> Command:
                       view.span_of("action"), hint=f"available: {available}")
 
 
-def _evaluate(config, name: str, view, progress):
+def _train(config, name: str, view, progress, args):
+    return run_train(config, name, view, progress, profile=getattr(args, "profile", False))
+
+
+def _evaluate(config, name: str, view, progress, args):
     return run_eval(config, name, view)      # one result line at the end: no progress to report
 
 
-def _write(config, name: str, view, progress):
+def _write(config, name: str, view, progress, args):
     return run_write(config, name, view)
 
 
@@ -132,9 +136,12 @@ written as <modelPath>.<epoch> with a checkpoint after every epoch and <modelPat
 makeMode = true (the default) a restarted run resumes from the newest checkpoint. Ctrl-C or SIGTERM
 stops at the next minibatch, writes a checkpoint and exits 130.""",
         example="netlang train cfg.net SGD.maxEpochs=5",
+        options=(option("--profile", action="store_true",
+                        help="time every step's phases (read, forward, backward, quantize, communicate, "
+                             "wait, update) on every worker and print them after each epoch"),),
         runner=run_own_blocks,
         actions=("train",),
-        block_runner=run_train,
+        block_runner=_train,
     ),
     Command(
         name="eval",

@@ -65,19 +65,19 @@ def save_resolved_config(config, model_path: str) -> None:
     atomic_write(path, lambda fh: fh.write(text))
 
 
-def run_train(config, name: str, view, progress: Progress | None = None, comm=None) -> list:
+def run_train(config, name: str, view, progress: Progress | None = None, comm=None, profile: bool = False) -> list:
     progress = progress or Progress()
     settings = training_settings(config, name, view)
     check_supported(settings.parallel)
     comm = comm or communicator_for(config, settings.parallel)
     if comm.size <= 1:
-        return _train(config, name, view, settings, progress, comm)
+        return _train(config, name, view, settings, progress, comm, profile)
     install_failure_handlers(comm, announce=progress.enabled)   # pid -> rank, to name a killed rank
     if comm.rank != 0:
         progress = Progress(enabled=False, console=progress.console)
     with failure_guard(comm):
         try:
-            return _train(config, name, view, settings, progress, comm)
+            return _train(config, name, view, settings, progress, comm, profile)
         except TrainingInterrupted as stop:
             # Every worker stopped at the same minibatch and the checkpoint is written: a clean
             # exit with the interruption's code, not an abort of the job.
@@ -108,7 +108,7 @@ def truncation_settings(settings: TrainingSettings, reader: ReaderSettings, netw
     return int(settings.minibatch_size.value(1)), reader.parallel_sequences
 
 
-def _train(config, name: str, view, settings: TrainingSettings, progress: Progress, comm) -> list:
+def _train(config, name: str, view, settings: TrainingSettings, progress: Progress, comm, profile: bool) -> list:
     ref = view.network_expr()
     if ref is None:
         raise view.block_error("the train action needs a network", hint="add network = { … } (or BrainScriptNetworkBuilder)")
@@ -127,7 +127,7 @@ def _train(config, name: str, view, settings: TrainingSettings, progress: Progre
     try:
         if view.cvReader is not None:
             cv_source = common.create_reader(reader_settings(view.cvReader), network, randomize=False, dtype=backend.dtype)
-        trainer = Trainer(network, backend, settings, source, cv_source, progress, comm)
+        trainer = Trainer(network, backend, settings, source, cv_source, progress, comm, profile)
         resume = trainer.find_resume_point() if settings.make_mode else None
         if comm.size > 1:
             resume = comm.bcast(resume, 0)   # rank 0's view of the files decides for everyone
