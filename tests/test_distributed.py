@@ -260,6 +260,10 @@ def test_bucket_stripes_split_the_values_in_whole_columns():
     bucket = _buckets(matrices, 38, bucket_values=1000, workers=2)[0][0]
     assert bucket.cuts == [0, 4, 8]                          # 19 values each way -> 20 and 18
     assert [bucket.values_in_stripe(r) for r in (0, 1)] == [20, 18]
+    # 3 ranks over columns of 10, 1 and 5 values (44 in all; shares start at 15 and 30)
+    three = _buckets([_Matrix(0, 10, 3), _Matrix(30, 1, 4), _Matrix(34, 5, 2)], 44, 1000, workers=3)[0][0]
+    assert three.cuts == [0, 2, 3, 9]
+    assert [three.values_in_stripe(r) for r in range(3)] == [20, 10, 14]
 
 
 @pytest.mark.parametrize("bits", [32, 1, 4])

@@ -114,17 +114,23 @@ class _Bucket:
         self.number = number                    # its place in the start order
         self.matrices = matrices
         self.start, self.stop = start, stop     # the slice of the flat buffer (full precision)
-        self.cuts = self._column_cuts(workers)  # K + 1 bucket column indices
         self.first_column = np.cumsum([0] + [m.cols for m in matrices])
+        self.cuts = self._column_cuts(workers)  # K + 1 bucket column indices
         self.pieces = [self._pieces(self.cuts[r], self.cuts[r + 1]) for r in range(workers)]
         self._layouts: dict[tuple, _Layout] = {}
 
     def _column_cuts(self, workers: int) -> list[int]:
-        column_starts = np.concatenate([[0]] + [m.rows * np.arange(1, m.cols + 1) for m in self.matrices])
-        column_starts[1:] += np.repeat(np.cumsum([0] + [m.size for m in self.matrices[:-1]]),
-                                       [m.cols for m in self.matrices])
-        targets = stripe_starts(int(column_starts[-1]), workers)
-        return [int(i) for i in np.searchsorted(column_starts, targets, side="left")]
+        """Where stripe r begins: the first column starting at or after value r's share."""
+        first_value = np.cumsum([0] + [m.size for m in self.matrices])
+        cuts = []
+        for target in stripe_starts(int(first_value[-1]), workers):
+            index = int(np.searchsorted(first_value, target, side="right")) - 1
+            if index >= len(self.matrices):
+                cuts.append(int(self.first_column[-1]))
+                continue
+            rows = self.matrices[index].rows
+            cuts.append(int(self.first_column[index]) + -(-(target - int(first_value[index])) // rows))
+        return cuts
 
     def _pieces(self, lo: int, hi: int) -> list[_Piece]:
         pieces = []
@@ -225,7 +231,7 @@ class GradientAggregator:
         self._grad = flat_grad
         self._missing = [len(b.matrices) for b in self.buckets]   # segments not yet final
         self._next = 0               # the next bucket to start
-        self._in_flight: list = []   # (bucket, phase, request, host buffer), in start order
+        self._in_flight: list = []   # (bucket, phase, request, buffers), in start order
 
     @property
     def in_step(self) -> bool:
@@ -260,8 +266,8 @@ class GradientAggregator:
         if self.full_precision:
             with self.profile.phase("communicate"):
                 part = self._grad[bucket.start:bucket.stop]
-                host = self.backend.to_host(part)
-                self._in_flight.append((bucket, "sum", self.comm.iallreduce_sum(host), host))
+                host = self.backend.to_host(part)   # `part` itself on the CPU
+                self._in_flight.append((bucket, "sum", self.comm.iallreduce_sum(host), (part, host)))
             return
         previous_scatters = bool(self._in_flight) and self._in_flight[-1][1] == "scatter"
         self._in_flight.append(self._scatter(bucket))
@@ -269,16 +275,16 @@ class GradientAggregator:
             self._in_flight[-2] = self._reduce_stripe(self._in_flight[-2])
 
     def _complete(self, entry) -> None:
-        bucket, phase, request, host = entry
+        bucket, phase, request, buffers = entry
         with self.profile.phase("wait"):
             result = request.wait()
-        if phase == "sum":
-            with self.profile.phase("communicate"):
-                part = self._grad[bucket.start:bucket.stop]
-                if host is not part:
-                    part[...] = self.backend.from_host(host)
+        if phase == "gather":
+            self._write_aggregate(bucket, result)
             return
-        self._write_aggregate(bucket, result)
+        part, host = buffers
+        if host is not part:     # a device buffer: the sum comes back from the host
+            with self.profile.phase("communicate"):
+                part[...] = self.backend.from_host(host)
 
     # ---- the k-bit exchange of one bucket ---------------------------------------------------------
 
