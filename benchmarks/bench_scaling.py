@@ -80,7 +80,7 @@ train = {{
         criterionNodes = (ce) ; evaluationNodes = (errs) ; outputNodes = (z)
     }}
     SGD = {{
-        maxEpochs = 2 ; minibatchSize = {minibatch} ; learningRatesPerSample = 0.005 ; momentumAsTimeConstant = 0
+        maxEpochs = 2 ; minibatchSize = {minibatch} ; learningRatesPerMB = 0.32 ; momentumAsTimeConstant = 0
         numMBsToShowResult = 0
         ParallelTrain = {{ parallelizationMethod = "{method}"
                           DataParallelSGD = {{ gradientBits = {bits} ; quantizeAlongLongerAxis = {longer} }}
