@@ -21,6 +21,7 @@ import os
 import sys
 import time
 
+from netlang.actions.directories import make_directory
 from netlang.actions.output import stdout_console
 from netlang.datasets import atis, conlleval
 from netlang.datasets.atis import prepare_atis
@@ -42,7 +43,7 @@ def add_subcommands(parser) -> list:
     for name, what in (("mnist", "MNIST handwritten digits"), ("fashion-mnist", "Fashion-MNIST clothing images")):
         sub = datasets.add_parser(name, help=f"{what} from IDX files",
                                   description=f"{what}: IDX files → CTF text, PNGs and map files.",
-                                  epilog=f"example:\n  netlang data prepare {name} --source ~/data/{name} "
+                                  epilog=f"example:\n  netlang data prepare {name} --source ../shared/data/{name} "
                                          f"--out data/{name}",
                                   formatter_class=argparse.RawDescriptionHelpFormatter)
         sub.add_argument("--source", required=True, metavar="DIR",
@@ -103,6 +104,7 @@ def run(args) -> int:
         return run_score_slots(args)
     console = stdout_console(args)
     started = time.perf_counter()
+    make_directory(args.out, "--out")
     if args.dataset == "atis":
         counts = prepare_atis(os.path.expanduser(args.source), args.out, min_count=args.min_count)
     elif args.dataset in ("mnist", "fashion-mnist"):

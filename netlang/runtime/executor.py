@@ -87,6 +87,7 @@ class Executor:
         self.output_masks: dict[str, object] = {}
         self.sample_counts: dict[str, int] = {}
         self._carry = None
+        self.step_timer = None                  # runtime/timing.StepTimer: times each step (netlang time)
 
     # ---- planning --------------------------------------------------------------------------------
     def plan(self, outputs: list[Node], loss: Node | None = None, wrt: list[Node] | None = None) -> Plan:
@@ -128,6 +129,8 @@ class Executor:
         out_grads: dict = {}
         backward = False
         for step in plan.steps:
+            if self.step_timer is not None:
+                self.step_timer.begin()
             node = step.node
             if not backward and step.kind in ("backward", "loop_backward"):
                 backward = True
@@ -165,6 +168,8 @@ class Executor:
             for nid in step.release_grads:
                 if nid not in wrt_ids:
                     grad_values.pop(nid, None)
+            if self.step_timer is not None:
+                self.step_timer.end(step)
             for nid in step.grads_done:
                 self._finish_gradient(wrt_nodes[nid], grad_values, grads, accumulate, out_grads, hooks)
         out_values = {n.name: values[n.id] for n in plan.outputs}
