@@ -147,7 +147,8 @@ def _command_for_block(name: str, view) -> Command:
 
 
 def _train(config, name: str, view, progress, args):
-    return run_train(config, name, view, progress, resume_anyway=getattr(args, "resume_anyway", False))
+    return run_train(config, name, view, progress, resume_anyway=getattr(args, "resume_anyway", False),
+                     profile=getattr(args, "profile", False))
 
 
 def _evaluate(config, name: str, view, progress, args):
@@ -187,7 +188,10 @@ written with other training settings (then --resume-anyway goes on, makeMode=fal
 One training at a time per output directory: a second one exits 75 at once. Ctrl-C or SIGTERM stops
 at the next minibatch, writes a checkpoint and exits 130.""",
         example="netlang train examples/hello.net SGD.maxEpochs=5",
-        options=(RESUME_ANYWAY, NO_CUDA_GRAPH),
+        options=(RESUME_ANYWAY, NO_CUDA_GRAPH,
+                 option("--profile", action="store_true",
+                        help="time every step's phases (read, forward, backward, quantize, communicate, "
+                             "wait, update) on every worker and print them after each epoch")),
         runner=run_own_blocks,
         actions=("train",),
         block_runner=_train,

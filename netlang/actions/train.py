@@ -85,21 +85,22 @@ def training_memory(view, network) -> MemoryEstimate:
 
 
 def run_train(config, name: str, view, progress: Progress | None = None, comm=None,
-              resume_anyway: bool = False) -> list:
+              resume_anyway: bool = False, profile: bool = False) -> list:
     """Train the block `name`. `resume_anyway`: resume from a checkpoint even when it was written with
-    other training settings (otherwise that is a config error naming them)."""
+    other training settings (otherwise that is a config error naming them). `profile`: time every
+    step's phases on every worker (runtime/profile.py)."""
     progress = progress or Progress()
     settings = training_settings(config, name, view)
     check_supported(settings.parallel)
     comm = comm or communicator_for(config, settings.parallel)
     if comm.size <= 1:
-        return _train(config, name, view, settings, progress, comm, resume_anyway)
+        return _train(config, name, view, settings, progress, comm, resume_anyway, profile)
     install_failure_handlers(comm, announce=progress.enabled)   # pid -> rank, to name a killed rank
     if comm.rank != 0:
         progress = Progress(enabled=False, console=progress.console)
     with failure_guard(comm):
         try:
-            return _train(config, name, view, settings, progress, comm, resume_anyway)
+            return _train(config, name, view, settings, progress, comm, resume_anyway, profile)
         except TrainingInterrupted as stop:
             # Every worker stopped at the same minibatch and the checkpoint is written: a clean
             # exit with the interruption's code, not an abort of the job.
@@ -131,7 +132,7 @@ def truncation_settings(settings: TrainingSettings, reader: ReaderSettings, netw
 
 
 def _train(config, name: str, view, settings: TrainingSettings, progress: Progress, comm,
-           resume_anyway: bool) -> list:
+           resume_anyway: bool, profile: bool) -> list:
     ref = view.network_expr()
     if ref is None:
         raise view.block_error("the train action needs a network", hint="add network = { … } (or BrainScriptNetworkBuilder)")
@@ -160,7 +161,8 @@ def _train(config, name: str, view, settings: TrainingSettings, progress: Progre
             if view.cvReader is not None:
                 cv_source = common.create_reader(reader_settings(view.cvReader), network, randomize=False,
                                                  dtype=backend.dtype)
-            trainer = Trainer(network, backend, settings, source, cv_source, progress, comm, resume_record=record)
+            trainer = Trainer(network, backend, settings, source, cv_source, progress, comm, resume_record=record,
+                              profile=profile)
             if writer:
                 tensorboard = tensorboard_log_for(settings, settings.epoch_size or getattr(source, "samples_per_sweep", 0))
                 trainer.observers += [tensorboard] if tensorboard is not None else []

@@ -14,6 +14,8 @@ this module is the one place that knows which library runs:
 * `concatenate(arrays, axis)`;
 * `random_stream(seed)`: a generator of the backend's own kind that draws on the device; its
   `state()` goes into checkpoints and `restore(state)` continues from there;
+* `array_module(array)` (a function): the module of an array of either kind, for code that is
+  handed arrays rather than a backend (the gradient quantiser);
 * `synchronize()`: wait for the device's queued work. Arrays stay on the device between steps;
   the trainer reads numbers (and so waits) only where it reports;
 * `upload(key, array, dtype=None)`: a minibatch's host array on the device for this step (on a GPU
@@ -174,6 +176,14 @@ class CupyBackend(Backend):
     def synchronize(self) -> None:
         self._host_touch("synchronize")
         self.xp.cuda.get_current_stream().synchronize()
+
+
+def array_module(array):
+    """NumPy or CuPy: the module of `array`, for code that works on arrays of either kind (CuPy is
+    imported already when a CuPy array exists, so this never imports it)."""
+    if type(array).__module__.startswith("cupy"):
+        return sys.modules["cupy"]
+    return np
 
 
 # ---- random streams ------------------------------------------------------------------------------
