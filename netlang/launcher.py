@@ -33,6 +33,10 @@ LAUNCHER_VARIABLES = (
 LOCAL_SIZE_VARIABLES = ("MPI_LOCALNRANKS",               # MPICH hydra, Intel MPI
                         "OMPI_COMM_WORLD_LOCAL_SIZE",    # Open MPI
                         "MV2_COMM_WORLD_LOCAL_SIZE")     # MVAPICH2
+# This process's rank among those on its node.
+LOCAL_RANK_VARIABLES = ("MPI_LOCALRANKID",                 # MPICH hydra, Intel MPI
+                        "OMPI_COMM_WORLD_LOCAL_RANK",      # Open MPI
+                        "MV2_COMM_WORLD_LOCAL_RANK")       # MVAPICH2
 # What the numeric libraries read for their thread pools.
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "BLIS_NUM_THREADS",
                     "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS")
@@ -44,6 +48,7 @@ class LaunchInfo:
     size: int
     launcher: str     # the variable that told us, e.g. "PMI_RANK"
     local_size: int   # ranks on this node (all `size` when the launcher does not say)
+    local_rank: int = 0   # this rank among them (rank mod local_size when the launcher does not say)
 
 
 def detect_launch(environ=None) -> LaunchInfo | None:
@@ -59,8 +64,18 @@ def detect_launch(environ=None) -> LaunchInfo | None:
                 rank, size = int(env[rank_var]), int(env[size_var])
             except ValueError:
                 continue
-            return LaunchInfo(rank, size, rank_var, _local_size(env, size))
+            local_size = _local_size(env, size)
+            return LaunchInfo(rank, size, rank_var, local_size, _local_rank(env, rank, local_size))
     return None
+
+
+def _local_rank(env, rank: int, local_size: int) -> int:
+    for name in LOCAL_RANK_VARIABLES:
+        try:
+            return max(0, int(env[name]))
+        except (KeyError, ValueError):
+            continue
+    return rank % local_size
 
 
 def _local_size(env, size: int) -> int:

@@ -7,6 +7,9 @@ from types import SimpleNamespace
 import numpy as np
 
 from netlang.runtime.distributed import LocalCommunicator
+from netlang.actions.train import gpu_workers_communicator
+from netlang.launcher import detect_launch
+from netlang.runtime.backend import cpu_backend
 from netlang.runtime.distributed.nccl import NcclCommunicator, local_device
 
 
@@ -82,3 +85,30 @@ def test_bootstrap_broadcasts_the_unique_id_and_all_reduces_in_place_on_a_side_s
     host = np.ones(3)
     comm.allreduce_sum(host)                   # host arrays go through MPI
     assert len([c for c in calls if c[0] == "allReduce"]) == 1
+
+
+class TwoWorkers(LocalCommunicator):
+    """The MPI side of a job of two, as `gpu_workers_communicator` sees it."""
+
+    size = 2
+
+
+def test_gpu_workers_exchange_through_nccl_and_cpu_workers_through_mpi(monkeypatch):
+    mpi = TwoWorkers()
+    assert gpu_workers_communicator(mpi, cpu_backend()) is mpi
+    alone = LocalCommunicator()
+    assert gpu_workers_communicator(alone, SimpleNamespace(name="cupy")) is alone
+    cupy, nccl, calls, used, _ = fake_modules(devices=2)
+    monkeypatch.setenv("PMI_RANK", "1")
+    monkeypatch.setenv("PMI_SIZE", "2")
+    monkeypatch.setenv("MPI_LOCALRANKID", "1")
+    gpu = SimpleNamespace(name="cupy", xp=cupy, nccl=lambda: nccl)
+    comm = gpu_workers_communicator(mpi, gpu)
+    assert isinstance(comm, NcclCommunicator) and comm.device_buffers and used == [1]
+
+
+def test_the_launchers_local_rank_or_the_rank_modulo_the_ranks_on_the_node():
+    assert detect_launch({"PMI_RANK": "3", "PMI_SIZE": "4", "MPI_LOCALRANKID": "1"}).local_rank == 1
+    assert detect_launch({"PMI_RANK": "3", "PMI_SIZE": "4", "MPI_LOCALNRANKS": "2"}).local_rank == 1
+    assert detect_launch({"OMPI_COMM_WORLD_RANK": "2", "OMPI_COMM_WORLD_SIZE": "4",
+                          "OMPI_COMM_WORLD_LOCAL_RANK": "0"}).local_rank == 0

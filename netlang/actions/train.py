@@ -37,6 +37,7 @@ from netlang.runtime.distributed import (
     get_communicator,
     install_failure_handlers,
 )
+from netlang.runtime.distributed.nccl import NcclCommunicator
 from netlang.runtime.memory import MemoryEstimate, device_memory, estimate, require_fit
 from netlang.runtime.parallel import SUPPORTED_METHODS, check_supported
 from netlang.runtime.progress import Progress
@@ -64,6 +65,15 @@ def communicator_for(config, parallel: ParallelSettings | None):
                              f"parameter server) is not supported",
                              hint="use DataParallelSGD, BlockMomentumSGD or ModelAveragingSGD")
     return get_communicator(True, span)
+
+
+def gpu_workers_communicator(comm, backend):
+    """K workers on GPUs exchange device buffers through NCCL, bootstrapped by their MPI communicator
+    (runtime/distributed/nccl.py); on the CPU, or alone, the communicator stays as it is."""
+    if comm.size <= 1 or backend.name != "cupy":
+        return comm
+    launch = detect_launch()
+    return NcclCommunicator(comm, backend.xp, backend.nccl(), launch.local_rank if launch is not None else 0)
 
 
 def save_resolved_config(config, model_path: str) -> None:
@@ -139,6 +149,7 @@ def _train(config, name: str, view, settings: TrainingSettings, progress: Progre
     network = build_action_network(ref)
     require_training_nodes(network, ref.span)
     backend = common.backend_for(view)
+    comm = gpu_workers_communicator(comm, backend)
     reader = reader_settings(view.reader)
     truncation = truncation_settings(settings, reader, network)
     require_fit(training_memory(view, network), backend.device, device_memory(backend), ref.span)

@@ -45,6 +45,7 @@ from typing import Any
 import numpy as np
 
 from netlang.errors import ConfigError
+from netlang.launcher import detect_launch
 from netlang.runtime.gpu.capture import CudaGraphs
 from netlang.runtime.gpu.cudnn import CudnnService
 from netlang.runtime.gpu.gemm import gemm_service
@@ -172,6 +173,12 @@ class CupyBackend(Backend):
 
     def random_stream(self, seed) -> RandomStream:
         return DeviceRandom(self.xp, seed)
+
+    def nccl(self):
+        """CuPy's NCCL bindings, for the GPU workers' collectives (runtime/distributed/nccl.py)."""
+        from cupy.cuda import nccl
+
+        return nccl
 
     def synchronize(self) -> None:
         self._host_touch("synchronize")
@@ -311,7 +318,12 @@ def select_backend(device_id="cpu", precision: str = "float", allow_tf32: bool =
         return NumpyBackend(dtype, "cpu", compute)
     cupy = _cupy()
     if dev == "auto":
-        return _on_gpu(cupy, 0, dtype, compute) if cupy is not None else NumpyBackend(dtype, "cpu", compute)
+        if cupy is None:
+            return NumpyBackend(dtype, "cpu", compute)
+        # One GPU per MPI worker on a node: the worker's local rank picks it.
+        launch = detect_launch()
+        local_rank = launch.local_rank if launch is not None else 0
+        return _on_gpu(cupy, local_rank % max(cupy.cuda.runtime.getDeviceCount(), 1), dtype, compute)
     if cupy is None:
         raise ConfigError(f"deviceId = {device_id} asks for a GPU, but CuPy or a CUDA device is not available",
                           hint="use deviceId = -1 (CPU) or 'auto', or install netlang[gpu] on a machine with a GPU")

@@ -92,11 +92,11 @@ from netlang.runtime.distributed import (
     ModelAveraging,
     resolve_block_size,
 )
+from netlang.runtime.distributed.aggregation import BUCKET_BYTES
 from netlang.runtime.distributed.blockmomentum import (
     DEFAULT_BLOCK_SIZE_PER_WORKER_BMUF,
     DEFAULT_BLOCK_SIZE_PER_WORKER_MA,
 )
-from netlang.runtime.distributed.aggregation import BUCKET_BYTES
 from netlang.runtime.distributed.quantization import column_dims
 from netlang.runtime.executor import RunHooks
 from netlang.runtime.profile import StepProfile

@@ -266,7 +266,8 @@ class GradientAggregator:
         if self.full_precision:
             with self.profile.phase("communicate"):
                 part = self._grad[bucket.start:bucket.stop]
-                host = self.backend.to_host(part)   # `part` itself on the CPU
+                # NCCL reduces the gradient where it is; MPI takes a host copy (`part` itself on the CPU).
+                host = part if self.comm.device_buffers else self.backend.to_host(part)
                 self._in_flight.append((bucket, "sum", self.comm.iallreduce_sum(host), (part, host)))
             return
         previous_scatters = bool(self._in_flight) and self._in_flight[-1][1] == "scatter"

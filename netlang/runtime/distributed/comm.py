@@ -69,6 +69,7 @@ class Communicator:
 
     rank: int = 0
     size: int = 1
+    device_buffers = False     # collectives take host (NumPy) arrays; see nccl.NcclCommunicator
 
     def __init__(self) -> None:
         self.bytes_sent = 0

@@ -55,6 +55,8 @@ class NcclRequest:
 
 
 class NcclCommunicator(Communicator):
+    device_buffers = True      # its collectives take CuPy arrays where they are (host arrays go to MPI)
+
     def __init__(self, mpi_comm: Communicator, cupy, nccl, local_rank: int = 0):
         super().__init__()
         self.mpi = mpi_comm
