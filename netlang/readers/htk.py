@@ -311,7 +311,7 @@ def _mlf_utterance(name: tuple[str, int], segments: list, path: str, classes: di
     labels, frames = [], 0
     for text, line_no in segments:
         columns = text.split()
-        if len(columns) < 3 or not (_is_time(columns[0]) and _is_time(columns[1])):
+        if len(columns) < 3 or not (columns[0].isdigit() and columns[1].isdigit()):
             raise DataError(f"{where}: expected 'begin end label' (times in 100 ns units), found '{text}'",
                             DataPosition(path, line_no), hint="frame labels need the times of each segment")
         begin, end = ((int(c) + MLF_FRAME_PERIOD // 2) // MLF_FRAME_PERIOD for c in columns[:2])
@@ -332,10 +332,6 @@ def _mlf_utterance(name: tuple[str, int], segments: list, path: str, classes: di
     if frames == 0:
         raise DataError(f"{where} has no labelled frames", DataPosition(path, name_line))
     return MlfUtterance(key, np.concatenate(labels), path, name_line)
-
-
-def _is_time(text: str) -> bool:
-    return text.isdigit()
 
 
 def mlf_paths(stream: StreamSettings, base_dir: str) -> list[str]:
@@ -550,7 +546,7 @@ class HTKFeatureDeserializer:
         count = header.frames if entry.start is None else entry.end - entry.start + 1
         return read_frames(entry.path, header, start, count)
 
-    def frames_of(self) -> dict[str, tuple[int, ScpEntry]]:
+    def utterance_frames(self) -> dict[str, tuple[int, ScpEntry]]:
         """Every utterance's frame count and SCP entry, by key."""
         return {e.key: (int(n), e) for e, n in zip(self.entries, self.utterances.frames)}
 
@@ -592,7 +588,7 @@ class HTKMLFDeserializer:
         by_key = {u.key: u for u in self.mlf}
         wanted: set[str] = set()
         for features in lists:
-            for key, (frames, entry) in features.frames_of().items():
+            for key, (frames, entry) in features.utterance_frames().items():
                 labelled = by_key.get(key)
                 if labelled is None:
                     raise DataError(f"{entry.where}: the utterance has no labels in {self.description}",
