@@ -287,6 +287,105 @@ CELLS = {
 }
 
 
+# ---- the LSTM cell on the GPU ------------------------------------------------------------------
+#
+# One step is two launches: the recurrent product h·R (cuBLAS through the array module) and one
+# kernel that adds the input projection, applies the gates, updates c and h under the step mask and
+# keeps what backward needs. Backward per step: one kernel for the gate gradients, one product for
+# the gradient flowing to the previous h. The arithmetic is the NumPy cell's, operation by operation.
+
+LSTM_SOURCE = r"""
+__device__ __forceinline__ T sigmoid(T a) { return (T)0.5 * ((T)1 + tanh((T)0.5 * a)); }
+
+extern "C" __global__ void lstm_step(const T* xw, const T* hr, const T* m, T* gates, T* h, T* c, T* h_prev,
+                                     T* c_prev, T* cells, T* out, long long N, long long H) {
+    for (long long k = (long long)blockIdx.x * blockDim.x + threadIdx.x; k < N * H; k += (long long)blockDim.x * gridDim.x) {
+        const long long n = k / H, j = k % H, row = n * 4 * H;
+        const T i = sigmoid(xw[row + j] + hr[row + j]);
+        const T f = sigmoid(xw[row + H + j] + hr[row + H + j]);
+        const T g = tanh(xw[row + 2 * H + j] + hr[row + 2 * H + j]);
+        const T o = sigmoid(xw[row + 3 * H + j] + hr[row + 3 * H + j]);
+        gates[row + j] = i; gates[row + H + j] = f; gates[row + 2 * H + j] = g; gates[row + 3 * H + j] = o;
+        const T keep = m[n];
+        h_prev[k] = h[k];
+        c_prev[k] = c[k];
+        const T cn = (f * c[k] + i * g) * keep;
+        const T hn = o * tanh(cn) * keep;
+        c[k] = cn;
+        cells[k] = cn;
+        h[k] = hn;
+        out[k] = hn;
+    }
+}
+
+extern "C" __global__ void lstm_step_backward(const T* gy, const T* gates, const T* cells, const T* c_prev,
+                                              const T* m, const T* dh_next, T* dc_next, T* da, long long N, long long H) {
+    for (long long k = (long long)blockIdx.x * blockDim.x + threadIdx.x; k < N * H; k += (long long)blockDim.x * gridDim.x) {
+        const long long n = k / H, j = k % H, row = n * 4 * H;
+        const T i = gates[row + j], f = gates[row + H + j], g = gates[row + 2 * H + j], o = gates[row + 3 * H + j];
+        const T keep = m[n];
+        const T tc = tanh(cells[k]);
+        const T dh = (gy[k] + dh_next[k]) * keep;
+        const T dc = dc_next[k] * keep + dh * o * ((T)1 - tc * tc);
+        da[row + j] = dc * g * i * ((T)1 - i);
+        da[row + H + j] = dc * c_prev[k] * f * ((T)1 - f);
+        da[row + 2 * H + j] = dc * i * ((T)1 - g * g);
+        da[row + 3 * H + j] = dh * tc * o * ((T)1 - o);
+        dc_next[k] = dc * f;
+    }
+}
+"""
+
+
+def _gpu_lstm_forward(kernels):
+    def forward(xw, R, m, forward_in_time, xp):
+        T, N, G = xw.shape
+        H = G // 4
+        xw = xp.ascontiguousarray(xw)
+        m = xp.ascontiguousarray(m)
+        h = xp.zeros((N, H), dtype=xw.dtype)
+        c = xp.zeros_like(h)
+        hr = xp.empty((N, G), dtype=xw.dtype)
+        gates = xp.empty_like(xw)
+        cells, h_prev, c_prev, out = (xp.empty((T, N, H), dtype=xw.dtype) for _ in range(4))
+        for t in _times(forward_in_time, T):
+            xp.matmul(h, R, out=hr)
+            kernels.launch(LSTM_SOURCE, "lstm_step", xw.dtype, N * H,
+                           (xw[t], hr, m[t], gates[t], h, c, h_prev[t], c_prev[t], cells[t], out[t],
+                            np.int64(N), np.int64(H)))
+        return out, (gates, cells, h_prev, c_prev)
+    return forward
+
+
+def _gpu_lstm_backward(kernels):
+    def backward(gy, R, m, forward_in_time, cache, xp):
+        gates, cells, h_prev, c_prev = cache
+        T, N, G = gates.shape
+        H = G // 4
+        gy = xp.ascontiguousarray(gy)
+        m = xp.ascontiguousarray(m)
+        dxw = xp.empty_like(gates)
+        dh_next = xp.zeros((N, H), dtype=gy.dtype)
+        dc_next = xp.zeros_like(dh_next)
+        for t in reversed(list(_times(forward_in_time, T))):
+            kernels.launch(LSTM_SOURCE, "lstm_step_backward", gy.dtype, N * H,
+                           (gy[t], gates[t], cells[t], c_prev[t], m[t], dh_next, dc_next, dxw[t],
+                            np.int64(N), np.int64(H)))
+            xp.matmul(dxw[t], R.T, out=dh_next)
+        return dxw, _flat(h_prev).T @ _flat(dxw)
+    return backward
+
+
+def _gpu_cells(ctx) -> dict:
+    """The cells on the CuPy backend: the fused LSTM cell, the others as on the CPU."""
+    kernels = ctx.backend.kernels
+    return {**CELLS, "lstm": (_gpu_lstm_forward(kernels), _gpu_lstm_backward(kernels))}
+
+
+def _cpu_cells(ctx) -> dict:
+    return CELLS
+
+
 def _flat(a):
     return a.reshape(-1, a.shape[-1])
 
@@ -301,11 +400,11 @@ def _sequence_input(ctx, x):
     return x.reshape(x.shape[:2] + (-1,)), mask.astype(x.dtype)[..., None]
 
 
-def _rnn_stack_forward(ctx, xs, attrs):
+def _rnn_stack_forward(ctx, xs, attrs, cells=_cpu_cells):
     weights, x = xs
     xp = ctx.xp
     _, _, directions, kind = _config(attrs)
-    cell_forward = CELLS[kind][0]
+    cell_forward = cells(ctx)[kind][0]
     layer_in, m = _sequence_input(ctx, x)
     T, N = layer_in.shape[:2]
     blocks = _blocks(weights.reshape(-1), layer_in.shape[-1], attrs)
@@ -323,14 +422,14 @@ def _rnn_stack_forward(ctx, xs, attrs):
     return layer_in if ctx.dyn[1] == 2 else layer_in[0]
 
 
-def _rnn_stack_backward(ctx, xs, y, gy, attrs):
+def _rnn_stack_backward(ctx, xs, y, gy, attrs, cells=_cpu_cells):
     weights, x = xs
     xp = ctx.xp
     hidden, _, directions, kind = _config(attrs)
-    cell_backward = CELLS[kind][1]
+    cell_backward = cells(ctx)[kind][1]
     tape = ctx.saved.get("tape")
     if tape is None:
-        _rnn_stack_forward(ctx, xs, attrs)
+        _rnn_stack_forward(ctx, xs, attrs, cells)
         tape = ctx.saved["tape"]
     inputs, m = _sequence_input(ctx, x)
     grad_w = xp.zeros(weights.size, dtype=weights.dtype)
@@ -370,6 +469,8 @@ def _checks():
 register(OpDef(
     name="OptimizedRNNStack", arity=(2, 2), shape=_rnn_rule, forward=_rnn_stack_forward,
     backward=_rnn_stack_backward, layout=lambda inputs, attrs: getattr(inputs[1], "layout", inputs[1]),
+    kernels={"cupy": (lambda ctx, xs, attrs: _rnn_stack_forward(ctx, xs, attrs, _gpu_cells),
+                      lambda ctx, xs, y, gy, attrs: _rnn_stack_backward(ctx, xs, y, gy, attrs, _gpu_cells))},
     signature=SIGNATURE, whole_sequence=True,
     truncation_unsafe=(
         "truncated BPTT cannot carry the state of the fused OptimizedRNNStack '{name}' across minibatches",

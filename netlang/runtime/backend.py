@@ -11,7 +11,16 @@ this module is the one place that knows which library runs:
 * `random_stream(seed)`: a generator of the backend's own kind that draws on the device; its
   `state()` goes into checkpoints and `restore(state)` continues from there;
 * `synchronize()`: wait for the device's queued work. Arrays stay on the device between steps;
-  the trainer reads numbers (and so waits) only where it reports.
+  the trainer reads numbers (and so waits) only where it reports;
+* `upload(key, array, dtype=None)`: a minibatch's host array on the device for this step (on a GPU
+  staged through pinned memory and copied on a side stream into one of two buffers per `key`, so
+  the copy overlaps the previous step; the result stays valid until the upload after next of the
+  same key); `upload_scalars(host)`: the same for a learner's per-step scalars.
+
+The CuPy backend also carries the GPU services the kernels use (runtime/gpu/): `kernels`, the
+compiled-kernel cache, and `cudnn`, the cuDNN frontend's convolution graphs (None when the frontend
+or its library is missing, or `NETLANG_CUDNN=0`: convolutions then run as im2col + GEMM on the GPU,
+and the backend says so once on stderr).
 
 `deviceId = -1` (or `cpu`) is NumPy; a GPU index or `auto` selects CuPy when it is importable and a
 device is present (`auto` falls back to the CPU, an explicit GPU index is an error without one).
@@ -22,11 +31,16 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import os
+import sys
 from typing import Any
 
 import numpy as np
 
 from netlang.errors import ConfigError
+from netlang.runtime.gpu.cudnn import CudnnService
+from netlang.runtime.gpu.kernels import KernelCache
+from netlang.runtime.gpu.staging import CupyTransfers, StagingRing
 
 DTYPES = {"float": np.float32, "float32": np.float32, "double": np.float64, "float64": np.float64}
 
@@ -53,6 +67,13 @@ class Backend:
 
     def to_host(self, array) -> np.ndarray:
         raise NotImplementedError
+
+    def upload(self, key, array, dtype=None):
+        """A minibatch's array on the device for this step (see the module doc)."""
+        return self.from_host(array, dtype)
+
+    def upload_scalars(self, host):
+        return self.upload(("scalars",), host)
 
     def scatter_add(self, dest, index, values) -> None:
         self.xp.add.at(dest, index, values)     # NumPy's ufunc.at; CuPy's (which supersedes cupyx.scatter_add)
@@ -84,9 +105,17 @@ class NumpyBackend(Backend):
 class CupyBackend(Backend):
     name = "cupy"
 
-    def __init__(self, cupy, dtype, device: str):
+    def __init__(self, cupy, dtype, device: str, cudnn=None):
         super().__init__(dtype, device)
         self.xp = cupy
+        self.kernels = KernelCache(cupy)
+        self.cudnn = cudnn
+        self._staging = StagingRing(CupyTransfers(cupy))
+
+    def upload(self, key, array, dtype=None):
+        if not isinstance(array, np.ndarray):
+            return self.xp.asarray(array, dtype=dtype)
+        return self._staging.upload(key, array, dtype)
 
     def to_host(self, array) -> np.ndarray:
         return self.xp.asnumpy(array)
@@ -225,4 +254,25 @@ def select_backend(device_id="cpu", precision: str = "float") -> Backend:
 
 def _on_gpu(cupy, index: int, dtype) -> Backend:
     cupy.cuda.Device(index).use()
-    return CupyBackend(cupy, dtype, f"gpu:{index}")
+    return CupyBackend(cupy, dtype, f"gpu:{index}", _cudnn_service(cupy))
+
+
+_CUDNN_NOTE: list[str] = []
+
+
+def _cudnn_service(cupy):
+    """The cuDNN frontend's convolution service, or None (said once on stderr, with the reason)."""
+    if os.environ.get("NETLANG_CUDNN", "1") == "0":
+        reason = "NETLANG_CUDNN=0"
+    else:
+        try:
+            import cudnn
+
+            return CudnnService(cupy, cudnn)
+        except Exception as err:  # noqa: BLE001 - a missing frontend or library: run without it
+            reason = f"{type(err).__name__}: {err}"
+    if not _CUDNN_NOTE:
+        _CUDNN_NOTE.append(reason)
+        sys.stderr.write(f"netlang: cuDNN is not used ({reason}); convolutions run as im2col + GEMM "
+                         "on the GPU (pip install 'netlang[gpu]' brings the cuDNN frontend)\n")
+    return None

@@ -210,7 +210,7 @@ class Executor:
             mask = np.asarray(self.backend.to_host(mask), dtype=bool)   # kept on the host: no device reads
         if isinstance(value, SparseRows):
             return self._bind_sparse(leaf, value, mask, masks)
-        array = self.backend.from_host(value, self.backend.dtype)
+        array = self.backend.upload(leaf.name, value, self.backend.dtype)
         expected = to_runtime(leaf.shape)
         lead = dyn_rank(leaf.layout)
         if leaf.layout is BATCH and mask is not None:
@@ -235,10 +235,14 @@ class Executor:
             raise DataError(f"sparse input '{leaf.name}' is laid out over {len(rows.lead)} dynamic axes, "
                             f"the network expects {dyn_rank(leaf.layout)}")
         counts = np.diff(self.backend.to_host(rows.offsets))
-        backend = self.backend
-        rows = SparseRows(backend.from_host(rows.indices), backend.from_host(rows.values, backend.dtype),
-                          backend.from_host(rows.offsets), tuple(rows.lead), to_runtime(leaf.shape),
-                          most_per_row=int(counts.max()) if counts.size else 0)
+        backend, name = self.backend, leaf.name
+        # The row of each non-zero is counted here, on the host, so the device never has to.
+        nonzero_rows = np.repeat(np.arange(len(counts)), counts)
+        rows = SparseRows(backend.upload((name, "indices"), rows.indices),
+                          backend.upload((name, "values"), rows.values, backend.dtype),
+                          backend.upload((name, "offsets"), rows.offsets), tuple(rows.lead), to_runtime(leaf.shape),
+                          most_per_row=int(counts.max()) if counts.size else 0,
+                          nonzero_rows=backend.upload((name, "rows"), nonzero_rows))
         if len(rows.lead) == 2:
             masks.bind(leaf, tuple(rows.lead), mask, self.backend)
         return rows
@@ -316,7 +320,7 @@ class _Masks:
         known = self.host.get(axis)
         if known is None:
             self.host[axis], self.owner[axis] = mask, leaf.name
-            self.axes[axis] = backend.from_host(mask)
+            self.axes[axis] = backend.upload((leaf.name, "mask"), mask)
         elif known.shape != mask.shape or not bool((known == mask).all()):
             raise DataError(f"inputs '{self.owner[axis]}' and '{leaf.name}' share the dynamic axis '{axis}', "
                             "but their sequences have different lengths",
