@@ -18,6 +18,8 @@ EXIT_OK = 0
 EXIT_USAGE = 2
 EXIT_DATA = 65
 EXIT_INTERNAL = 70
+EXIT_CANT_CREATE = 73
+EXIT_BUSY = 75
 EXIT_CONFIG = 78
 EXIT_INTERRUPTED = 130
 
@@ -148,6 +150,20 @@ class DataError(NetlangError):
 
     def subject(self) -> str:
         return f"stream '{self.position.stream}': " if self.position and self.position.stream else ""
+
+
+class OutputError(NetlangError):
+    """An output file or directory cannot be created or written (sysexits' "can't create")."""
+
+    exit_code = EXIT_CANT_CREATE
+    kind = "output error"
+
+
+class BusyError(NetlangError):
+    """Another run holds what this one needs (the output directory of a training); try again later."""
+
+    exit_code = EXIT_BUSY
+    kind = "busy"
 
 
 class TrainingInterrupted(NetlangError):

@@ -1,9 +1,10 @@
 """`netlang check cfg.net [key=value ...] [--json]`: validate a config without training.
 
 Parses and evaluates the config, validates the top level and every block named by `command` with
-the schemas, evaluates the user's plain variables, builds every network, reads one minibatch from
-each reader, and prints the resolved configuration (the values the config sets; `netlang explain`
-lists the defaults too) and the networks.
+the schemas, evaluates the user's plain variables, checks that the output directories can be made,
+builds every network (with the memory a training of it needs), reads one minibatch from each
+reader, and prints the resolved configuration (the values the config sets; `netlang explain` lists
+the defaults too) and the networks.
 """
 from __future__ import annotations
 
@@ -12,8 +13,10 @@ import sys
 
 from rich.markup import escape
 
-from netlang.actions.common import create_reader
+from netlang.actions.common import backend_for, create_reader
+from netlang.actions.directories import output_directory, probe_directory
 from netlang.actions.output import stdout_console
+from netlang.actions.train import training_memory
 from netlang.compiler.graph import load_config
 from netlang.compiler.graph.network import (
     build_action_network,
@@ -22,7 +25,9 @@ from netlang.compiler.graph.network import (
 )
 from netlang.compiler.lang.config import Config, block_entries, resolved_config_dict
 from netlang.compiler.lang.settings import reader_settings
+from netlang.errors import ConfigError
 from netlang.runtime.feeding import feeds_from_minibatch
+from netlang.runtime.memory import device_memory, human_bytes, require_fit
 
 
 def build_networks(config: Config) -> dict:
@@ -37,10 +42,24 @@ def build_networks(config: Config) -> dict:
         if ref is None:
             continue
         network = build_action_network(ref)
+        networks[name] = summary(network)
         if view.action == "train":
             require_training_nodes(network, ref.span)
-        networks[name] = summary(network)
+            networks[name]["memory"] = check_memory(view, network, ref.span)
     return networks
+
+
+def check_memory(view, network, span) -> dict:
+    """The training's memory estimate, with the device's memory when the device is here to ask;
+    a config error when the training's buffers cannot fit it."""
+    memory = training_memory(view, network)
+    try:
+        backend = backend_for(view)
+    except ConfigError:              # a GPU that this machine does not have: nothing to compare with
+        return {**memory.as_dict(), "device": str(view.deviceId), "deviceMemory": None}
+    available = device_memory(backend)
+    require_fit(memory, backend.device, available, span)
+    return {**memory.as_dict(), "device": backend.device, "deviceMemory": available}
 
 
 def check_readers(config: Config, networks: dict) -> dict:
@@ -68,9 +87,23 @@ def check_readers(config: Config, networks: dict) -> dict:
     return report
 
 
+# The file-path settings each action writes to, and so needs a directory for.
+OUTPUT_PATHS = {"train": "modelPath", "write": "outputPath"}
+
+
+def check_output_directories(config: Config) -> None:
+    """Every directory training or writing will make can be made (probed, then removed again)."""
+    for _, view in config.actions():
+        key = OUTPUT_PATHS.get(view.action)
+        path = view.get(key) if key is not None else None
+        if path:
+            probe_directory(output_directory(path), key, view.span_of(key))
+
+
 def run(args) -> int:
     config = load_config(args.config, args.overrides)
     resolved = resolved_config_dict(config)  # validates every command block
+    check_output_directories(config)
     networks = build_networks(config)
     data = {} if args.no_data else check_readers(config, networks)
     if args.json:
@@ -78,6 +111,8 @@ def run(args) -> int:
         actions = document.setdefault("actions", {})
         for name, net in networks.items():
             actions.setdefault(name, {}).update({"parameters": net["parameters"], "nodes": net["nodes"]})
+            if "memory" in net:
+                actions[name]["memory"] = net["memory"]
         if data:
             document["data"] = data
         sys.stdout.write(json.dumps(document, indent=2) + "\n")
@@ -106,6 +141,17 @@ def print_networks(networks: dict, console, verbosity: int = 0) -> None:
             console.print()
             console.print(table)
         console.print(f"{escape(name)}: {net['parameters']:,} learnable parameters in {len(net['nodes'])} nodes")
+        if "memory" in net and verbosity >= 0:
+            console.print(f"{escape(name)}: memory for training: {escape(_memory_line(net['memory']))}")
+
+
+def _memory_line(memory: dict) -> str:
+    line = (f"parameters {human_bytes(memory['parameters'])}, gradients {human_bytes(memory['gradients'])}, "
+            f"learner state {human_bytes(memory['learnerState'])}; activations up to "
+            f"{human_bytes(memory['activationsPerMinibatch'])} per minibatch of {memory['minibatchSize']} samples")
+    if memory["deviceMemory"]:
+        line += f"; {memory['device']} has {human_bytes(memory['deviceMemory'])}"
+    return line
 
 
 def print_resolved(config: Config, console, verbosity: int = 0) -> None:

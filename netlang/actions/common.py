@@ -8,9 +8,9 @@ import os
 
 import numpy as np
 
+from netlang.compiler.graph.modelcheck import load_checked_model
 from netlang.compiler.lang.settings import ReaderSettings
 from netlang.errors import ConfigError, NetworkError, suggest
-from netlang.ir import modelfile as modelio
 from netlang.ir.graph import Network
 from netlang.readers.factory import create_source
 from netlang.runtime.backend import Backend, select_backend
@@ -22,8 +22,9 @@ def backend_for(view) -> Backend:
 
 
 def load_model(path: str):
-    """A trained model file: its network and parameters (and node state such as statistics)."""
-    return modelio.load_model(path)
+    """A trained model file: its network and parameters (and node state such as statistics), checked
+    to be a graph netlang can run (a damaged or crafted file is a DataError, exit 65)."""
+    return load_checked_model(path)
 
 
 def create_reader(reader: ReaderSettings, network: Network, *, epoch_size: int | None = None,
@@ -37,7 +38,8 @@ def create_reader(reader: ReaderSettings, network: Network, *, epoch_size: int |
     # beside the words) must not stand in the way, so truncated reading carries the inputs only.
     wanted = {node.name: 0 for node in network.inputs} if truncation is not None else None
     source = create_source(reader, os.getcwd(), epoch_size=epoch_size, randomize=randomize,
-                           dtype=dtype, prefetch=prefetch, truncation=truncation, streams_wanted=wanted)
+                           dtype=dtype, prefetch=prefetch, truncation=truncation, streams_wanted=wanted,
+                           distributions=distribution_inputs(network))
     try:
         check_streams(network, source.stream_infos(), reader.block_span)
     except BaseException:
@@ -46,6 +48,12 @@ def create_reader(reader: ReaderSettings, network: Network, *, epoch_size: int |
             close()
         raise
     return source
+
+
+def distribution_inputs(network: Network) -> dict[str, str]:
+    """Inputs that a CrossEntropyWithSoftmax reads as its label distribution -> that node's name."""
+    return {node.inputs[0].name: f"CrossEntropyWithSoftmax '{node.name}'" for node in network.nodes
+            if node.op == "CrossEntropyWithSoftmax" and node.inputs and node.inputs[0] in network.inputs}
 
 
 def select_nodes(network: Network, names, default_groups: tuple[str, ...], what: str, span=None) -> list:

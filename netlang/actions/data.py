@@ -27,6 +27,7 @@ import time
 
 import numpy as np
 
+from netlang.actions.directories import make_directory
 from netlang.actions.output import stdout_console
 from netlang.datasets import atis, conlleval, fsdd, utterance_scoring
 from netlang.datasets.atis import prepare_atis
@@ -151,6 +152,7 @@ def run(args) -> int:
         return run_score_utterances(args)
     console = stdout_console(args)
     started = time.perf_counter()
+    make_directory(args.out, "--out")
     if args.dataset == "atis":
         counts = prepare_atis(os.path.expanduser(args.source), args.out, min_count=args.min_count)
     elif args.dataset == "fsdd":

@@ -10,6 +10,7 @@ executes the blocks of `command = A:B` through the same entries, whatever their 
 from __future__ import annotations
 
 import json
+import math
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,7 +21,7 @@ from netlang.actions.evaluate import run_eval, run_write
 from netlang.actions.output import print_metrics, print_written, progress_for, stdout_console
 from netlang.actions.train import run_train
 from netlang.compiler.graph import load_config
-from netlang.errors import SchemaError
+from netlang.errors import DataError, SchemaError
 
 
 @dataclass(frozen=True)
@@ -48,7 +49,7 @@ class Command:
     key_paths: bool = False                     # other words than key=value select keys (explain)
     add_subcommands: Callable | None = None     # (parser) -> None: a tree of its own (data)
     actions: tuple[str, ...] = ()               # the CNTK `action` values of the blocks it runs
-    block_runner: Callable | None = None        # (config, block name, view, progress) -> result
+    block_runner: Callable | None = None        # (config, block name, view, progress, args) -> result
     printer: Callable | None = None             # (console, block name, result) -> None
 
     @property
@@ -91,16 +92,36 @@ def _run_blocks(args, config, blocks) -> int:
     results = {}
     try:
         for name, view, command in plan:
-            results[name] = command.block_runner(config, name, view, progress)
+            results[name] = command.block_runner(config, name, view, progress, args)
             if command.printer is not None and not as_json:
                 command.printer(console, name, results[name])
     finally:
         progress.close()
     if as_json:
         document = next(iter(results.values())) if len(results) == 1 else {"blocks": results}
-        sys.stdout.write(json.dumps(document) + "\n")
+        sys.stdout.write(json.dumps(_json_numbers(document), allow_nan=False) + "\n")
+    _fail_on_non_finite(results)
     return 0
 
+
+def _json_numbers(value):
+    """NaN and infinity are not JSON: they become null (the result's `nonFinite` says which)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_numbers(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_numbers(v) for v in value]
+    return value
+
+
+def _fail_on_non_finite(results: dict) -> None:
+    """A metric that is NaN or infinite is a failed evaluation (exit 65), after its result is shown."""
+    bad = [f"{block}: {metric} = {result['metrics'][metric]}" for block, result in results.items()
+           if isinstance(result, dict) for metric in result.get("nonFinite", ())]
+    if bad:
+        raise DataError(f"not a finite number: {'; '.join(bad)}",
+                        hint="the model's parameters or the data hold NaN or infinity, or the model diverged")
 
 def _command_for_block(name: str, view) -> Command:
     """The command that runs blocks with the block's `action` (CNTK's names). The config language
@@ -113,12 +134,21 @@ def _command_for_block(name: str, view) -> Command:
                       view.span_of("action"), hint=f"available: {available}")
 
 
-def _evaluate(config, name: str, view, progress):
+def _train(config, name: str, view, progress, args):
+    return run_train(config, name, view, progress, resume_anyway=getattr(args, "resume_anyway", False))
+
+
+def _evaluate(config, name: str, view, progress, args):
     return run_eval(config, name, view)      # one result line at the end: no progress to report
 
 
-def _write(config, name: str, view, progress):
+def _write(config, name: str, view, progress, args):
     return run_write(config, name, view)
+
+
+RESUME_ANYWAY = option("--resume-anyway", action="store_true",
+                       help="resume from the newest checkpoint even when it was written with other training "
+                            "settings (learning rates, network, minibatch size …); without it that is an error")
 
 
 # ---- the table ------------------------------------------------------------------------------------
@@ -129,12 +159,15 @@ COMMANDS = (
         help="train the network of a config",
         description="""Train the network of each block with action = "train" (in command order). Models are
 written as <modelPath>.<epoch> with a checkpoint after every epoch and <modelPath> at the end; with
-makeMode = true (the default) a restarted run resumes from the newest checkpoint. Ctrl-C or SIGTERM
-stops at the next minibatch, writes a checkpoint and exits 130.""",
+makeMode = true (the default) a restarted run resumes from the newest checkpoint, unless that was
+written with other training settings (then --resume-anyway goes on, makeMode=false starts afresh).
+One training at a time per output directory: a second one exits 75 at once. Ctrl-C or SIGTERM stops
+at the next minibatch, writes a checkpoint and exits 130.""",
         example="netlang train cfg.net SGD.maxEpochs=5",
+        options=(RESUME_ANYWAY,),
         runner=run_own_blocks,
         actions=("train",),
-        block_runner=run_train,
+        block_runner=_train,
     ),
     Command(
         name="eval",
@@ -167,6 +200,7 @@ separated by spaces, or the arg-max's label with format = { type = "category" ; 
         help="run the config's command list (command = train:test)",
         description="Run every block named by command = A:B in order: train, test/eval and write actions.",
         example="netlang run cfg.net command=train:test",
+        options=(RESUME_ANYWAY,),
         runner=run_every_block,
     ),
     Command(

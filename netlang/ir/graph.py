@@ -17,6 +17,7 @@ special groups (features, labels, criteria, evaluations, outputs).
 from __future__ import annotations
 
 import itertools
+import re
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -63,6 +64,18 @@ def layout_suffix(layout) -> str:
 
 
 _ids = itertools.count()
+
+# Node names are expression paths (`model.conv1.W`, `out.h1.PlusArgs[0]`, `ce_1`): identifiers joined
+# by '.', and array indices, with `_N` added to make a name unique. Nothing else is a node name, so
+# none can hold a path separator.
+_INDEX = r"\[-?\d+\](?:_\d+)*"
+_NODE_NAME = re.compile(rf"(?:[A-Za-z_]\w*|{_INDEX})(?:\.[A-Za-z_]\w*|{_INDEX})*", re.ASCII)
+MAX_NODE_NAME = 1000
+
+
+def is_node_name(name) -> bool:
+    """Whether `name` is a node name netlang can make (what a model file may hold)."""
+    return isinstance(name, str) and len(name) <= MAX_NODE_NAME and _NODE_NAME.fullmatch(name) is not None
 
 
 class Node:

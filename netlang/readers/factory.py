@@ -127,7 +127,8 @@ register_deserializer("CNTKTextFormatDeserializer", build_ctf)
 
 def create_source(reader: ReaderSettings, base_dir: str, *, epoch_size: int | None = None,
                   streams_wanted: Mapping[str, int] | None = None, randomize: bool | None = None,
-                  dtype=np.float32, prefetch: bool = False, truncation: tuple | None = None):
+                  dtype=np.float32, prefetch: bool = False, truncation: tuple | None = None,
+                  distributions: Mapping[str, str] | None = None):
     """The minibatch source a reader block describes.
 
     `epoch_size` (from SGD) overrides the reader's `epochSize`; `streams_wanted` maps the network's
@@ -135,7 +136,9 @@ def create_source(reader: ReaderSettings, base_dir: str, *, epoch_size: int | No
     carries just those streams, and a name or dimension that does not match the reader is an error.
     `randomize=False` forces file order (the `write` action). `truncation=(length, parallel)` cuts
     the sequences into windows for truncated BPTT (readers/windows.py). `prefetch=True` wraps the
-    source in a read-ahead thread.
+    source in a read-ahead thread. `distributions` maps streams the network reads as distributions
+    (CrossEntropyWithSoftmax's labels) to that node; deserializers that can tell warn about rows that
+    cannot be one.
     """
     deserializers, default_window = _deserializers(reader, base_dir, dtype)
     do_randomize, sample_window = (reader.randomizes, reader.sample_window) if randomize is None else (randomize, None)
@@ -148,6 +151,9 @@ def create_source(reader: ReaderSettings, base_dir: str, *, epoch_size: int | No
         configure = getattr(d, "set_randomization", None)
         if configure is not None:
             configure(do_randomize, reader.randomization_seed)
+        expect = getattr(d, "expect_distributions", None)
+        if expect is not None and distributions:
+            expect(dict(distributions))
     _read_frames(reader, deserializers, truncation)
     for d in deserializers:
         align = getattr(d, "align_with", None)

@@ -29,7 +29,8 @@ import signal
 import time
 from dataclasses import dataclass
 
-from netlang.errors import DataError, NetworkError, TrainingInterrupted
+from netlang.compiler.graph.network import require_scalar_criterion
+from netlang.errors import DataError, DataPosition, NetworkError, TrainingInterrupted
 from netlang.ir import modelfile as modelio
 from netlang.ir.graph import Network, Node
 from netlang.ir.shapes import to_runtime
@@ -38,6 +39,7 @@ from netlang.compiler.lang.settings import TrainingSettings
 from netlang.runtime.autoadjust import adjuster_for
 from netlang.runtime.backend import Backend
 from netlang.runtime.carryover import CarryOver
+from netlang.runtime.divergence import DivergenceWatch
 from netlang.runtime.executor import Executor, initial_parameters
 from netlang.runtime.feeding import feeds_from_minibatch
 from netlang.runtime.flatbuffer import FlatParameters
@@ -60,7 +62,10 @@ class EpochResult:
 
 class Trainer:
     def __init__(self, network: Network, backend: Backend, settings: TrainingSettings,
-                 source, cv_source=None, progress: Progress | None = None, comm=None):
+                 source, cv_source=None, progress: Progress | None = None, comm=None,
+                 resume_record: dict | None = None):
+        """`resume_record`: what a run resuming from this one's checkpoints must share with it
+        (actions/resume.py); stored in every checkpoint."""
         self.network = network
         self.backend = backend
         self.settings = settings
@@ -83,6 +88,10 @@ class Trainer:
         self.start_epoch = 1
         self.resume_position: dict | None = None
         self._stop_signal: int | None = None
+        self.resume_record = resume_record
+        self._checkpoints: dict[str, modelio.ModelFile] = {}   # loaded while looking for a resume point
+        self._log_size = 0                                      # bytes of the metrics log this run stands on
+        self.divergence = DivergenceWatch(self.criterion.name)
 
     # ---- setup -----------------------------------------------------------------------------------
     def _criterion_node(self) -> Node:
@@ -92,6 +101,7 @@ class Trainer:
             if node is None:
                 raise NetworkError(f"no node named '{self.settings.criterion}' (trainCriterionNodeName)",
                                    self.settings.span_of("trainCriterionNodeName"))
+            require_scalar_criterion(node)
             return node
         if not crits:
             raise NetworkError("the network has no criterion node", self.network.span,
@@ -113,6 +123,7 @@ class Trainer:
     def initialize(self, parameters: dict | None = None) -> None:
         values = parameters or initial_parameters(self.network, self.settings.seed)
         self.flat.copy_from(values)
+        self._rewind_metrics_log(0)      # a fresh start: records of earlier runs do not belong to it
 
     def precompute(self) -> None:
         """Gather the statistics of Mean/InvStdDev nodes over one sweep of the data, before training."""
@@ -140,7 +151,9 @@ class Trainer:
         return {"epoch": epoch, "position": position, "reader": self.source.state(),
                 "rng": self.executor.rng.state(),
                 "learner": {k: v for k, v in self.learner.state_dict().items() if not _is_array(v)},
-                "autoAdjust": self.adjuster.state() if self.adjuster else None}
+                "autoAdjust": self.adjuster.state() if self.adjuster else None,
+                "settings": self.resume_record, "metricsLogSize": self._log_size,
+                "divergence": self.divergence.state()}
 
     def _state_arrays(self) -> dict:
         arrays = {f"learner/{k}": self.backend.to_host(v)
@@ -165,26 +178,55 @@ class Trainer:
                                meta=self.settings.meta)
 
     def find_resume_point(self) -> str | None:
-        """The newest complete checkpoint: an interrupted run's `.ckp` or the last epoch's."""
+        """The newest checkpoint that loads: an interrupted run's `.ckp` or the last epoch's. A damaged
+        one is passed over, with a warning, for the complete one before it."""
         candidates = []
         for path in glob.glob(glob.escape(self.settings.model_path) + ".*.ckp"):
             m = re.search(r"\.(\d+)\.ckp$", path)
             if m and os.path.exists(self.epoch_model_path(int(m.group(1)))):
                 candidates.append((int(m.group(1)), 0, path))
         interrupted = self.checkpoint_path(None)
-        if os.path.exists(interrupted):
+        damaged = []
+        if os.path.exists(interrupted) and self._load_checkpoint(interrupted, damaged) is not None:
+            epoch = (self._checkpoints[interrupted].training or {}).get("epoch")
+            if type(epoch) is int:
+                candidates.append((epoch - 1, 1, interrupted))
+            else:
+                damaged.append(f"the checkpoint {os.path.basename(interrupted)} is damaged (it has no epoch)")
+        for _, _, path in sorted(candidates, reverse=True):
+            if self._load_checkpoint(path, damaged) is not None:
+                if damaged:
+                    self.progress.message(f"warning: {damaged[0]}; resuming from the complete checkpoint "
+                                          f"before it, {os.path.basename(path)}")
+                return path
+        if damaged:
+            raise DataError(f"no checkpoint of this run can be used: {'; '.join(damaged)}",
+                            DataPosition(self.settings.model_path),
+                            hint="makeMode = false starts the training afresh")
+        return None
+
+    def _load_checkpoint(self, path: str, damaged: list) -> modelio.ModelFile | None:
+        if path not in self._checkpoints:
             try:
-                training = modelio.load_model(interrupted).training or {}
-                candidates.append((int(training.get("epoch", 0)) - 1, 1, interrupted))
-            except DataError:
-                pass
-        return max(candidates)[2] if candidates else None
+                self._checkpoints[path] = modelio.load_model(path)
+            except DataError as err:
+                damaged.append(f"the checkpoint {os.path.basename(path)} is damaged ({err.message})")
+                return None
+        return self._checkpoints[path]
+
+    def checkpoint_settings(self, path: str) -> dict | None:
+        """The training settings a checkpoint was written with (None from an older netlang)."""
+        return (self._load_checkpoint(path, []).training or {}).get("settings")
 
     def restore(self, path: str) -> int:
         """Load a checkpoint; returns the epoch to continue with."""
-        ckpt = modelio.load_model(path)
+        ckpt = self._checkpoints.pop(path, None) or modelio.load_model(path)
+        self._checkpoints.clear()
         self.flat.copy_from(ckpt.parameters)
         training = ckpt.training or {}
+        if not isinstance(training.get("reader"), dict) or not isinstance(training.get("rng"), dict):
+            raise DataError("damaged checkpoint: it holds no reader or random state", DataPosition(path),
+                            hint=modelio.DAMAGED_HINT)
         learner_state = dict(training.get("learner", {}))
         for key, value in ckpt.state.items():
             if key.startswith("learner/"):
@@ -199,12 +241,15 @@ class Trainer:
         self.executor.rng.restore(training["rng"])
         if self.adjuster is not None and training.get("autoAdjust"):
             self.adjuster.load_state(training["autoAdjust"])
+        self.divergence.load_state(training.get("divergence"))
+        self._rewind_metrics_log(training.get("metricsLogSize"))
         position = training.get("position")
         self.resume_position = position
-        epoch = int(training["epoch"])
+        epoch = _int(training.get("epoch"), path)
         return epoch if position else epoch + 1
 
     def _cleanup_checkpoints(self, epoch: int) -> None:
+        """Remove the checkpoints of epochs before `epoch` (unless keepCheckPointFiles)."""
         if self.settings.keep_checkpoint_files or (self.comm is not None and self.comm.rank != 0):
             return
         for older in range(1, epoch):
@@ -224,13 +269,15 @@ class Trainer:
                 results.append(result)
                 if self.adjuster is not None:
                     self._adjust_learning_rate(result)
+                # Logged before the checkpoint, which records how much of the log it stands on.
+                self._log({"event": "epoch", **_result_dict(result), **self.parallel.log_fields()})
                 self.save_model(self.epoch_model_path(epoch))
                 self.save_checkpoint(epoch, None)
                 self._remove_interrupt_checkpoint()
-                self._cleanup_checkpoints(epoch)
+                self._cleanup_checkpoints(epoch - 1)   # the one before stays while training: a fallback
                 self.progress.epoch_done(result, self.settings.max_epochs)
-                self._log({"event": "epoch", **_result_dict(result), **self.parallel.log_fields()})
             self.save_model(self.settings.model_path)
+            self._cleanup_checkpoints(self.settings.max_epochs)
         finally:
             self._restore_signal_handlers(previous)
         return results
@@ -262,8 +309,8 @@ class Trainer:
         totals = {"samples": position.get("samples", 0), "criterion": position.get("criterion", 0.0),
                   "metrics": dict(position.get("metrics", {})), "minibatches": position.get("minibatches", 0),
                   "seconds": position.get("seconds", 0.0)}
-        window = {"samples": 0, "criterion": 0.0, "metrics": {}, "start": time.perf_counter(),
-                  "first_mb": totals["minibatches"] + 1}
+        window = {"samples": 0, "criterion": 0.0, "metrics": {}, "first_mb": totals["minibatches"] + 1,
+                  **position.get("window", {}), "start": time.perf_counter()}
         self.executor.options["dropoutRate"] = float(self.settings.dropout_rate.value(epoch))
         start = time.perf_counter() - totals["seconds"]
         lr = self.learner.learning_rate_per_sample(epoch)
@@ -277,7 +324,7 @@ class Trainer:
         while True:
             if self.parallel.any_rank(self._stop_signal is not None):
                 totals["seconds"] = time.perf_counter() - start
-                self._interrupt(epoch, self._read_sums(totals))
+                self._interrupt(epoch, self._read_sums(totals), self._read_sums(window))
             minibatch = self.source.next_minibatch(mb_size, rank, workers)
             # Every worker steps while the global minibatch has samples, even with an empty share.
             if (minibatch.global_num_samples if workers > 1 else minibatch.num_samples):
@@ -297,6 +344,8 @@ class Trainer:
         self.executor.forget_carried()      # every slot ran dry; nothing carried belongs in the model
         totals = self._read_sums(totals)
         self._check_finite(totals["criterion"], epoch)
+        if window["samples"]:               # what no report covered is watched too
+            self._watch(epoch, self._read_sums(window), totals["minibatches"] - window["first_mb"] + 1, lr)
         seconds = time.perf_counter() - start
         samples = max(totals["samples"], 1)
         result = EpochResult(epoch, totals["samples"], totals["criterion"] / samples,
@@ -344,8 +393,16 @@ class Trainer:
 
     def _check_finite(self, criterion: float, epoch: int) -> None:
         if not math.isfinite(criterion):
+            rate = self.learner.learning_rate_per_sample(epoch)
             raise NetworkError(f"the criterion '{self.criterion.name}' became {criterion} in epoch {epoch}",
-                               self.criterion.span, hint="lower the learning rate or check the data")
+                               self.criterion.span, hint=f"lower the learning rate ({rate:.6g} per sample in "
+                                                         f"epoch {epoch}) or check the data")
+
+    def _watch(self, epoch: int, sums: dict, minibatches: int, lr: float) -> None:
+        """Show the divergence watch a window of minibatches whose sums are on the host."""
+        warning = self.divergence.observe(sums["criterion"], sums["samples"], minibatches, epoch, lr)
+        if warning:
+            self.progress.message(f"warning: {warning}")
 
     def _maybe_report(self, epoch: int, totals: dict, window: dict, lr: float) -> None:
         mbs = totals["minibatches"]
@@ -364,6 +421,7 @@ class Trainer:
                   "learningRatePerSample": lr, "samplesPerSecond": window["samples"] / seconds}
         self.progress.report(report, self.settings.max_epochs, totals["samples"])
         self._log(report)
+        self._watch(epoch, sums, mbs - window["first_mb"] + 1, lr)
         window.update(samples=0, criterion=0.0, metrics={}, start=time.perf_counter(), first_mb=mbs + 1)
 
     def _log(self, record: dict) -> None:
@@ -374,6 +432,21 @@ class Trainer:
         os.makedirs(os.path.dirname(os.path.abspath(self.settings.metrics_log)), exist_ok=True)
         with open(self.settings.metrics_log, "a", encoding="utf-8") as fh:
             fh.write(json.dumps(record) + "\n")
+            self._log_size = fh.tell()
+
+    def _rewind_metrics_log(self, size) -> None:
+        """Cut the metrics log back to `size` bytes: what it says after that is about minibatches this
+        run does again (a resume) or about an earlier run (a fresh start). None (a checkpoint of an
+        older netlang) keeps it whole."""
+        if not self.settings.metrics_log or (self.comm is not None and self.comm.rank != 0):
+            return
+        try:
+            with open(self.settings.metrics_log, "r+b") as fh:
+                if size is not None:
+                    fh.truncate(min(_int(size, self.settings.model_path), os.fstat(fh.fileno()).st_size))
+                self._log_size = fh.seek(0, os.SEEK_END)
+        except FileNotFoundError:
+            self._log_size = 0
 
     # ---- interruption ------------------------------------------------------------------------------
     def _install_signal_handlers(self):
@@ -394,8 +467,10 @@ class Trainer:
         for sig, old in previous.items():
             signal.signal(sig, old)
 
-    def _interrupt(self, epoch: int, totals: dict) -> None:
-        path = self.save_checkpoint(epoch, {k: v for k, v in totals.items()})
+    def _interrupt(self, epoch: int, totals: dict, window: dict) -> None:
+        # The report window too, so the resumed run's reports cover the same minibatches.
+        unreported = {k: window[k] for k in ("samples", "criterion", "metrics", "first_mb")}
+        path = self.save_checkpoint(epoch, {**totals, "window": unreported})
         stopped_here = self._stop_signal is not None   # or another worker was signalled
         name = signal.Signals(self._stop_signal).name if stopped_here else "a signal to another worker"
         raise TrainingInterrupted(f"stopped by {name} in epoch {epoch}; checkpoint written to {path}",
@@ -436,6 +511,14 @@ def _device_sum(array):
 
 def _host_number(backend: Backend, value) -> float:
     return float(backend.to_host(value))
+
+
+def _int(value, path: str) -> int:
+    """A whole number from the checkpoint at `path`; anything else means the file is damaged."""
+    if type(value) is not int:
+        raise DataError(f"damaged checkpoint: {value!r:.40} where a whole number belongs", DataPosition(path),
+                        hint=modelio.DAMAGED_HINT)
+    return value
 
 
 def _is_array(value) -> bool:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from netlang.compiler.graph import loops, shapeinfer
+from netlang.compiler.graph import loops, modelcheck, shapeinfer
 from netlang.compiler.lang import values
 from netlang.compiler.lang.nodes import BuildContext
 from netlang.errors import DataError, EvalError, NetlangError, NetworkError
@@ -25,7 +25,6 @@ from netlang.ir.graph import (
     depth_first,
     layout_suffix,
 )
-from netlang.ir.modelfile import load_model
 from netlang.ir.shapes import format_shape
 from netlang.ops import registry
 from netlang.ops.registry import is_delay, op_of
@@ -245,13 +244,24 @@ def build_action_network(ref) -> Network:
 
 
 def require_training_nodes(network: Network, span=None) -> None:
-    """A network that is trained needs a criterion and at least one input."""
+    """A network that is trained needs a criterion, one number per sample, and at least one input."""
     if not network.groups.get("criterion"):
         raise NetworkError("the network has no criterion node", span or network.span,
                            hint="declare criterionNodes = (ce) (exact spelling) or give the loss tag='criterion'")
+    for node in network.groups["criterion"]:
+        require_scalar_criterion(node)
     if not network.inputs:
         raise NetworkError("the network has no inputs", span or network.span,
                            hint="declare inputs with Input {dims} and list them in featureNodes/labelNodes")
+
+
+def require_scalar_criterion(node: Node) -> None:
+    """A criterion is summed over the samples and minimised: it must be one number per sample."""
+    if node.dim != 1:
+        raise NetworkError(f"the criterion '{node.name}' is not one number per sample: its value is "
+                           f"{format_shape(node.shape, layout_suffix(node.layout))}", node.span,
+                           hint="a criterion is a loss such as CrossEntropyWithSoftmax (labels, z) or "
+                                "SquareError (labels, z); ReduceSum makes one number of a vector")
 
 
 def summary(network: Network) -> dict:
@@ -273,7 +283,7 @@ def load_network(record, ctx: BuildContext):
     if not isinstance(path, str):
         raise EvalError("BS.Network.Load needs a file name (pathName)", ctx.span)
     try:
-        model = load_model(path)
+        model = modelcheck.load_checked_model(path)
     except DataError as err:
         err.add_frame("BS.Network.Load", ctx.span)
         raise

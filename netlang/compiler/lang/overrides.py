@@ -8,7 +8,9 @@
 * The value is parsed as an expression. A record value (CNTK's block form `[k=v]`) is merged into
   an existing record member by member; any other value replaces. Later overrides win.
 * A value that does not parse, or that names identifiers defined nowhere (`out/model.dnn`,
-  `precision=float`), is taken as a string, with `$name$` interpolated as in the file.
+  `precision=float`), is taken as a string, with `$name$` interpolated as in the file — unless it
+  begins with a bracket (`train=[SGD=[maxEpochs=2`): that was meant as a record or an expression,
+  and its syntax error is reported on the override.
 
 Overridden members get `origin="override"` and spans in the pseudo-file `<command line>`, whose
 line N is the N-th override, so errors in an override point at the command line.
@@ -21,7 +23,7 @@ from typing import Sequence
 
 from netlang import sources
 from netlang.compiler.lang.builtins import HELPER_NAMES
-from netlang.errors import ConfigError, Span, UsageError
+from netlang.errors import ConfigError, ParseError, Span, UsageError
 from netlang.grammar import ast
 from netlang.grammar.library import load_stdlib
 from netlang.grammar.parser import parse_expression
@@ -38,7 +40,11 @@ def apply_overrides(file_ast: ast.Record, overrides: Sequence[str]) -> ast.Recor
     result = file_ast
     for line, argument in enumerate(overrides, start=1):
         key, value_text, value_offset = _split(argument)
-        value = _parse_value(value_text, line, value_offset, known)
+        try:
+            value = _parse_value(value_text, line, value_offset, known)
+        except ParseError:
+            sources.register(COMMAND_LINE, "\n".join(overrides))   # so the error can show the override
+            raise
         name_span = Span(COMMAND_LINE, line, 1, line, len(key) + 1)
         member_span = Span(COMMAND_LINE, line, 1, line, len(argument) + 1)
         for keys in _routes(result, key.split(".")):
@@ -77,7 +83,9 @@ def _parse_value(text: str, line: int, offset: int, known: set[str]) -> ast.Node
     whole = Span(COMMAND_LINE, line, offset + 1, line, offset + len(text) + 1)
     try:
         node = parse_expression(text, COMMAND_LINE)
-    except ConfigError:
+    except ConfigError as err:
+        if _meant_as_expression(text):
+            raise _override_syntax_error(err, text, line, offset) from None
         return _string_value(text.strip(), whole)
     node = _strings_for_unknown_names(node, text, known)
     _relocate(node, line, offset)
@@ -85,6 +93,40 @@ def _parse_value(text: str, line: int, offset: int, known: set[str]) -> ast.Node
         if isinstance(inner, ast.Member):
             inner.origin = "override"
     return node
+
+
+_OPENERS, _CLOSERS = "([{", ")]}"
+
+
+def _meant_as_expression(text: str) -> bool:
+    """A value that begins with a bracket: a record (`[SGD=[…]]`, `{…}`) or a parenthesised expression,
+    never a file name or a word (`a b (` stays a string)."""
+    return text.lstrip()[:1] in tuple(_OPENERS)
+
+
+def _unbalanced(text: str) -> bool:
+    depth, quote = 0, None
+    for char in text:
+        if quote:
+            quote = None if char == quote else quote
+        elif char in "\"'":
+            quote = char
+        elif char in _OPENERS:
+            depth += 1
+        elif char in _CLOSERS:
+            depth -= 1
+            if depth < 0:
+                return True
+    return depth != 0
+
+
+def _override_syntax_error(err: ConfigError, text: str, line: int, offset: int) -> ParseError:
+    span = _moved(err.span, line, offset) if err.span is not None else Span(COMMAND_LINE, line, offset + 1)
+    hint = err.hint
+    if _unbalanced(text):
+        hint = ("close every bracket the value opens, e.g. train=[SGD=[maxEpochs=2]], and quote the whole "
+                "argument for the shell")
+    return ParseError(f"in override {line}: {err.message}", span, hint=hint)
 
 
 def _strings_for_unknown_names(node: ast.Node, text: str, known: set[str]) -> ast.Node:
