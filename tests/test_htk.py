@@ -166,6 +166,16 @@ def test_a_missing_feature_file_names_the_utterance(tmp_path):
         reader(legacy_reader(tmp_path), tmp_path)
 
 
+def test_a_frame_that_is_not_finite_is_an_error_naming_utterance_and_frame(tmp_path):
+    corpus(tmp_path)
+    values = frames_of(1, 3)
+    values[2, 1] = np.inf
+    write_htk(tmp_path / "feat" / "u1.htk", values)
+    with pytest.raises(DataError, match="utterance 'u1', .*list.scp:2: frame 2 holds a value that is not a finite") as info:
+        epoch(reader(legacy_reader(tmp_path), tmp_path))
+    assert info.value.position.file.endswith("u1.htk") and info.value.position.record == 2
+
+
 # ---- SCP lists -----------------------------------------------------------------------------------
 
 def test_scp_lines_name_path_and_range(tmp_path):

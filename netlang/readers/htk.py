@@ -544,7 +544,13 @@ class HTKFeatureDeserializer:
         header = self._headers[entry.path]
         start = entry.start or 0
         count = header.frames if entry.start is None else entry.end - entry.start + 1
-        return read_frames(entry.path, header, start, count)
+        frames = read_frames(entry.path, header, start, count)
+        bad = np.flatnonzero(~np.isfinite(frames).all(axis=1))
+        if len(bad):
+            raise DataError(f"{entry.where}: frame {int(bad[0])} holds a value that is not a finite number",
+                            DataPosition(entry.path, record=start + int(bad[0]), stream=self.name),
+                            hint="the features hold nan or inf; recompute them")
+        return frames
 
     def utterance_frames(self) -> dict[str, tuple[int, ScpEntry]]:
         """Every utterance's frame count and SCP entry, by key."""
