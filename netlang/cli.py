@@ -34,7 +34,8 @@ directory in use, 78 bad config, 130 interrupted."""
 EPILOG = """examples:
   netlang check examples/hello.net                  validate, print the resolved config
   netlang explain examples/hello.net train.SGD      values and where they come from
-  netlang train cfg.net SGD.maxEpochs=5             train with an override
+  netlang train examples/hello.net SGD.maxEpochs=5  train with an override
+  netlang eval examples/hello.net                   evaluate the trained model
 
 Run 'netlang COMMAND -h' for the options of a command."""
 
@@ -77,7 +78,7 @@ def _add_command_parser(subparsers, command: Command) -> None:
         parser.add_argument("rest", nargs="*", metavar="key.path|key=value" if command.key_paths else "key=value",
                             help="overrides such as SGD.maxEpochs=5 or command=test (later ones win)"
                             + ("; other words select keys" if command.key_paths else ""))
-    for option in command.options:
+    for option in (*command.positionals, *command.options):
         parser.add_argument(*option.flags, **option.settings)
     nested = command.add_subcommands(parser) if command.add_subcommands is not None else []
     for accepting in (parser, *nested):

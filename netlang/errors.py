@@ -23,6 +23,10 @@ EXIT_BUSY = 75
 EXIT_CONFIG = 78
 EXIT_INTERRUPTED = 130
 
+# How relative paths in a config resolve (README "Paths"), for the hints of errors about files.
+RELATIVE_PATH_HINT = ("a relative path is resolved against the working directory, as in CNTK; "
+                      "write \"$ConfigDir$/...\" for a file next to the config")
+
 
 @dataclass(frozen=True)
 class Span:

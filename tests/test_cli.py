@@ -15,7 +15,7 @@ from netlang.actions.table import COMMANDS as COMMANDS_TABLE
 from netlang.compiler.lang.blocks import ACTIONS as CONFIG_ACTIONS
 
 EXAMPLE = str(Path(__file__).resolve().parents[1] / "examples" / "hello.net")
-COMMANDS = ("train", "eval", "write", "run", "check", "explain", "data")
+COMMANDS = ("train", "eval", "write", "run", "check", "explain", "time", "graph", "export", "plot", "data")
 
 
 def position_of(text: str) -> str:

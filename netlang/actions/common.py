@@ -10,7 +10,7 @@ import numpy as np
 
 from netlang.compiler.graph.modelcheck import load_checked_model
 from netlang.compiler.lang.settings import ReaderSettings
-from netlang.errors import ConfigError, NetworkError, suggest
+from netlang.errors import ConfigError, NetworkError, UsageError, suggest
 from netlang.ir.graph import Network
 from netlang.readers.factory import create_source
 from netlang.runtime.backend import Backend, select_backend
@@ -82,3 +82,24 @@ def model_for_evaluation(view, backend: Backend):
         raise ConfigError("this action needs modelPath", hint="set modelPath at the top level or in the block")
     model = load_model(path)
     return model.network, {k: backend.from_host(v, backend.dtype) for k, v in model.parameters.items()}, model.state
+
+
+def action_with_network(config, name: str | None = None):
+    """(name, view) of the action `name`, or of the first action of `command` that has a network of
+    its own (time, graph, export look at one network)."""
+    actions = config.actions()
+    if name is not None:
+        chosen = [(n, v) for n, v in actions if n.lower() == name.lower()]
+        if not chosen:
+            raise UsageError(f"no action '{name}' in command = …",
+                             hint=suggest(name, [n for n, _ in actions]) or "name one of: " +
+                             ", ".join(n for n, _ in actions))
+        if chosen[0][1].network_expr() is None:
+            raise ConfigError(f"action '{name}' has no network of its own", chosen[0][1].span,
+                              hint="name an action with a network (usually the train action)")
+        return chosen[0]
+    for action_name, view in actions:
+        if view.network_expr() is not None:
+            return action_name, view
+    raise ConfigError("no action of command = … has a network", config.top.span_of("command"),
+                      hint="name an action with --action, or list a train action in command")

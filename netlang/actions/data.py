@@ -52,7 +52,7 @@ def add_subcommands(parser) -> list:
     for name, what in (("mnist", "MNIST handwritten digits"), ("fashion-mnist", "Fashion-MNIST clothing images")):
         sub = datasets.add_parser(name, help=f"{what} from IDX files",
                                   description=f"{what}: IDX files → CTF text, PNGs and map files.",
-                                  epilog=f"example:\n  netlang data prepare {name} --source ~/data/{name} "
+                                  epilog=f"example:\n  netlang data prepare {name} --source ../shared/data/{name} "
                                          f"--out data/{name}",
                                   formatter_class=argparse.RawDescriptionHelpFormatter)
         sub.add_argument("--source", required=True, metavar="DIR",

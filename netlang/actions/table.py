@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from netlang.actions import check, data, explain
+from netlang.actions import check, data, explain, export, graph, node_times, plot
 from netlang.actions.evaluate import run_eval, run_write
 from netlang.actions.output import print_metrics, print_written, progress_for, stdout_console
 from netlang.actions.train import run_train
@@ -46,6 +46,7 @@ class Command:
     aliases: tuple[str, ...] = ()
     options: tuple[Option, ...] = ()
     takes_config: bool = True                   # CONFIG [key=value ...]
+    positionals: tuple[Option, ...] = ()        # the arguments of a command without a config
     key_paths: bool = False                     # other words than key=value select keys (explain)
     add_subcommands: Callable | None = None     # (parser) -> None: a tree of its own (data)
     actions: tuple[str, ...] = ()               # the CNTK `action` values of the blocks it runs
@@ -146,6 +147,13 @@ def _write(config, name: str, view, progress, args):
     return run_write(config, name, view)
 
 
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise ValueError(text)
+    return value
+
+
 RESUME_ANYWAY = option("--resume-anyway", action="store_true",
                        help="resume from the newest checkpoint even when it was written with other training "
                             "settings (learning rates, network, minibatch size …); without it that is an error")
@@ -163,7 +171,7 @@ makeMode = true (the default) a restarted run resumes from the newest checkpoint
 written with other training settings (then --resume-anyway goes on, makeMode=false starts afresh).
 One training at a time per output directory: a second one exits 75 at once. Ctrl-C or SIGTERM stops
 at the next minibatch, writes a checkpoint and exits 130.""",
-        example="netlang train cfg.net SGD.maxEpochs=5",
+        example="netlang train examples/hello.net SGD.maxEpochs=5",
         options=(RESUME_ANYWAY,),
         runner=run_own_blocks,
         actions=("train",),
@@ -175,7 +183,7 @@ at the next minibatch, writes a checkpoint and exits 130.""",
         help="evaluate a trained model on a data set",
         description="""Evaluate the model of each block with action = "test" or "eval": the criterion and
 evaluation nodes (or evalNodeNames) averaged per sample over the reader's data.""",
-        example="netlang eval cfg.net --json",
+        example="netlang eval examples/hello.net --json",
         options=(option("--json", action="store_true",
                         help='print {"metrics": {node: value}, "samples": N}'),),
         runner=run_own_blocks,
@@ -189,7 +197,7 @@ evaluation nodes (or evalNodeNames) averaged per sample over the reader's data."
         description="""Run the model of each block with action = "write" over its reader (in file order) and
 write every output node (outputNodeNames) to <outputPath>.<node>: one line per sample, values
 separated by spaces, or the arg-max's label with format = { type = "category" ; labelMappingFile = … }.""",
-        example="netlang write cfg.net outputPath=out/result",
+        example="netlang write examples/hello.net command=write",
         runner=run_own_blocks,
         actions=("write",),
         block_runner=_write,
@@ -199,7 +207,7 @@ separated by spaces, or the arg-max's label with format = { type = "category" ; 
         name="run",
         help="run the config's command list (command = train:test)",
         description="Run every block named by command = A:B in order: train, test/eval and write actions.",
-        example="netlang run cfg.net command=train:test",
+        example="netlang run examples/hello.net command=train:test",
         options=(RESUME_ANYWAY,),
         runner=run_every_block,
     ),
@@ -219,12 +227,76 @@ against the schemas (unknown keys, types, required keys), and print the resolved
         help="show every effective value and where it came from",
         description="""Show every effective value of a config (schema defaults included) and where it came
 from: default, file:line:col, include file:line:col, or override. Give key paths such as train.SGD
-or train.SGD.maxEpochs to see only those.""",
+or train.SGD.maxEpochs to see only those; a path to a value of your own (a computed value g, a
+record, a node train.network.h) evaluates that value, and only that. --schedule shows what the
+learner uses in each epoch.""",
         example="netlang explain examples/hello.net train.SGD.learningRatesPerSample",
         options=(option("--json", action="store_true", help="print {key: {value, origin}} as JSON"),
-                 option("--yaml", metavar="FILE", help="write the resolved configuration as YAML ('-': stdout)")),
+                 option("--yaml", metavar="FILE", help="write the resolved configuration as YAML ('-': stdout)"),
+                 option("--schedule", action="store_true",
+                        help="per epoch: minibatch size, learning rate per sample and per minibatch, momentum "
+                             "per minibatch and time constant, dropout rate (of the train actions named)")),
         key_paths=True,
         runner=explain.run,
+    ),
+    Command(
+        name="time",
+        help="time each node's forward and backward pass",
+        description="""Time N training steps (forward and backward) of an action's network on its device, after
+one step of warm-up, node by node: sorted by time, with each node's share of the step and the place
+in the config that made it (recurrent loops count as one). Inputs are random unless --reader reads
+the action's data; SGD.minibatchSize=... and deviceId=... override as usual.""",
+        example="netlang time configs/vision/mnist_convnet.net -n 5",
+        options=(option("-n", "--minibatches", type=_positive, default=10, metavar="N",
+                        help="minibatches to time (default 10)"),
+                 option("--action", metavar="NAME", help="the action whose network to time (default: the first "
+                                                         "with a network)"),
+                 option("--reader", action="store_true", help="read minibatches from the action's reader"),
+                 option("--sequence-length", type=_positive, default=20, metavar="T",
+                        help="steps per random sequence (default 20)"),
+                 option("--json", action="store_true", help="print the figures as JSON")),
+        runner=node_times.run,
+    ),
+    Command(
+        name="graph",
+        help="draw the network (Graphviz DOT, SVG, PNG)",
+        description="""Write an action's network as a Graphviz graph: nodes labelled with their config names,
+ops and shapes, inputs feeding the nodes that read them, recurrent loops as clusters. Without -o the
+DOT text goes to stdout; -o FILE.svg, .png or .pdf renders it with Graphviz's dot program.""",
+        example="netlang graph examples/hello.net -o hello.svg",
+        options=(option("-o", "--output", metavar="FILE", help="write to FILE (.dot, or .svg/.png/.pdf through dot)"),
+                 option("--action", metavar="NAME", help="the action whose network to draw (default: the first "
+                                                         "with a network)")),
+        runner=graph.run,
+    ),
+    Command(
+        name="export",
+        help="export a trained model to ONNX",
+        description="""Export a trained model to ONNX (opset 17): a model file written by training, or the
+modelPath of a config's action. Inputs and outputs keep netlang's run-time layout ([N, C, H, W] for
+images, [T, N, ...] for sequences, which are taken as all of full length); recurrent loops become
+ONNX Scan operators. A node whose op cannot be exported is an error naming it. Needs onnx
+(pip install 'netlang[onnx]').""",
+        example="netlang export examples/models/hello.dnn -o hello.onnx",
+        options=(option("-o", "--output", metavar="FILE", help="the ONNX file (default: the model's name + .onnx)"),
+                 option("--action", metavar="NAME", help="with a config: the action whose modelPath to export"),
+                 option("--outputs", metavar="NODES", action="append",
+                        help="the nodes to export, a:b (default: the output nodes)")),
+        runner=export.run,
+    ),
+    Command(
+        name="plot",
+        help="draw training and validation curves of a run",
+        description="""Draw the criterion and metrics of a run from its metrics.jsonl (in the directory of its
+modelPath), per progress report and per epoch, training and validation. A resumed run's records of
+a redone epoch replace those of the interrupted attempt. Needs matplotlib (pip install
+'netlang[plot]').""",
+        example="netlang plot examples/models -o curves.png",
+        takes_config=False,
+        positionals=(option("outdir", metavar="OUTDIR", help="the run's directory (that of modelPath), or its "
+                                                             "metrics.jsonl"),),
+        options=(option("-o", "--output", metavar="FILE", help="the picture (default OUTDIR/curves.png)"),),
+        runner=plot.run,
     ),
     Command(
         name="data",

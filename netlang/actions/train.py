@@ -39,6 +39,7 @@ from netlang.runtime.distributed import (
 from netlang.runtime.memory import MemoryEstimate, device_memory, estimate, require_fit
 from netlang.runtime.parallel import SUPPORTED_METHODS, check_supported
 from netlang.runtime.progress import Progress
+from netlang.runtime.tensorboard import tensorboard_log_for
 from netlang.runtime.trainer import Trainer
 
 
@@ -148,11 +149,15 @@ def _train(config, name: str, view, settings: TrainingSettings, progress: Progre
         source = common.create_reader(reader, network, epoch_size=settings.epoch_size, dtype=backend.dtype,
                                       truncation=truncation)
         cv_source = None
+        tensorboard = None
         try:
             if view.cvReader is not None:
                 cv_source = common.create_reader(reader_settings(view.cvReader), network, randomize=False,
                                                  dtype=backend.dtype)
             trainer = Trainer(network, backend, settings, source, cv_source, progress, comm, resume_record=record)
+            if writer:
+                tensorboard = tensorboard_log_for(settings, settings.epoch_size or getattr(source, "samples_per_sweep", 0))
+                trainer.observers += [tensorboard] if tensorboard is not None else []
             resume = trainer.find_resume_point() if settings.make_mode else None
             if comm.size > 1:
                 resume = comm.bcast(resume, 0)   # rank 0's view of the files decides for everyone
@@ -176,7 +181,7 @@ def _train(config, name: str, view, settings: TrainingSettings, progress: Progre
                              f"{workers}")
             return trainer.train()
         finally:
-            for s in (source, cv_source):
+            for s in (source, cv_source, tensorboard):
                 close = getattr(s, "close", None)
                 if close:
                     close()

@@ -35,7 +35,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from netlang.errors import DataError, DataPosition, suggest
+from netlang.errors import RELATIVE_PATH_HINT, DataError, DataPosition, suggest
 from netlang.readers.batch import ChunkData, DenseChunk, SparseChunk, StreamInfo
 
 log = logging.getLogger("netlang.readers")
@@ -108,8 +108,7 @@ def _open(path: str):
         return open(path, "rb")
     except OSError as err:
         raise DataError(f"cannot open data file: {err.strerror or err}", DataPosition(path),
-                        hint="check the reader's 'file' path; a relative path is resolved against "
-                             "the directory of the config file") from None
+                        hint=f"check the reader's 'file' path; {RELATIVE_PATH_HINT}") from None
 
 
 def build_index(path: str, streams: list[CtfStream], *, chunk_size_bytes: int = DEFAULT_CHUNK_SIZE,

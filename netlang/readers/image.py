@@ -59,7 +59,7 @@ import numpy as np
 from PIL import Image
 
 from netlang.compiler.lang.settings import DeserializerSettings, StreamSettings
-from netlang.errors import ConfigError, DataError, DataPosition, suggest
+from netlang.errors import RELATIVE_PATH_HINT, ConfigError, DataError, DataPosition, suggest
 from netlang.readers.batch import ChunkData, DenseChunk, StreamInfo
 from netlang.readers.factory import data_file, register_deserializer, resolve_path
 from netlang.readers.transforms import (
@@ -160,8 +160,7 @@ def _lines(path: str):
         fh = open(path, "rb")
     except OSError as err:
         raise DataError(f"cannot open the map file: {err.strerror or err}", DataPosition(path),
-                        hint="check the reader's 'file'; a relative path is resolved against the directory "
-                             "of the config file") from None
+                        hint=f"check the reader's 'file'; {RELATIVE_PATH_HINT}") from None
     with fh:
         offset = 0
         for line_no, raw in enumerate(fh, start=1):

@@ -28,7 +28,7 @@ import numpy as np
 from PIL import Image
 
 from netlang.compiler.lang.settings import ImageSettings, TransformSettings
-from netlang.errors import DataError, DataPosition
+from netlang.errors import RELATIVE_PATH_HINT, DataError, DataPosition
 from netlang.readers.factory import resolve_path
 
 INTERPOLATIONS = {
@@ -365,7 +365,7 @@ def _read_xml(path: str) -> ElementTree.Element:
         return ElementTree.parse(path).getroot()
     except OSError as err:
         raise DataError(f"cannot open the file: {err.strerror or err}", DataPosition(path),
-                        hint="a relative path is resolved against the directory of the config file") from None
+                        hint=RELATIVE_PATH_HINT) from None
     except ElementTree.ParseError as err:
         line, col = err.position
         raise DataError(f"not a well-formed XML file ({err.msg if hasattr(err, 'msg') else err})",

@@ -72,6 +72,7 @@ class Executor:
         self.output_masks: dict[str, object] = {}
         self.sample_counts: dict[str, int] = {}
         self._carry = None
+        self.step_timer = None                  # runtime/timing.StepTimer: times each step (netlang time)
 
     # ---- planning --------------------------------------------------------------------------------
     def plan(self, outputs: list[Node], loss: Node | None = None, wrt: list[Node] | None = None) -> Plan:
@@ -108,6 +109,8 @@ class Executor:
                                   lambda node, stash: self._context(node, training, stash, masks.of(node)),
                                   carry, lambda node: self.state.setdefault(node.id, {}))
         for step in plan.steps:
+            if self.step_timer is not None:
+                self.step_timer.begin()
             node = step.node
             if step.kind == "loop":
                 recurrence.run_forward(step.loop, run)
@@ -142,6 +145,8 @@ class Executor:
             for nid in step.release_grads:
                 if nid not in wrt_ids:
                     grad_values.pop(nid, None)
+            if self.step_timer is not None:
+                self.step_timer.end(step)
         out_values = {n.name: values[n.id] for n in plan.outputs}
         self.output_masks = {n.name: masks.axes[n.layout] for n in plan.outputs
                              if isinstance(n.layout, SeqAxis) and n.layout in masks.axes}

@@ -87,6 +87,7 @@ class Trainer:
         self.parallel = create_strategy(settings.parallel, comm, self.flat, self.learner, self.executor, settings.seed)
         self.start_epoch = 1
         self.resume_position: dict | None = None
+        self.observers: list = []      # called with each record of metrics.jsonl (TensorBoard, runtime/tensorboard.py)
         self._stop_signal: int | None = None
         self.resume_record = resume_record
         self._checkpoints: dict[str, modelio.ModelFile] = {}   # loaded while looking for a resume point
@@ -418,7 +419,8 @@ class Trainer:
         report = {"event": "minibatch", "epoch": epoch, "minibatches": [window["first_mb"], mbs],
                   "samples": window["samples"], "criterion": {self.criterion.name: sums["criterion"] / n},
                   "metrics": {k: v / n for k, v in sums["metrics"].items()},
-                  "learningRatePerSample": lr, "samplesPerSecond": window["samples"] / seconds}
+                  "learningRatePerSample": lr, "samplesPerSecond": window["samples"] / seconds,
+                  "epochSamples": totals["samples"]}
         self.progress.report(report, self.settings.max_epochs, totals["samples"])
         self._log(report)
         self._watch(epoch, sums, mbs - window["first_mb"] + 1, lr)
@@ -427,6 +429,8 @@ class Trainer:
     def _log(self, record: dict) -> None:
         if not self.settings.metrics_log or (self.comm is not None and self.comm.rank != 0):
             return
+        for observer in self.observers:
+            observer(record)
         import json
 
         os.makedirs(os.path.dirname(os.path.abspath(self.settings.metrics_log)), exist_ok=True)
@@ -527,5 +531,6 @@ def _is_array(value) -> bool:
 
 def _result_dict(result: EpochResult) -> dict:
     return {"epoch": result.epoch, "samples": result.samples, "criterion": result.criterion,
+            "criterionName": result.criterion_name,
             "metrics": result.metrics, "seconds": result.seconds, "learningRatePerSample": result.learning_rate,
             "cv": result.cv}

@@ -28,7 +28,11 @@ _RULE_FAILURES = (ShapeMismatch, NetworkError, TypeError, ValueError, KeyError, 
 
 def load_checked_model(path: str) -> ModelFile:
     """`load_model`, then `check_graph`: a model that can be run, or a DataError naming the damage."""
-    model = load_model(path)
+    return checked_model(load_model(path), path)
+
+
+def checked_model(model: ModelFile, path: str) -> ModelFile:
+    """`model` (read from `path`) if `check_graph` passes it, else a DataError naming the damage."""
     try:
         check_graph(model.network)
     except DamagedModel as exc:

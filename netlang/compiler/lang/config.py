@@ -36,6 +36,13 @@ class Config:
             self._actions = [(name, self._action(name, span)) for name, span in self._commands()]
         return list(self._actions)
 
+    def explained_actions(self) -> list[tuple[str, ActionView]]:
+        """The blocks named by `command`, or none for a file of values alone (no `command` and no
+        `train` block, which the default command would run): such a file can be explained, not run."""
+        if not self.top.given("command") and self.record.find_ci("train") is None:
+            return []
+        return self.actions()
+
     def action(self, name: str) -> ActionView:
         for action_name, view in self.actions():
             if action_name.lower() == name.lower():
@@ -89,7 +96,7 @@ def resolved_config_dict(config: Config) -> dict:
     included) plus the user's variables, top level and each command block. The trainer saves it."""
     top = {**config.top.to_dict(), **config.variables()}
     actions = {}
-    for name, view in config.actions():
+    for name, view in config.explained_actions():
         actions[name] = {**view.to_dict(), **config.variables(view)}
     return {"config": top, "actions": actions}
 
@@ -108,7 +115,7 @@ def config_entries(config: Config) -> list[Entry]:
     """Every effective value of the config, top level first, then each command block; schema
     defaults included, the user's plain variables after each block's settings."""
     out = block_entries(config, config.top, "")
-    for name, view in config.actions():
+    for name, view in config.explained_actions():
         out += block_entries(config, view, name)
     return out
 

@@ -17,6 +17,7 @@ nodes get it through `nodes.BuildContext(path, span)`; the IR uses it as the nod
 """
 from __future__ import annotations
 
+import os
 import sys
 from typing import Sequence
 
@@ -324,7 +325,17 @@ def evaluate_file(path: str, overrides: Sequence[str] = (), include_path: Sequen
     file_ast = parse_file(path, tuple(include_path))
     if overrides:
         file_ast = apply_overrides(file_ast, overrides)
-    return top_scope(file_ast, nodes)
+    top = top_scope(file_ast, nodes)
+    # Beside the library, so that a ConfigDir the file defines itself (CNTK configs often do) wins.
+    top.parent.add("ConfigDir", Thunk.of(config_directory(path), "ConfigDir"))
+    return top
+
+
+def config_directory(path: str) -> str:
+    """`$ConfigDir$`: the directory of the config file as the command line names it ("." for a file
+    in the working directory). Relative data paths resolve against the working directory, as in
+    CNTK; "$ConfigDir$/data.ctf" names a file next to the config wherever netlang runs."""
+    return os.path.dirname(path) or "."
 
 
 def evaluate_expression(text: str, scope: Record | None = None, nodes: NodeFactory = NO_NODES):

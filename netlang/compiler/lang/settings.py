@@ -262,6 +262,8 @@ class TrainingSettings(Settings):
     truncated: bool = setting("truncated")                # the legacy spelling of truncated BPTT
     criterion: str | None = setting("trainCriterionNodeName")
     evaluation: tuple[str, ...] | None                    # evalCriterionNodeName
+    tensorboard_log_dir: str | None = setting("tensorBoardLogDir")
+    tensorboard_mbs_to_log: int | None = setting("tensorBoardNumMBsToLogResult")   # None: numMBsToShowResult
     sgd: SGDSettings
     auto_adjust: AutoAdjustSettings | None
     parallel: ParallelSettings | None
