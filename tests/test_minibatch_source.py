@@ -6,6 +6,7 @@ import threading
 
 import numpy as np
 import pytest
+import settings_of
 
 from netlang.errors import ConfigError, DataError
 from netlang.readers.batch import ChunkData, SparseSequence, StreamBatch, StreamInfo
@@ -14,8 +15,6 @@ from netlang.readers.factory import create_source
 from netlang.readers.prefetch import PrefetchingSource
 from netlang.readers.source import MinibatchSource, SourceWrapper
 from netlang.readers.windows import TruncatedSource
-
-import settings_of
 
 X = CtfStream("x", 2)              # x = [key, step]: identifies the sequence and the time step
 Y = CtfStream("y", 4, is_sparse=True)

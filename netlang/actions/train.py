@@ -17,6 +17,7 @@ from netlang.actions.directories import make_directory, output_directory
 from netlang.actions.resume import check_resume, resume_record
 from netlang.actions.runlock import directory_lock
 from netlang.compiler.graph.network import build_action_network, require_training_nodes
+from netlang.compiler.graph.plan import make_plan
 from netlang.compiler.lang.config import resolved_config_dict
 from netlang.compiler.lang.settings import (
     ParallelSettings,
@@ -72,9 +73,14 @@ def save_resolved_config(config, model_path: str) -> None:
 
 
 def training_memory(view, network) -> MemoryEstimate:
-    """What training the block's network takes: its buffers, and activations for epoch 1's minibatch."""
+    """What training the block's network takes: its buffers, and the planned values and gradients of
+    one step of epoch 1's minibatch."""
     sgd = view.SGD
-    return estimate(network, str(sgd.gradUpdateType).lower(), DTYPES.get(str(view.precision).lower(), "float32"),
+    criterion = network.node(sgd.trainCriterionNodeName) if sgd.trainCriterionNodeName else None
+    criterion = criterion or network.groups["criterion"][0]
+    evaluation = [n for n in network.groups.get("evaluation", []) if n is not criterion]
+    plan = make_plan(network, evaluation, criterion, network.learnable_parameters)
+    return estimate(network, plan, str(sgd.gradUpdateType).lower(), DTYPES.get(str(view.precision).lower(), "float32"),
                     int(sgd.minibatchSize.value(1)))
 
 

@@ -158,17 +158,17 @@ def _make_times(transpose: bool):
     def forward(ctx, xs, attrs):
         a, b = xs
         a2, b2, out_shape = _operands(_effective_a(a, transpose), b, output_rank(attrs, transpose))
-        return (b2 @ a2).reshape(out_shape)
+        return ctx.xp.matmul(b2, a2).reshape(out_shape)
 
     def backward(ctx, xs, y, gy, attrs):
         a, b = xs
         a_eff = _effective_a(a, transpose)
         a2, b2, _ = _operands(a_eff, b, output_rank(attrs, transpose))
         g2 = gy.reshape(b2.shape[0], a2.shape[1])
-        ga = (b2.T @ g2).reshape(a_eff.shape)
+        ga = ctx.xp.matmul(b2.T, g2).reshape(a_eff.shape)
         if transpose:
             ga = ga.reshape(a.shape) if a.ndim == 1 else ga.T
-        gb = (g2 @ a2.T).reshape(b.shape)
+        gb = ctx.xp.matmul(g2, a2.T).reshape(b.shape)
         return [ga, gb]
 
     return forward, backward

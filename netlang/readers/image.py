@@ -59,7 +59,13 @@ import numpy as np
 from PIL import Image
 
 from netlang.compiler.lang.settings import DeserializerSettings, StreamSettings
-from netlang.errors import RELATIVE_PATH_HINT, ConfigError, DataError, DataPosition, suggest
+from netlang.errors import (
+    RELATIVE_PATH_HINT,
+    ConfigError,
+    DataError,
+    DataPosition,
+    suggest,
+)
 from netlang.readers.batch import ChunkData, DenseChunk, StreamInfo
 from netlang.readers.factory import data_file, register_deserializer, resolve_path
 from netlang.readers.transforms import (

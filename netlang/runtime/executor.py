@@ -129,7 +129,7 @@ class Executor:
                 ctx = self._context(node, training, saved.setdefault(node.id, {}), masks.of(node))
                 xs = self._operands(node, values)
                 if node.id == plan.loss.id and node.id not in grad_values:
-                    grad_values[node.id] = xp.ones_like(values[node.id])
+                    grad_values[node.id] = self._loss_seed(values[node.id])
                 gy = grad_values.get(node.id)
                 if gy is not None:
                     in_grads = apply_backward(op, ctx, xs, values[node.id], gy, node.attrs, len(node.shape))
@@ -167,6 +167,14 @@ class Executor:
             else:
                 out_grads[node.name] = g
         return out_values, out_grads
+
+    def _loss_seed(self, loss):
+        """The gradient backward starts from: 1, or fp16's loss scale (runtime/precision.LossScaler)."""
+        seed = self.xp.ones_like(loss)
+        scale = self.options.get("lossScale")
+        if scale is not None:
+            seed *= scale
+        return seed
 
     # ---- persistent node state (precomputed statistics …), for model and checkpoint files ----------
     def state_arrays(self) -> dict:
@@ -211,8 +219,8 @@ class Executor:
             raise DataError(f"no data given for input '{leaf.name}'",
                             hint=f"the inputs of this network are: {', '.join(n.name for n in self.network.inputs)}")
         value, mask = _split_feed(feeds[leaf.name])
-        if mask is not None:
-            mask = np.asarray(self.backend.to_host(mask), dtype=bool)   # kept on the host: no device reads
+        if mask is not None:   # kept on the host: no device reads
+            mask = np.asarray(mask if isinstance(mask, np.ndarray) else self.backend.to_host(mask), dtype=bool)
         if isinstance(value, SparseRows):
             return self._bind_sparse(leaf, value, mask, masks)
         array = self.backend.upload(leaf.name, value, self.backend.dtype)
@@ -251,6 +259,25 @@ class Executor:
         if len(rows.lead) == 2:
             masks.bind(leaf, tuple(rows.lead), mask, self.backend)
         return rows
+
+
+def host_sample_count(network: Network, node: Node, feeds: Mapping[str, object]) -> int | None:
+    """What `sample_counts[node.name]` of a run on `feeds` will be, from the host data alone (a
+    replayed CUDA graph runs no Python): the real steps of the mask of the input that gives the
+    axis of `node`'s first input, or the batch size; None when the inputs do not say (an axis an
+    op makes)."""
+    first = node.inputs[0] if node.inputs else node
+    if first.layout is not BATCH and not isinstance(first.layout, SeqAxis):
+        return 1
+    for leaf in network.inputs:
+        if leaf.layout != first.layout or leaf.name not in feeds:
+            continue
+        value, mask = _split_feed(feeds[leaf.name])
+        if mask is not None:
+            return int(np.asarray(mask).sum())
+        lead = value.lead if isinstance(value, SparseRows) else np.shape(value)
+        return int(np.prod(lead[:2])) if isinstance(first.layout, SeqAxis) else int(lead[0])
+    return None
 
 
 def _samples_in(node: Node, value, masks: "_Masks") -> int:

@@ -30,22 +30,24 @@ import time
 from dataclasses import dataclass
 
 from netlang.compiler.graph.network import require_scalar_criterion
+from netlang.compiler.lang.settings import TrainingSettings
 from netlang.errors import DataError, DataPosition, NetworkError, TrainingInterrupted
 from netlang.ir import modelfile as modelio
 from netlang.ir.graph import Network, Node
 from netlang.ir.shapes import to_runtime
 from netlang.ops import registry
-from netlang.compiler.lang.settings import TrainingSettings
 from netlang.runtime.autoadjust import adjuster_for
 from netlang.runtime.backend import Backend
 from netlang.runtime.carryover import CarryOver
 from netlang.runtime.divergence import DivergenceWatch
-from netlang.runtime.executor import Executor, initial_parameters
+from netlang.runtime.executor import Executor, host_sample_count, initial_parameters
 from netlang.runtime.feeding import feeds_from_minibatch
 from netlang.runtime.flatbuffer import FlatParameters
 from netlang.runtime.learners import Learner, create_learner
 from netlang.runtime.parallel import create_strategy
+from netlang.runtime.precision import LossScaler, all_finite
 from netlang.runtime.progress import Progress
+from netlang.runtime.stepgraph import CompiledStep
 
 
 @dataclass
@@ -85,6 +87,9 @@ class Trainer:
         self.adjuster = adjuster_for(settings.auto_adjust)
         self.learner: Learner = create_learner(settings.sgd, self.flat)
         self.parallel = create_strategy(settings.parallel, comm, self.flat, self.learner, self.executor, settings.seed)
+        self.loss_scaler = LossScaler() if backend.compute.name == "fp16" else None
+        self.compiled = CompiledStep(backend, backend.graphs, settings.cuda_graph, say=self.progress.message,
+                                     state_of=lambda: self.executor.state, options=self.executor.options)
         self.start_epoch = 1
         self.resume_position: dict | None = None
         self.observers: list = []      # called with each record of metrics.jsonl (TensorBoard, runtime/tensorboard.py)
@@ -154,7 +159,8 @@ class Trainer:
                 "learner": {k: v for k, v in self.learner.state_dict().items() if not _is_array(v)},
                 "autoAdjust": self.adjuster.state() if self.adjuster else None,
                 "settings": self.resume_record, "metricsLogSize": self._log_size,
-                "divergence": self.divergence.state()}
+                "divergence": self.divergence.state(),
+                "lossScale": self.loss_scaler.state() if self.loss_scaler else None}
 
     def _state_arrays(self) -> dict:
         arrays = {f"learner/{k}": self.backend.to_host(v)
@@ -244,6 +250,8 @@ class Trainer:
             self.adjuster.load_state(training["autoAdjust"])
         self.divergence.load_state(training.get("divergence"))
         self._rewind_metrics_log(training.get("metricsLogSize"))
+        if self.loss_scaler is not None and training.get("lossScale"):
+            self.loss_scaler.load_state(training["lossScale"])
         position = training.get("position")
         self.resume_position = position
         epoch = _int(training.get("epoch"), path)
@@ -361,11 +369,18 @@ class Trainer:
         """One update; returns the criterion and metric sums (on the device; host numbers with
         several workers) and the samples, over all workers."""
         local = int(minibatch.num_samples)
+        if local and self._graph_step_possible(minibatch):
+            feeds = feeds_from_minibatch(self.network, minibatch, self.backend.dtype)
+            samples = host_sample_count(self.network, self.criterion, feeds)
+            if samples:
+                return self._graph_step(epoch, feeds, samples)
         if local:
             feeds = feeds_from_minibatch(self.network, minibatch, self.backend.dtype)
             carry = None
             if minibatch.slots is not None:   # truncated BPTT: windows continue the previous minibatch's
                 carry = CarryOver.of(minibatch.slots, minibatch.steps_before, self.backend)
+            if self.loss_scaler is not None:
+                self.executor.options["lossScale"] = self.loss_scaler.scale
             outputs, _ = self.executor.run(feeds, self.evaluations, loss=self.criterion, wrt=self.learnable,
                                            grads=self.grad_views, training=True, carry=carry)
             # The criterion sums over its labels' samples (per-sequence labels: sequences); the
@@ -378,10 +393,60 @@ class Trainer:
             crit, metrics = 0.0, {node.name: 0.0 for node in self.evaluations}
         crit, metrics, n = self.parallel.reduce_totals(crit, metrics, local)
         samples = self.parallel.after_backward(self.flat.grad[self.flat.trainable], local, n)
-        if samples:
+        if samples and self._unscaled():
             self.learner.step(epoch, samples)
         self.parallel.after_update(local, n)
         return crit, metrics, n
+
+    def _graph_step_possible(self, minibatch) -> bool:
+        """A step that may be captured (runtime/stepgraph.py): on a backend that captures, with CUDA
+        graphs on, one worker (MPI exchanges run on the host), no fp16 loss scaling (its overflow
+        check reads the device), a learner update that can be replayed, no truncated BPTT carry."""
+        if self.backend.graphs is None:
+            return False
+        reason = None
+        if not self.settings.cuda_graph:
+            reason = "CUDA graphs are off (cudaGraph = false or --no-cuda-graph)"
+        elif self.parallel.workers > 1:
+            reason = "data-parallel workers exchange gradients through MPI on the host"
+        elif self.loss_scaler is not None:
+            reason = "fp16 loss scaling checks every step's gradients on the host"
+        elif not self.learner.capturable:
+            reason = "the learner's update is not a fused device kernel (or adds noise drawn on the host)"
+        elif minibatch.slots is not None:
+            reason = "truncated BPTT carries state between minibatches"
+        if reason is not None:
+            self.compiled.note(f"training steps are not captured as CUDA graphs: {reason}; they run eagerly")
+            return False
+        return True
+
+    def _graph_step(self, epoch: int, feeds: dict, samples: int) -> tuple[object, dict, int]:
+        """One step through the compiled step: the same forward, backward, update and sums as the
+        eager step, captured per bucket; the learner's numbers for this step are uploaded before."""
+        hyper = self.learner.fused_hyper(epoch, samples)
+
+        def body(bound_feeds):
+            outputs, _ = self.executor.run(bound_feeds, self.evaluations, loss=self.criterion, wrt=self.learnable,
+                                           grads=self.grad_views, training=True)
+            sums = {node.name: _device_sum(outputs[node.name]) for node in [self.criterion] + self.evaluations}
+            self.learner.apply_fused(self.backend.upload_scalars(hyper))
+            return sums
+
+        sums = self.compiled.run(feeds, body, {("scalars",): hyper})
+        self.learner.steps += 1
+        return sums[self.criterion.name], {node.name: sums[node.name] for node in self.evaluations}, samples
+
+    def _unscaled(self) -> bool:
+        """fp16: whether the (summed) gradient is finite; if so it is divided by the loss scale for
+        the update, if not the step is skipped and the scale lowered (runtime/precision.LossScaler)."""
+        if self.loss_scaler is None:
+            return True
+        grad = self.flat.grad[self.flat.trainable]
+        scale = self.loss_scaler.scale
+        if not self.loss_scaler.update(all_finite(grad, self.backend.xp)):
+            return False
+        grad *= 1.0 / scale
+        return True
 
     def _read_sums(self, sums: dict) -> dict:
         """`sums` with its criterion and metric sums read from the device: the loop's synchronisation

@@ -431,12 +431,19 @@ ACTIONS = ("train", "adapt", "test", "eval", "testunroll", "cv", "write", "edit"
 
 _OLD_BUILDER_HINT = "write the network in BrainScript: network = { ... } (alias BrainScriptNetworkBuilder)"
 
+# `precision`: the element type of a run; bf16 and fp16 are mixed precision (runtime/precision.py).
+PRECISIONS = ("float", "double", "bf16", "fp16")
+
 # Settings that live at the top level and may be overridden in an action block.
 _SHARED_FIELDS = lambda: [  # noqa: E731
     Field("modelPath", Path(), None, inherit=True, doc="model file; epoch files are <modelPath>.<epoch>"),
     Field("deviceId", Device(), "auto", inherit=True, doc="-1 or cpu, auto, or a GPU index"),
-    Field("precision", Enum(("float", "double")), "float", aliases=("type",), inherit=True,
-          doc="element type of parameters and computation: float (32-bit) or double"),
+    Field("precision", Enum(PRECISIONS, {"bfloat16": "bf16", "float16": "fp16", "half": "fp16"}), "float",
+          aliases=("type",), inherit=True,
+          doc="float, double; bf16 or fp16: matrix products and convolutions in 16 bits, float32 master weights"),
+    Field("allowTF32", Bool(), False, inherit=True, doc="float32 matrix products on TF32 tensor cores (GPU)"),
+    Field("cudaGraph", Bool(), True, inherit=True,
+          doc="GPU: capture each step as a CUDA graph per input-shape bucket (--no-cuda-graph: eager)"),
     Field("traceLevel", Int(min=0), 0, inherit=True, doc="how much to log (0 = least)"),
     Field("makeMode", Bool(), True, inherit=True, doc="resume from existing epoch files, skip finished work"),
 ]

@@ -252,6 +252,7 @@ class TrainingSettings(Settings):
 
     model_path: str                                       # the action's modelPath
     make_mode: bool                                       # the action's makeMode
+    cuda_graph: bool = True                               # the action's cudaGraph (runtime/stepgraph.py)
     seed: int                                             # the top level's randomSeed + 1
     max_epochs: int = setting("maxEpochs")
     epoch_size: int = setting("epochSize")                # samples; 0 = one full sweep of the data
@@ -293,8 +294,10 @@ def training_settings(config, name: str, action: View) -> TrainingSettings:
     evaluation = (sgd.evalCriterionNodeName,) if sgd.evalCriterionNodeName else None
     sources = {"modelPath": _source(action, "modelPath"), "makeMode": _source(action, "makeMode"),
                "randomSeed": _source(config.top, "randomSeed"),
-               "evalCriterionNodeName": _source(sgd, "evalCriterionNodeName")}
+               "evalCriterionNodeName": _source(sgd, "evalCriterionNodeName"),
+               "cudaGraph": _source(action, "cudaGraph")}
     return _read(TrainingSettings, sgd, sources=sources, model_path=action.modelPath, make_mode=action.makeMode,
+                 cuda_graph=action.cudaGraph,
                  seed=top_seed(config.top), evaluation=evaluation, sgd=sgd_settings(sgd),
                  auto_adjust=auto_adjust_settings(sgd.AutoAdjust), parallel=parallel_settings(config.top, sgd),
                  config_path=config.path, action=name)
