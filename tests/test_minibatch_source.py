@@ -501,7 +501,7 @@ def test_an_unknown_deserializer_type_is_a_config_error(tmp_path):
 
 
 def test_a_deserializer_type_without_a_reader_is_a_config_error_at_its_line(tmp_path):
-    cfg = {"deserializers": [{"type": "HTKFeatureDeserializer", "file": "x", "input": {}}]}
+    cfg = {"deserializers": [{"type": "CNTKBinaryFormatDeserializer", "file": "x", "input": {}}]}
     with pytest.raises(ConfigError, match="not available") as info:
         create_source(settings_of.reader(cfg), str(tmp_path))
     assert info.value.span.line == 1 and info.value.key.endswith("deserializers.type")

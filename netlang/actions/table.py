@@ -321,8 +321,9 @@ a redone epoch replace those of the interrupted attempt. Needs matplotlib (pip i
         name="data",
         help="prepare public data sets and synthetic data in reader formats",
         description="""Prepare data for netlang's readers: convert MNIST or Fashion-MNIST IDX files to
-CNTKTextFormat (+ PNG files and map files), ATIS IOB files to CTF sequences with vocabularies, or
-write a small synthetic classification set; score slot tagging output (score-slots).""",
+CNTKTextFormat (+ PNG files and map files), ATIS IOB files to CTF sequences with vocabularies, FSDD
+recordings to HTK features with SCP lists and an MLF, or write a small synthetic classification set;
+score slot tagging output (score-slots) and isolated-word recognition (score-utterances).""",
         example=data.EXAMPLE,
         takes_config=False,
         add_subcommands=data.add_subcommands,

@@ -396,7 +396,16 @@ def _check_reader_truncation(reader: View) -> None:
         raise reader.error("truncated", "frameMode and truncated cannot both be true")
 
 
-READER_SCHEMA.checks.append(_check_reader_truncation)
+
+
+def _legacy_htk_reads_frames(reader: View) -> None:
+    """CNTK's HTKMLFReader reads frames (frameMode = true) unless told otherwise or truncated."""
+    legacy_htk = str(reader.readerType or "").lower() == "htkmlfreader"
+    if legacy_htk and not reader.given("frameMode") and not reader.truncated:
+        reader.set_derived("frameMode", True, kind="default")
+
+
+READER_SCHEMA.checks += [_check_reader_truncation, _legacy_htk_reads_frames]
 
 # ---- actions and the top level (reference §3.8, §5.1, §5.2, §5.6) -------------------------------
 

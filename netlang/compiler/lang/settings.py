@@ -352,6 +352,15 @@ class StreamSettings(ImageSettings):
     alias: str | None = setting("alias")
     defines_mb_size: bool = setting("definesMBSize")
     transforms: tuple[TransformSettings, ...] | None
+    # HTK features (HTKFeatureDeserializer) and MLF labels (HTKMLFDeserializer), readers/htk.py
+    scp_file: str | None = setting("scpFile")
+    context_window: tuple | None = setting("contextWindow")      # (n,) or (left, right)
+    prefix_path_in_scp: str | None = setting("prefixPathInSCP")
+    mlf_file: str | None = setting("mlfFile")
+    mlf_file_list: str | None = setting("mlfFileList")
+    label_mapping_file: str | None = setting("labelMappingFile")
+    phone_boundaries: bool = setting("phoneBoundaries")
+    label_type: str | None = setting("labelType")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -383,6 +392,7 @@ class ReaderSettings(Settings):
     truncated: bool = setting("truncated")
     truncation_length: int = setting("truncationLength")
     parallel_sequences: int = setting("nbruttsineachrecurrentiter")
+    frame_mode: bool = setting("frameMode")              # every frame its own sample (HTK)
 
     @property
     def randomizes(self) -> bool:
