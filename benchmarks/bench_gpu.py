@@ -30,8 +30,11 @@ sys.path.insert(0, REPO)
 
 # ---- netlang: a training step on device-resident data ---------------------------------------------
 
-def netlang_trainer(config: str, batch: int, feeds):
-    """A step function (forward, backward, fused update) for the train network of `config`."""
+def netlang_trainer(config: str, batch: int, feeds, precision: str = "float", tf32: bool = False,
+                    graphs: bool = False):
+    """A step function (forward, backward, fused update) for the train network of `config`; with
+    `graphs`, the step runs through runtime/stepgraph.CompiledStep (captured per bucket, replayed)
+    on host feeds, as the trainer runs it."""
     import netlang
     from netlang.ir.shapes import to_runtime
     from netlang.runtime.backend import select_backend
@@ -43,8 +46,11 @@ def netlang_trainer(config: str, batch: int, feeds):
     from netlang.compiler.lang.views import validate
     from netlang.runtime.learners import create_learner
 
+    from netlang.runtime.stepgraph import CompiledStep
+
     network = netlang.load(os.path.join(REPO, config), precision="float").network("train", precision="float").network
-    backend = select_backend(0, "float")
+    backend = select_backend(0, precision)
+    backend.allow_tf32(tf32)
     params = network.parameters
     flat = FlatParameters([(p.name, to_runtime(p.shape)) for p in params], backend=backend,
                           lr_multipliers={p.name: p.learning_rate_multiplier for p in params})
@@ -61,7 +67,34 @@ def netlang_trainer(config: str, batch: int, feeds):
         executor.run(device_feeds, [], loss=criterion, wrt=learnable, grads=grads, training=True)
         learner.step(1, batch)
 
-    return step, backend.synchronize
+    if not graphs:
+        return step, backend.synchronize
+    host_feeds = {k: backend.to_host(v) for k, v in device_feeds.items()}
+    compiled = CompiledStep(backend, backend.graphs, True, say=lambda line: print("  note:", line),
+                            state_of=lambda: executor.state, options=executor.options)
+    STEPS_SEEN.append(compiled)
+
+    def graph_step():
+        hyper = learner.fused_hyper(1, batch)
+
+        def body(bound):
+            outputs, _ = executor.run(bound, [criterion], loss=criterion, wrt=learnable, grads=grads, training=True)
+            learner.apply_fused(backend.upload_scalars(hyper))
+            return {"ce": outputs[criterion.name].sum()}
+
+        compiled.run(host_feeds, body, {("scalars",): hyper})
+
+    return graph_step, backend.synchronize
+
+
+STEPS_SEEN: list = []     # the compiled steps made, for their captured-graph memory
+
+
+def graph_memory() -> str:
+    """The last compiled step's captured-bucket pool size: the measured peak memory of its values."""
+    if not STEPS_SEEN or not STEPS_SEEN[-1].memory_bytes:
+        return "no graph captured"
+    return f"graph pool {STEPS_SEEN[-1].memory_bytes / 2**20:.1f} MiB"
 
 
 def image_feeds(batch: int, shape: tuple, classes: int):
@@ -155,6 +188,102 @@ def bench_resnet20(steps: int) -> None:
     report("ResNet-20 32² batch 128", 128, ours, theirs)
 
 
+# ---- HKBU dlbench shapes, ResNet-50 precisions, torch.compile -----------------------------------------
+
+def torch_reference(net, batch, shape, classes, compiled: bool):
+    import torch
+    if compiled:
+        try:
+            net = torch.compile(net)
+        except Exception as err:  # noqa: BLE001
+            print(f"  torch.compile unavailable: {type(err).__name__}: {err}")
+            return None
+    return torch_step(net, batch, shape, classes)
+
+
+def compare(name: str, config: str, batch: int, shape: tuple, classes: int, torch_net, steps: int,
+            precision: str = "float", tf32: bool = False) -> None:
+    """netlang eager and with CUDA graphs against PyTorch eager and torch.compile, same run."""
+    import torch
+    torch.backends.cuda.matmul.allow_tf32 = tf32
+    torch.backends.cudnn.allow_tf32 = tf32
+    feeds = image_feeds(batch, shape, classes)
+    eager = timed(*netlang_trainer(config, batch, feeds, precision, tf32), steps)
+    graphed = timed(*netlang_trainer(config, batch, feeds, precision, tf32, graphs=True), steps)
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if precision == "bf16" else None
+    results = {}
+    for label, compiled in (("eager", False), ("compile", True)):
+        try:
+            made = torch_reference(torch_net(), batch, shape, classes, compiled)
+            if made is None:
+                continue
+            step, sync = made
+            if autocast is not None:
+                plain = step
+
+                def step(plain=plain):
+                    with torch.autocast("cuda", dtype=torch.bfloat16):
+                        plain()
+            results[label] = timed(step, sync, steps)
+        except Exception as err:  # noqa: BLE001
+            print(f"  PyTorch {label} failed: {type(err).__name__}: {err}")
+    line = (f"{name:38s} netlang eager {eager * 1000:8.2f} ms, graphs {graphed * 1000:8.2f} ms "
+            f"({batch / graphed:8.0f} samples/s; {graph_memory()})")
+    for label, seconds in results.items():
+        line += f" | PyTorch {label} {seconds * 1000:8.2f} ms (ratio {graphed / seconds:5.2f})"
+    print(line, flush=True)
+
+
+def torch_fcn5():
+    from torch import nn
+    return nn.Sequential(nn.Flatten(), nn.Linear(784, 2048), nn.Sigmoid(), nn.Linear(2048, 4096), nn.Sigmoid(),
+                         nn.Linear(4096, 1024), nn.Sigmoid(), nn.Linear(1024, 10))
+
+
+def torch_alexnet_r():
+    from torch import nn
+    return nn.Sequential(nn.Conv2d(3, 32, 5, padding=2), nn.MaxPool2d(3, 2, padding=1, ceil_mode=False), nn.ReLU(),
+                         nn.Conv2d(32, 32, 5, padding=2), nn.ReLU(), nn.MaxPool2d(3, 2, padding=1),
+                         nn.Conv2d(32, 64, 5, padding=2), nn.ReLU(), nn.AvgPool2d(3, 2, padding=1),
+                         nn.Flatten(), nn.Linear(64 * 4 * 4, 10))
+
+
+def torch_resnet56():
+    from torch import nn
+    net = torch_resnet20()
+    blocks = [m for m in net if m.__class__.__name__ == "Block"]
+    assert len(blocks) == 9
+    layers, seen = [], 0
+    for module in net:
+        layers.append(module)
+        if module.__class__.__name__ == "Block":
+            seen += 1
+            if seen % 3 == 0:          # six more blocks of the stage's width after its last one
+                width = module.branch[0][0].out_channels
+                layers += [type(module)(width, width, 1) for _ in range(6)]
+    return nn.Sequential(*layers)
+
+
+def bench_dlbench(steps: int) -> None:
+    compare("FCN5 MNIST batch 4096", "configs/bench/fcn5_mnist.net", 4096, (784,), 10, torch_fcn5, steps)
+    compare("AlexNet-R CIFAR batch 256", "configs/bench/alexnet_cifar10.net", 256, (3, 32, 32), 10,
+            torch_alexnet_r, steps)
+    compare("ResNet-56 CIFAR batch 128", "configs/bench/resnet56_cifar10.net", 128, (3, 32, 32), 10,
+            torch_resnet56, steps)
+    compare("ResNet-20 CIFAR batch 128", "configs/vision/resnet20_cifar10.net", 128, (3, 32, 32), 10,
+            torch_resnet20, steps)
+    print("LSTM 2x256 PTB (configs/bench/lstm_ptb.net): its sparse word input is not captured yet "
+          "(runtime/buckets.py); measure it with netlang train on PTB data", flush=True)
+
+
+def bench_resnet50_precisions(steps: int) -> None:
+    import torchvision
+    for precision, tf32 in (("float", False), ("float", True), ("bf16", False)):
+        label = {("float", False): "fp32", ("float", True): "TF32", ("bf16", False): "bf16"}[(precision, tf32)]
+        compare(f"ResNet-50 224² batch 128 {label}", "configs/vision/resnet50_imagenet.net", 128, (3, 224, 224), 1000,
+                torchvision.models.resnet50, steps, precision, tf32)
+
+
 def netlang_epoch(config: str, data: str, subdir: str, overrides: list[str]) -> float:
     """Seconds of epoch 1 of `netlang train config deviceId=0`, from its metrics log."""
     out = tempfile.mkdtemp(prefix="bench-gpu-")
@@ -194,14 +323,16 @@ def bench_atis_epoch(data: str) -> None:
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--only", default="resnet50,resnet20,mnist,atis")
+    parser.add_argument("--only", default="dlbench,precisions,resnet50,resnet20,mnist,atis")
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--data", default=os.path.join(REPO, "data"))
     args = parser.parse_args(argv)
     wanted = set(args.only.split(","))
     print(f"netlang vs PyTorch eager, float32, same GPU; NETLANG_CUDNN={os.environ.get('NETLANG_CUDNN', '1')}",
           flush=True)
-    runs = [("resnet50", lambda: (bench_resnet50(64, args.steps), bench_resnet50(128, args.steps))),
+    runs = [("dlbench", lambda: bench_dlbench(args.steps)),
+            ("precisions", lambda: bench_resnet50_precisions(args.steps)),
+            ("resnet50", lambda: (bench_resnet50(64, args.steps), bench_resnet50(128, args.steps))),
             ("resnet20", lambda: bench_resnet20(args.steps)),
             ("mnist", lambda: bench_mnist_epoch(args.data)),
             ("atis", lambda: bench_atis_epoch(args.data))]

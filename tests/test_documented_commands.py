@@ -10,7 +10,7 @@ Which run where:
 * `pip install …` and `python -m pytest …` are not run: the first is the environment this test runs
   in, the second is the test suite itself;
 * the GPU benchmark and device check need an NVIDIA GPU: they run with `pytest -m slow` on one;
-* commands that read ../shared/data (MNIST, ATIS), `mpiexec` and the benchmarks are slow: they run
+* commands that read ../shared/data (MNIST, ATIS, FSDD), `mpiexec` and the benchmarks are slow: they run
   with `pytest -m slow`, after preparing what they need as the README says (MNIST and ATIS data,
   an ATIS model of one epoch for `score-slots`), and are skipped when ../shared/data is absent
   (NETLANG_DATA names it elsewhere);
@@ -86,7 +86,8 @@ def help_commands() -> list[str]:
 
 def needs_data(command: str) -> bool:
     return any(word in command for word in ("shared/data", "data/mnist", "data/atis", "configs/text/atis",
-                                            "configs/vision/mnist_onehidden")) or \
+                                            "configs/vision/mnist_onehidden", "data/fsdd",
+                                            "configs/speech/fsdd")) or \
         command.startswith(("mpiexec", "python benchmarks"))
 
 

@@ -657,3 +657,58 @@ def test_cudnn_is_imported_by_the_backend_module_only_and_the_gpu_services_impor
                        if any(line.strip().startswith(("import cudnn", "from cudnn", "import cupy", "from cupy"))
                               for line in p.read_text(encoding="utf-8").splitlines()))
     assert importers == ["runtime/backend.py"]
+
+
+# ---- issue 13: the compiled step on a GPU ----------------------------------------------------------
+
+DATA = Path(__file__).resolve().parents[1] / "data"
+
+
+def _minibatch_criteria(tmp_path, config: str, data: str, extra: list[str]) -> list[float]:
+    out = tmp_path / ("eager" if "--no-cuda-graph" in extra else "graphs")
+    with redirect_stdout(io.StringIO()), redirect_stderr(io.StringIO()):
+        code = main(["train", str(Path(__file__).resolve().parents[1] / config), "deviceId=0", f"DataDir={data}",
+                     f"modelPath={out}/model.dnn", "train.SGD.maxEpochs=1", "train.SGD.numMBsToShowResult=1",
+                     "--no-progress", *extra])
+    assert code == 0
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    return [next(iter(r["criterion"].values())) for r in records if r["event"] == "minibatch"]
+
+
+@needs_gpu
+@pytest.mark.parametrize("config,data,steps", [
+    ("configs/vision/mnist_convnet.net", "mnist", "train.SGD.epochSize=3200"),      # 50 minibatches of 64
+    ("configs/text/atis_slots_lstm.net", "atis", "train.SGD.epochSize=3500"),        # ~50 minibatches of 70 words
+])
+def test_replayed_steps_equal_eager_steps_on_the_gpu(tmp_path, config, data, steps):
+    if not (DATA / data).exists():
+        pytest.skip(f"data/{data} is prepared by benchmarks/gpu/device_check.sh")
+    graphs = _minibatch_criteria(tmp_path, config, str(DATA / data), [steps])
+    eager = _minibatch_criteria(tmp_path, config, str(DATA / data), [steps, "--no-cuda-graph"])
+    assert len(graphs) == len(eager) >= 40
+    np.testing.assert_allclose(graphs, eager, rtol=1e-6)
+
+
+@needs_gpu
+def test_cublas_products_equal_cupy_products_in_and_out_of_a_capture():
+    import cupy
+
+    backend = select_backend(0, "float")
+    assert backend.gemm is not None, "cuBLAS could not be loaded by ctypes"
+    a = cupy.random.random((64, 48), dtype=np.float32)
+    b = cupy.random.random((48, 80), dtype=np.float32)
+    expected = cupy.matmul(a, b)
+    cupy.testing.assert_allclose(backend.xp.matmul(a, b), expected, rtol=1e-5)
+    cupy.testing.assert_allclose(backend.xp.matmul(b.T, a.T), expected.T, rtol=1e-5)
+    stream = cupy.cuda.Stream(non_blocking=True)
+    with stream:
+        out = backend.xp.matmul(a, b)
+        stream.begin_capture()
+        backend.xp.matmul(a, b, out=out)
+        graph = stream.end_capture()
+        out.fill(0)
+        graph.launch(stream)
+        stream.synchronize()
+    cupy.testing.assert_allclose(out, expected, rtol=1e-5)
+    bf16 = select_backend(0, "bf16")
+    cupy.testing.assert_allclose(bf16.xp.matmul(a, b), expected, rtol=2e-2)

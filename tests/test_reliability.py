@@ -496,8 +496,8 @@ def test_check_reports_the_memory_a_training_needs(tmp_path, data_dir):
     code, stdout, err = cli("check", cfg, "--no-data")
     assert code == 0, err
     # 51 parameters in double precision; momentum SGD keeps one buffer, plus multipliers and segment ids.
-    assert ("train: memory for training: parameters 408 B, gradients 408 B, learner state 1020 B; activations up "
-            "to 17.5 KB per minibatch of 32 samples; cpu has ") in stdout
+    assert ("train: memory for training: parameters 408 B, gradients 408 B, learner state 1020 B; values and "
+            "gradients of a step 13.0 KB (planned by their lifetimes) for a minibatch of 32 samples; cpu has ") in stdout
     code, stdout, _ = cli("check", cfg, "--no-data", "--json")
     memory = json.loads(stdout)["actions"]["train"]["memory"]
     assert (memory["parameters"], memory["gradients"], memory["learnerState"]) == (408, 408, 1020)

@@ -8,7 +8,17 @@ import pytest
 from netlang.compiler.lang.blocks import SGD_SCHEMA
 from netlang.compiler.lang.config import Config, resolved_config_dict
 from netlang.compiler.lang.evaluator import evaluate_text
-from netlang.compiler.lang.fields import Bool, Device, Enum, Float, Int, List, NameList, Scheduled, String
+from netlang.compiler.lang.fields import (
+    Bool,
+    Device,
+    Enum,
+    Float,
+    Int,
+    List,
+    NameList,
+    Scheduled,
+    String,
+)
 from netlang.compiler.lang.schedule import Schedule
 from netlang.compiler.lang.schema import REQUIRED, Field, Schema
 from netlang.compiler.lang.views import validate
@@ -334,6 +344,21 @@ def test_block_size_and_block_size_per_worker_is_error():
     with pytest.raises(SchemaError, match="both blockSize and blockSizePerWorker"):
         validate(evaluate_text("maxEpochs = 1 ; learningRatesPerMB = 1 ; ParallelTrain = { "
                                "BlockMomentumSGD = { blockSize = 8 ; blockSizePerWorker = 4 } }", "t.net"), SGD_SCHEMA)
+
+
+def test_both_block_momentum_forms_is_error():
+    with pytest.raises(SchemaError, match="both blockMomentumAsTimeConstant and blockMomentumPerSync"):
+        validate(evaluate_text("maxEpochs = 1 ; learningRatesPerMB = 1 ; ParallelTrain = { BlockMomentumSGD = { "
+                               "blockMomentumPerSync = 0.5 ; blockMomentumAsTimeConstant = 100 } }", "t.net"),
+                 SGD_SCHEMA)
+
+
+@pytest.mark.parametrize("key, value", [("blockMomentumPerSync", "1"), ("blockMomentumAsTimeConstant", "-1"),
+                                        ("blockSize", "0")])
+def test_block_momentum_values_out_of_range_are_errors(key, value):
+    with pytest.raises(SchemaError, match=key):
+        validate(evaluate_text("maxEpochs = 1 ; learningRatesPerMB = 1 ; ParallelTrain = { BlockMomentumSGD = { "
+                               f"{key} = {value} }} }}", "t.net"), SGD_SCHEMA)
 
 
 # ---- readers -------------------------------------------------------------------------------------

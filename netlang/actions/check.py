@@ -206,8 +206,9 @@ def print_networks(networks: dict, console, verbosity: int = 0) -> None:
 
 def _memory_line(memory: dict) -> str:
     line = (f"parameters {human_bytes(memory['parameters'])}, gradients {human_bytes(memory['gradients'])}, "
-            f"learner state {human_bytes(memory['learnerState'])}; activations up to "
-            f"{human_bytes(memory['activationsPerMinibatch'])} per minibatch of {memory['minibatchSize']} samples")
+            f"learner state {human_bytes(memory['learnerState'])}; values and gradients of a step "
+            f"{human_bytes(memory['activationsPerMinibatch'])} (planned by their lifetimes) for a minibatch of "
+            f"{memory['minibatchSize']} samples")
     if memory["deviceMemory"]:
         line += f"; {memory['device']} has {human_bytes(memory['deviceMemory'])}"
     return line

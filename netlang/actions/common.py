@@ -18,7 +18,9 @@ from netlang.runtime.feeding import check_streams
 
 
 def backend_for(view) -> Backend:
-    return select_backend(view.deviceId, view.precision)
+    backend = select_backend(view.deviceId, view.precision)
+    backend.allow_tf32(view.allowTF32)
+    return backend
 
 
 def load_model(path: str):

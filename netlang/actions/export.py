@@ -12,9 +12,9 @@ import os
 from netlang.compiler.graph import load_config
 from netlang.compiler.graph.modelcheck import checked_model
 from netlang.compiler.graph.network import build_action_network
-from netlang.ir import modelfile
 from netlang.errors import UsageError, suggest
 from netlang.export.onnx import export_onnx
+from netlang.ir import modelfile
 from netlang.ops import registry
 
 ZIP_MAGIC = b"PK\x03\x04"

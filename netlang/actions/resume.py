@@ -37,7 +37,7 @@ def resume_record(config, view, network: Network) -> tuple[dict, dict]:
         for key, value in _flattened(sub.to_dict(), f"{block}."):
             if key.split(".")[1] not in NOT_TRAINING[block]:
                 settings[key] = value
-                spans[key] = sub.span_of(key.split(".")[1])
+                spans[key] = _span_of(sub, key.split(".")[1])
     for key, holder in (("precision", view), ("randomSeed", config.top), ("parallelTrain", config.top)):
         settings[key] = holder.to_dict().get(key)
         spans[key] = holder.span_of(key)
@@ -45,6 +45,15 @@ def resume_record(config, view, network: Network) -> tuple[dict, dict]:
     ref = view.network_expr()
     spans["network"] = ref.span if ref is not None else None
     return json.loads(json.dumps(settings, default=str)), spans
+
+
+def _span_of(block, name: str):
+    """Where key `name` of `block` is set; a legacy reader's stream block (`features = [ … ]`, no
+    field of the schema) is where that block is written."""
+    if block.schema.field(name) is None:
+        stream = block.extra_blocks.get(name)
+        return stream.span if stream is not None else block.span
+    return block.span_of(name)
 
 
 def network_signature(network: Network) -> dict:

@@ -18,7 +18,12 @@ from typing import Any
 
 from netlang.actions import check, data, explain, export, graph, node_times, plot
 from netlang.actions.evaluate import run_eval, run_write
-from netlang.actions.output import print_metrics, print_written, progress_for, stdout_console
+from netlang.actions.output import (
+    print_metrics,
+    print_written,
+    progress_for,
+    stdout_console,
+)
 from netlang.actions.train import run_train
 from netlang.compiler.graph import load_config
 from netlang.errors import DataError, SchemaError
@@ -62,14 +67,20 @@ class Command:
 
 def run_own_blocks(args) -> int:
     """train, eval, write: the blocks of `command = A:B` whose action is one of this command's."""
-    config = load_config(args.config, args.overrides)
+    config = load_config(args.config, _overrides(args))
     return _run_blocks(args, config, blocks_of(config, args.command))
 
 
 def run_every_block(args) -> int:
     """run: every block of `command = A:B`, each by the command whose action it has."""
-    config = load_config(args.config, args.overrides)
+    config = load_config(args.config, _overrides(args))
     return _run_blocks(args, config, config.actions())
+
+
+def _overrides(args) -> tuple:
+    """The command line's overrides; `--no-cuda-graph` is the override `cudaGraph=false` (last: it wins)."""
+    extra = ("cudaGraph=false",) if getattr(args, "no_cuda_graph", False) else ()
+    return tuple(args.overrides) + extra
 
 
 def blocks_of(config, command: Command) -> list:
@@ -136,7 +147,8 @@ def _command_for_block(name: str, view) -> Command:
 
 
 def _train(config, name: str, view, progress, args):
-    return run_train(config, name, view, progress, resume_anyway=getattr(args, "resume_anyway", False))
+    return run_train(config, name, view, progress, resume_anyway=getattr(args, "resume_anyway", False),
+                     profile=getattr(args, "profile", False))
 
 
 def _evaluate(config, name: str, view, progress, args):
@@ -159,6 +171,10 @@ RESUME_ANYWAY = option("--resume-anyway", action="store_true",
                             "settings (learning rates, network, minibatch size …); without it that is an error")
 
 
+NO_CUDA_GRAPH = option("--no-cuda-graph", action="store_true",
+                       help="GPU: run every step eagerly, no CUDA graphs (the override cudaGraph=false)")
+
+
 # ---- the table ------------------------------------------------------------------------------------
 
 COMMANDS = (
@@ -172,7 +188,10 @@ written with other training settings (then --resume-anyway goes on, makeMode=fal
 One training at a time per output directory: a second one exits 75 at once. Ctrl-C or SIGTERM stops
 at the next minibatch, writes a checkpoint and exits 130.""",
         example="netlang train examples/hello.net SGD.maxEpochs=5",
-        options=(RESUME_ANYWAY,),
+        options=(RESUME_ANYWAY, NO_CUDA_GRAPH,
+                 option("--profile", action="store_true",
+                        help="time every step's phases (read, forward, backward, quantize, communicate, "
+                             "wait, update) on every worker and print them after each epoch")),
         runner=run_own_blocks,
         actions=("train",),
         block_runner=_train,
@@ -185,7 +204,7 @@ at the next minibatch, writes a checkpoint and exits 130.""",
 evaluation nodes (or evalNodeNames) averaged per sample over the reader's data.""",
         example="netlang eval examples/hello.net --json",
         options=(option("--json", action="store_true",
-                        help='print {"metrics": {node: value}, "samples": N}'),),
+                        help='print {"metrics": {node: value}, "samples": N}'), NO_CUDA_GRAPH),
         runner=run_own_blocks,
         actions=("test", "eval"),
         block_runner=_evaluate,
@@ -208,7 +227,7 @@ separated by spaces, or the arg-max's label with format = { type = "category" ; 
         help="run the config's command list (command = train:test)",
         description="Run every block named by command = A:B in order: train, test/eval and write actions.",
         example="netlang run examples/hello.net command=train:test",
-        options=(RESUME_ANYWAY,),
+        options=(RESUME_ANYWAY, NO_CUDA_GRAPH),
         runner=run_every_block,
     ),
     Command(
@@ -302,8 +321,9 @@ a redone epoch replace those of the interrupted attempt. Needs matplotlib (pip i
         name="data",
         help="prepare public data sets and synthetic data in reader formats",
         description="""Prepare data for netlang's readers: convert MNIST or Fashion-MNIST IDX files to
-CNTKTextFormat (+ PNG files and map files), ATIS IOB files to CTF sequences with vocabularies, or
-write a small synthetic classification set; score slot tagging output (score-slots).""",
+CNTKTextFormat (+ PNG files and map files), ATIS IOB files to CTF sequences with vocabularies, FSDD
+recordings to HTK features with SCP lists and an MLF, or write a small synthetic classification set;
+score slot tagging output (score-slots) and isolated-word recognition (score-utterances).""",
         example=data.EXAMPLE,
         takes_config=False,
         add_subcommands=data.add_subcommands,

@@ -17,6 +17,7 @@ from netlang.actions.directories import make_directory, output_directory
 from netlang.actions.resume import check_resume, resume_record
 from netlang.actions.runlock import directory_lock
 from netlang.compiler.graph.network import build_action_network, require_training_nodes
+from netlang.compiler.graph.plan import make_plan
 from netlang.compiler.lang.config import resolved_config_dict
 from netlang.compiler.lang.settings import (
     ParallelSettings,
@@ -36,6 +37,7 @@ from netlang.runtime.distributed import (
     get_communicator,
     install_failure_handlers,
 )
+from netlang.runtime.distributed.nccl import NcclCommunicator
 from netlang.runtime.memory import MemoryEstimate, device_memory, estimate, require_fit
 from netlang.runtime.parallel import SUPPORTED_METHODS, check_supported
 from netlang.runtime.progress import Progress
@@ -65,6 +67,15 @@ def communicator_for(config, parallel: ParallelSettings | None):
     return get_communicator(True, span)
 
 
+def gpu_workers_communicator(comm, backend):
+    """K workers on GPUs exchange device buffers through NCCL, bootstrapped by their MPI communicator
+    (runtime/distributed/nccl.py); on the CPU, or alone, the communicator stays as it is."""
+    if comm.size <= 1 or backend.name != "cupy":
+        return comm
+    launch = detect_launch()
+    return NcclCommunicator(comm, backend.xp, backend.nccl(), launch.local_rank if launch is not None else 0)
+
+
 def save_resolved_config(config, model_path: str) -> None:
     path = os.path.join(os.path.dirname(os.path.abspath(model_path)), "config.resolved.yaml")
     text = yaml.safe_dump(resolved_config_dict(config), sort_keys=False).encode("utf-8")
@@ -72,28 +83,34 @@ def save_resolved_config(config, model_path: str) -> None:
 
 
 def training_memory(view, network) -> MemoryEstimate:
-    """What training the block's network takes: its buffers, and activations for epoch 1's minibatch."""
+    """What training the block's network takes: its buffers, and the planned values and gradients of
+    one step of epoch 1's minibatch."""
     sgd = view.SGD
-    return estimate(network, str(sgd.gradUpdateType).lower(), DTYPES.get(str(view.precision).lower(), "float32"),
+    criterion = network.node(sgd.trainCriterionNodeName) if sgd.trainCriterionNodeName else None
+    criterion = criterion or network.groups["criterion"][0]
+    evaluation = [n for n in network.groups.get("evaluation", []) if n is not criterion]
+    plan = make_plan(network, evaluation, criterion, network.learnable_parameters)
+    return estimate(network, plan, str(sgd.gradUpdateType).lower(), DTYPES.get(str(view.precision).lower(), "float32"),
                     int(sgd.minibatchSize.value(1)))
 
 
 def run_train(config, name: str, view, progress: Progress | None = None, comm=None,
-              resume_anyway: bool = False) -> list:
+              resume_anyway: bool = False, profile: bool = False) -> list:
     """Train the block `name`. `resume_anyway`: resume from a checkpoint even when it was written with
-    other training settings (otherwise that is a config error naming them)."""
+    other training settings (otherwise that is a config error naming them). `profile`: time every
+    step's phases on every worker (runtime/profile.py)."""
     progress = progress or Progress()
     settings = training_settings(config, name, view)
     check_supported(settings.parallel)
     comm = comm or communicator_for(config, settings.parallel)
     if comm.size <= 1:
-        return _train(config, name, view, settings, progress, comm, resume_anyway)
+        return _train(config, name, view, settings, progress, comm, resume_anyway, profile)
     install_failure_handlers(comm, announce=progress.enabled)   # pid -> rank, to name a killed rank
     if comm.rank != 0:
         progress = Progress(enabled=False, console=progress.console)
     with failure_guard(comm):
         try:
-            return _train(config, name, view, settings, progress, comm, resume_anyway)
+            return _train(config, name, view, settings, progress, comm, resume_anyway, profile)
         except TrainingInterrupted as stop:
             # Every worker stopped at the same minibatch and the checkpoint is written: a clean
             # exit with the interruption's code, not an abort of the job.
@@ -125,13 +142,14 @@ def truncation_settings(settings: TrainingSettings, reader: ReaderSettings, netw
 
 
 def _train(config, name: str, view, settings: TrainingSettings, progress: Progress, comm,
-           resume_anyway: bool) -> list:
+           resume_anyway: bool, profile: bool) -> list:
     ref = view.network_expr()
     if ref is None:
         raise view.block_error("the train action needs a network", hint="add network = { … } (or BrainScriptNetworkBuilder)")
     network = build_action_network(ref)
     require_training_nodes(network, ref.span)
     backend = common.backend_for(view)
+    comm = gpu_workers_communicator(comm, backend)
     reader = reader_settings(view.reader)
     truncation = truncation_settings(settings, reader, network)
     require_fit(training_memory(view, network), backend.device, device_memory(backend), ref.span)
@@ -154,7 +172,8 @@ def _train(config, name: str, view, settings: TrainingSettings, progress: Progre
             if view.cvReader is not None:
                 cv_source = common.create_reader(reader_settings(view.cvReader), network, randomize=False,
                                                  dtype=backend.dtype)
-            trainer = Trainer(network, backend, settings, source, cv_source, progress, comm, resume_record=record)
+            trainer = Trainer(network, backend, settings, source, cv_source, progress, comm, resume_record=record,
+                              profile=profile)
             if writer:
                 tensorboard = tensorboard_log_for(settings, settings.epoch_size or getattr(source, "samples_per_sweep", 0))
                 trainer.observers += [tensorboard] if tensorboard is not None else []

@@ -192,7 +192,7 @@ def _make_times(transpose: bool):
             a3, b2, out_shape = _sample_operands(a_eff, b, output_rank(attrs, transpose), dyn_a, dyn_b)
             return ctx.xp.matmul(b2, a3).reshape(out_shape)
         a2, b2, out_shape = _operands(a_eff, b, output_rank(attrs, transpose), dyn_b)
-        return (b2 @ a2).reshape(out_shape)
+        return ctx.xp.matmul(b2, a2).reshape(out_shape)
 
     def backward(ctx, xs, y, gy, attrs):
         a, b = xs
@@ -207,8 +207,8 @@ def _make_times(transpose: bool):
         else:
             a2, b2, _ = _operands(a_eff, b, output_rank(attrs, transpose), dyn_b)
             g2 = gy.reshape(b2.shape[0], a2.shape[1])
-            ga = b2.T @ g2
-            gb = (g2 @ a2.T).reshape(b.shape)
+            ga = ctx.xp.matmul(b2.T, g2)
+            gb = ctx.xp.matmul(g2, a2.T).reshape(b.shape)
         ga = ga.reshape(a_eff.shape)
         if transpose:
             ga = ga.reshape(a.shape) if a.ndim - dyn_a == 1 else ga.swapaxes(-1, -2)

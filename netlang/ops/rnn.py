@@ -174,7 +174,7 @@ def _lstm_forward(xw, R, m, forward, xp):
     c_prev = xp.empty_like(cells)
     out = xp.empty_like(cells)
     for t in _times(forward, T):
-        a = xw[t] + h @ R
+        a = xw[t] + xp.matmul(h, R)
         act = gates[t]
         act[:, :2 * H] = _sigmoid(a[:, :2 * H], xp)
         act[:, 2 * H:3 * H] = xp.tanh(a[:, 2 * H:3 * H])
@@ -207,8 +207,8 @@ def _lstm_backward(gy, R, m, forward, cache, xp):
         da[:, 2 * H:3 * H] = dc * i * (1.0 - g * g)
         da[:, 3 * H:] = dh * tc * o * (1.0 - o)
         dc_next = dc * f
-        dh_next = da @ R.T
-    return dxw, _flat(h_prev).T @ _flat(dxw)
+        dh_next = xp.matmul(da, R.T)
+    return dxw, xp.matmul(_flat(h_prev).T, _flat(dxw))
 
 
 def _gru_forward(xw, R, m, forward, xp):
@@ -220,13 +220,13 @@ def _gru_forward(xw, R, m, forward, xp):
     reset_h = xp.empty_like(h_prev)
     out = xp.empty_like(h_prev)
     for t in _times(forward, T):
-        zr = xw[t, :, :2 * H] + h @ R[:, :2 * H]
+        zr = xw[t, :, :2 * H] + xp.matmul(h, R[:, :2 * H])
         act = gates[t]
         act[:, :2 * H] = _sigmoid(zr, xp)
         z, r = act[:, :H], act[:, H:2 * H]
         h_prev[t] = h
         reset_h[t] = r * h
-        act[:, 2 * H:] = xp.tanh(xw[t, :, 2 * H:] + reset_h[t] @ R[:, 2 * H:])
+        act[:, 2 * H:] = xp.tanh(xw[t, :, 2 * H:] + xp.matmul(reset_h[t], R[:, 2 * H:]))
         h = ((1.0 - z) * act[:, 2 * H:] + z * h) * m[t]
         out[t] = h
     return out, (gates, h_prev, reset_h)
@@ -244,12 +244,12 @@ def _gru_backward(gy, R, m, forward, cache, xp):
         dh = (gy[t] + dh_next) * m[t]
         da = dxw[t]
         da[:, 2 * H:] = dh * (1.0 - z) * (1.0 - n * n)
-        d_reset_h = da[:, 2 * H:] @ R[:, 2 * H:].T
+        d_reset_h = xp.matmul(da[:, 2 * H:], R[:, 2 * H:].T)
         da[:, :H] = dh * (h_prev[t] - n) * z * (1.0 - z)
         da[:, H:2 * H] = d_reset_h * h_prev[t] * r * (1.0 - r)
-        dh_next = dh * z + d_reset_h * r + da[:, :2 * H] @ R[:, :2 * H].T
-    d_r = xp.concatenate([_flat(h_prev).T @ _flat(dxw[:, :, :2 * H]),
-                          _flat(reset_h).T @ _flat(dxw[:, :, 2 * H:])], axis=1)
+        dh_next = dh * z + d_reset_h * r + xp.matmul(da[:, :2 * H], R[:, :2 * H].T)
+    d_r = xp.concatenate([xp.matmul(_flat(h_prev).T, _flat(dxw[:, :, :2 * H])),
+                          xp.matmul(_flat(reset_h).T, _flat(dxw[:, :, 2 * H:]))], axis=1)
     return dxw, d_r
 
 
@@ -260,7 +260,7 @@ def _rnn_forward(relu: bool):
         h_prev = xp.empty_like(xw)
         out = xp.empty_like(xw)
         for t in _times(forward_in_time, T):
-            a = xw[t] + h @ R
+            a = xw[t] + xp.matmul(h, R)
             h_prev[t] = h
             h = (xp.maximum(a, 0) if relu else xp.tanh(a)) * m[t]
             out[t] = h
@@ -278,8 +278,8 @@ def _rnn_backward(relu: bool):
             dh = (gy[t] + dh_next) * m[t]
             da = dxw[t]
             da[...] = dh * (out[t] > 0) if relu else dh * (1.0 - out[t] * out[t])
-            dh_next = da @ R.T
-        return dxw, _flat(h_prev).T @ _flat(dxw)
+            dh_next = xp.matmul(da, R.T)
+        return dxw, xp.matmul(_flat(h_prev).T, _flat(dxw))
     return backward
 
 
@@ -376,7 +376,7 @@ def _gpu_lstm_backward(kernels):
                            (gy[t], gates[t], cells[t], c_prev[t], m[t], dh_next, dc_next, dxw[t],
                             np.int64(N), np.int64(H)))
             xp.matmul(dxw[t], R.T, out=dh_next)
-        return dxw, _flat(h_prev).T @ _flat(dxw)
+        return dxw, xp.matmul(_flat(h_prev).T, _flat(dxw))
     return backward
 
 
@@ -417,7 +417,7 @@ def _rnn_stack_forward(ctx, xs, attrs, cells=_cpu_cells):
         outs = []
         for d in range(directions):
             W, R, b_input, b_recurrent = blocks[first + d]
-            xw = (_flat(layer_in) @ W + b_input + b_recurrent).reshape(T, N, -1)
+            xw = (xp.matmul(_flat(layer_in), W) + b_input + b_recurrent).reshape(T, N, -1)
             out, cache = cell_forward(xw, R, m, d == 0, xp)
             outs.append(out)
             tape.append((layer_in, cache))
@@ -446,11 +446,11 @@ def _rnn_stack_backward(ctx, xs, y, gy, attrs, cells=_cpu_cells):
             W, R, _, _ = _blocks(weights.reshape(-1), inputs.shape[-1], attrs)[first + d]
             dxw, d_r = cell_backward(g_out[..., d * hidden:(d + 1) * hidden], R, m, d == 0, cache, xp)
             gw, gr, gb_input, gb_recurrent = g_views[first + d]
-            gw[...] = _flat(layer_in).T @ _flat(dxw)
+            gw[...] = xp.matmul(_flat(layer_in).T, _flat(dxw))
             gr[...] = d_r
             gb_input[...] = dxw.sum(axis=(0, 1))
             gb_recurrent[...] = gb_input
-            g = (_flat(dxw) @ W.T).reshape(layer_in.shape)
+            g = xp.matmul(_flat(dxw), W.T).reshape(layer_in.shape)
             g_in = g if g_in is None else g_in + g
         g_out = g_in
     g_x = g_out.reshape(x.shape) if ctx.dyn[1] == 2 else g_out[0].reshape(x.shape)

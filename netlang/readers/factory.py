@@ -10,12 +10,19 @@ validated either, and `ReaderSettings` (compiler/lang/settings.py) carries it he
 
 Deserializer types are looked up in a registry. A format module registers its builder with
 `register_deserializer`; the modules of known types are imported on first use (`_PLUGINS`), so the
-image deserializer plugs in by adding its module and one line there. A problem with a setting is
-reported at the line that sets it (`settings.error(key, …)`).
+image deserializer plugs in by adding its module and one line there. A builder makes one
+deserializer or a list of them (an HTK deserializer makes one per stream; the legacy HTKMLFReader
+configures features and labels). A problem with a setting is reported at the line that sets it
+(`settings.error(key, …)`).
+
+Two optional deserializer methods let the reader block reach its deserializers before the source is
+built: `set_frame_mode(on)` (`frameMode = true`: every frame a sequence of its own) and
+`align_with(deserializers)` (a deserializer checks itself against the others it is joined with).
 """
 from __future__ import annotations
 
 import importlib
+import logging
 import os
 from collections.abc import Mapping
 from typing import Callable
@@ -28,6 +35,8 @@ from netlang.readers.ctf import CtfDeserializer, CtfStream
 from netlang.readers.prefetch import PrefetchingSource
 from netlang.readers.source import Deserializer, MinibatchSource
 from netlang.readers.windows import TruncatedSource
+
+log = logging.getLogger("netlang.readers")
 
 # CNTKTextFormatReader's default window: 128 chunks of 32 MB, about 4 GB of text.
 CTF_DEFAULT_WINDOW_CHUNKS = 128
@@ -47,7 +56,7 @@ def data_file(settings: DeserializerSettings, base_dir: str) -> str:
 
 # ---- the registry ------------------------------------------------------------------------------
 
-DeserializerBuilder = Callable[[DeserializerSettings, str, object], Deserializer]
+DeserializerBuilder = Callable[[DeserializerSettings, str, object], Deserializer | list[Deserializer]]
 
 _builders: dict[str, tuple[str, DeserializerBuilder]] = {}   # lower-cased type -> (its spelling, builder)
 
@@ -55,10 +64,14 @@ _builders: dict[str, tuple[str, DeserializerBuilder]] = {}   # lower-cased type 
 _PLUGINS = {
     "imagedeserializer": ("ImageDeserializer", "netlang.readers.image"),
     "base64imagedeserializer": ("Base64ImageDeserializer", "netlang.readers.image"),
+    "htkfeaturedeserializer": ("HTKFeatureDeserializer", "netlang.readers.htk"),
+    "htkmlfdeserializer": ("HTKMLFDeserializer", "netlang.readers.htk"),
+    "htkmlfreader": ("HTKMLFReader", "netlang.readers.htk"),
 }
-_LEGACY_READERS = {        # lower-cased readerType -> (its spelling, the deserializer type it configures)
+_LEGACY_READERS = {        # lower-cased readerType -> (its spelling, the builder of what it configures)
     "cntktextformatreader": ("CNTKTextFormatReader", "CNTKTextFormatDeserializer"),
     "imagereader": ("ImageReader", "ImageDeserializer"),
+    "htkmlfreader": ("HTKMLFReader", "HTKMLFReader"),       # features and labels
 }
 
 
@@ -146,6 +159,11 @@ def create_source(reader: ReaderSettings, base_dir: str, *, epoch_size: int | No
         expect = getattr(d, "expect_distributions", None)
         if expect is not None and distributions:
             expect(dict(distributions))
+    _read_frames(reader, deserializers, truncation)
+    for d in deserializers:
+        align = getattr(d, "align_with", None)
+        if align is not None:
+            align(deserializers)
     source = MinibatchSource(
         deserializers,
         randomize=do_randomize,
@@ -160,10 +178,30 @@ def create_source(reader: ReaderSettings, base_dir: str, *, epoch_size: int | No
     return PrefetchingSource(source) if prefetch else source
 
 
+def _read_frames(reader: ReaderSettings, deserializers: list[Deserializer], truncation: tuple | None) -> None:
+    """`frameMode = true`: the deserializers that can make every frame a sequence of its own do so."""
+    if not reader.frame_mode:
+        return
+    if truncation is not None:
+        raise reader.error("frameMode", "frameMode = true reads single frames, but truncated BPTT needs whole "
+                                        "utterances", hint="set frameMode = false in the reader")
+    for d in deserializers:
+        set_frame_mode = getattr(d, "set_frame_mode", None)
+        if set_frame_mode is not None:
+            set_frame_mode(True)
+        else:
+            log.warning("frameMode = true: %s reads whole sequences (frame mode is an HTK reader's)", d.description)
+
+
+def _as_list(built) -> list[Deserializer]:
+    return list(built) if isinstance(built, (list, tuple)) else [built]
+
+
 def _deserializers(reader: ReaderSettings, base_dir: str, dtype) -> tuple[list[Deserializer], int | None]:
     """The deserializers and the default randomization window in chunks (None = the whole data)."""
     if reader.deserializers:
-        return [_builder(d.type, d, "type")(d, base_dir, dtype) for d in reader.deserializers], None
+        built = [_builder(d.type, d, "type")(d, base_dir, dtype) for d in reader.deserializers]
+        return [deserializer for each in built for deserializer in _as_list(each)], None
     if reader.reader_type is None:
         raise reader.block_error("the reader has neither readerType nor deserializers",
                                  hint="use readerType = \"CNTKTextFormatReader\" or a deserializers = ( … ) block")
@@ -175,9 +213,9 @@ def _deserializers(reader: ReaderSettings, base_dir: str, dtype) -> tuple[list[D
         raise reader.error("readerType", f"reader type '{reader.reader_type}' is not available",
                            hint=suggest(reader.reader_type, [name for name, _ in _LEGACY_READERS.values()]) or
                            "use readerType = \"CNTKTextFormatReader\" or a deserializers = ( … ) block")
-    built = _builder(legacy[1], reader, "readerType")(reader.legacy, base_dir, dtype)
-    default = CTF_DEFAULT_WINDOW_CHUNKS if isinstance(built, CtfDeserializer) else None
-    return [built], default
+    built = _as_list(_builder(legacy[1], reader, "readerType")(reader.legacy, base_dir, dtype))
+    default = CTF_DEFAULT_WINDOW_CHUNKS if isinstance(built[0], CtfDeserializer) else None
+    return built, default
 
 
 def _window(reader: ReaderSettings, sample_window: int | None, default_window: int | None) -> tuple[int | None, bool]:

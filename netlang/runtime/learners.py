@@ -57,7 +57,14 @@ import numpy as np
 from netlang.compiler.lang.settings import SGDSettings
 from netlang.errors import ConfigError
 from netlang.runtime.flatbuffer import FlatParameters
-from netlang.runtime.gpu.updates import CLIP_NONE, CLIP_NORM, CLIP_TRUNCATE, FusedUpdate, UpdateConfig, hyper_values
+from netlang.runtime.gpu.updates import (
+    CLIP_NONE,
+    CLIP_NORM,
+    CLIP_TRUNCATE,
+    FusedUpdate,
+    UpdateConfig,
+    hyper_values,
+)
 from netlang.runtime.schedules import LearningRateSchedule, MomentumSchedule
 
 
@@ -136,14 +143,28 @@ class Learner:
                             nesterov=s.use_nesterov, ave_multiplier=s.norm_with_ave_multiplier)
 
     def _fused_step(self, epoch: int, mb_samples: int, n: int) -> None:
+        hyper = self.fused_hyper(epoch, mb_samples)
+        noise = self._noise(n) if self.settings.gaussian_noise_inject_std > 0 else None
+        self.fused.step([self.state[name] for name in self.state_names], hyper, noise)
+
+    def fused_hyper(self, epoch: int, mb_samples: int):
+        """The host half of a fused update: this step's hyper-parameter buffer (advancing the rule's
+        counters). A captured step uploads it and replays `apply_fused`."""
         s = self.settings
         mu = self.momentum_per_minibatch(epoch, mb_samples) if self.uses_momentum else 0.0
         limit = 0.0 if math.isinf(s.clipping_threshold_per_sample) else s.clipping_threshold_per_sample * mb_samples
-        hyper = hyper_values(self.name, self.learning_rate_per_sample(epoch), mu, limit,
-                             s.l2_reg_weight * mb_samples, s.l1_reg_weight * mb_samples,
-                             self.rule_scalars(epoch, mb_samples))
-        noise = self._noise(n) if s.gaussian_noise_inject_std > 0 else None
-        self.fused.step([self.state[name] for name in self.state_names], hyper, noise)
+        return hyper_values(self.name, self.learning_rate_per_sample(epoch), mu, limit,
+                            s.l2_reg_weight * mb_samples, s.l1_reg_weight * mb_samples,
+                            self.rule_scalars(epoch, mb_samples))
+
+    def apply_fused(self, hyper_on_device) -> None:
+        """The device half: the update kernels reading `hyper_on_device`."""
+        self.fused.launch([self.state[name] for name in self.state_names], hyper_on_device)
+
+    @property
+    def capturable(self) -> bool:
+        """The update can be part of a captured step: fused, and drawing no noise on the host."""
+        return self.fused is not None and self.settings.gaussian_noise_inject_std == 0
 
     # ---- checkpoints -----------------------------------------------------------------------
 

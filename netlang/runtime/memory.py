@@ -3,9 +3,9 @@
 The trainer keeps every parameter in flat buffers (runtime/flatbuffer.py): the values, their
 gradients, a learning-rate multiplier and a segment number per element, and the learner's state
 buffers (momentum, squared averages …), each as large as the values. Those are allocated before the
-first minibatch and live as long as the training. Activations come on top, per minibatch: every
-node's value and gradient for the minibatch's samples, an upper bound (the executor frees values
-as soon as the plan says they are dead); for sequences, per time step.
+first minibatch and live as long as the training. Activations come on top, per minibatch: the
+values and gradients of one training step placed by their lifetimes in the compiled plan
+(compiler/graph/memory.py), for sequences assumed 32 steps long.
 
 `netlang check` reports the estimate; `check` and `train` refuse a network whose buffers alone
 exceed the device's memory, instead of failing with a MemoryError after the data is read.
@@ -17,6 +17,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from netlang.compiler.graph.memory import MemoryPlan, assumed_bucket, plan_memory
+from netlang.compiler.graph.plan import Plan
 from netlang.errors import ConfigError, Span
 from netlang.ir.graph import Network
 from netlang.runtime.learners import LEARNERS
@@ -29,8 +31,14 @@ class MemoryEstimate:
     parameters: int           # bytes of parameter values
     gradients: int
     learner_state: int        # the learner's buffers plus the per-element multipliers and segment ids
-    activations: int          # per minibatch, an upper bound
     minibatch_size: int
+    step: MemoryPlan          # the planned arena of one step's values and gradients (the activations)
+    batch: int                # the bucket the step was planned for: sequences (or samples) …
+    steps: int                # … and time steps
+
+    @property
+    def activations(self) -> int:
+        return self.step.arena_bytes
 
     @property
     def buffers(self) -> int:
@@ -39,28 +47,26 @@ class MemoryEstimate:
 
     def as_dict(self) -> dict:
         return {"parameters": self.parameters, "gradients": self.gradients, "learnerState": self.learner_state,
-                "activationsPerMinibatch": self.activations, "minibatchSize": self.minibatch_size}
+                "activationsPerMinibatch": self.activations, "minibatchSize": self.minibatch_size,
+                "batch": self.batch, "steps": self.steps, **self.step.summary()}
 
     def describe(self) -> str:
         return (f"parameters {human_bytes(self.parameters)}, gradients {human_bytes(self.gradients)}, "
-                f"learner state {human_bytes(self.learner_state)}; activations up to "
-                f"{human_bytes(self.activations)} per minibatch of {self.minibatch_size} samples")
+                f"learner state {human_bytes(self.learner_state)}; values and gradients of a step "
+                f"{human_bytes(self.activations)} for a minibatch of {self.minibatch_size} samples")
 
 
-def estimate(network: Network, grad_update_type: str, dtype, minibatch_size: int) -> MemoryEstimate:
-    """The memory of training `network` with the learner `grad_update_type` in `dtype`."""
+def estimate(network: Network, plan: Plan, grad_update_type: str, dtype, minibatch_size: int) -> MemoryEstimate:
+    """The memory of training `network` by the step `plan` with the learner `grad_update_type` in `dtype`."""
     itemsize = np.dtype(dtype).itemsize
     elements = sum(p.dim for p in network.parameters)
     trainable = sum(p.dim for p in network.learnable_parameters)
     state_buffers = len(LEARNERS[grad_update_type].state_names) if grad_update_type in LEARNERS else 1
-    per_sample = sum(n.dim for n in network.nodes if n.layout is not None and not n.is_parameter)
-    return MemoryEstimate(
-        parameters=elements * itemsize,
-        gradients=elements * itemsize,
-        learner_state=state_buffers * elements * itemsize + elements * itemsize + trainable * SEGMENT_ID_BYTES,
-        activations=2 * per_sample * int(minibatch_size) * itemsize,
-        minibatch_size=int(minibatch_size),
-    )
+    parameters = gradients = elements * itemsize
+    learner_state = state_buffers * elements * itemsize + elements * itemsize + trainable * SEGMENT_ID_BYTES
+    batch, steps = assumed_bucket(network, int(minibatch_size))
+    step = plan_memory(plan, batch, steps, itemsize, parameters + gradients + learner_state)
+    return MemoryEstimate(parameters, gradients, learner_state, int(minibatch_size), step, batch, steps)
 
 
 def device_memory(backend) -> int | None:

@@ -17,7 +17,11 @@ The criterion and metric sums stay on the device: the loop adds them up there an
 synchronisation with the device) only where it reports, every `numMBsToShowResult` minibatches, at
 the end of an epoch and when it writes a mid-epoch checkpoint. There it also checks that the
 criterion is finite; a diverged run stops at the next report with the error naming the criterion.
-(The parallel strategies read the sums every step, to add them up over the workers.)
+With several workers each adds up its own share, and the shares are summed over the workers at
+those points too (one exchange of a few numbers), never every minibatch.
+
+`profile` (`netlang train --profile`) times each step's phases on every worker (runtime/profile.py)
+and prints a table of them, one row per rank, after every epoch.
 """
 from __future__ import annotations
 
@@ -30,22 +34,25 @@ import time
 from dataclasses import dataclass
 
 from netlang.compiler.graph.network import require_scalar_criterion
+from netlang.compiler.lang.settings import TrainingSettings
 from netlang.errors import DataError, DataPosition, NetworkError, TrainingInterrupted
 from netlang.ir import modelfile as modelio
 from netlang.ir.graph import Network, Node
 from netlang.ir.shapes import to_runtime
 from netlang.ops import registry
-from netlang.compiler.lang.settings import TrainingSettings
 from netlang.runtime.autoadjust import adjuster_for
 from netlang.runtime.backend import Backend
 from netlang.runtime.carryover import CarryOver
 from netlang.runtime.divergence import DivergenceWatch
-from netlang.runtime.executor import Executor, initial_parameters
+from netlang.runtime.executor import Executor, host_sample_count, initial_parameters
 from netlang.runtime.feeding import feeds_from_minibatch
 from netlang.runtime.flatbuffer import FlatParameters
 from netlang.runtime.learners import Learner, create_learner
 from netlang.runtime.parallel import create_strategy
+from netlang.runtime.precision import LossScaler, all_finite
+from netlang.runtime.profile import PHASES, StepProfile, format_profile
 from netlang.runtime.progress import Progress
+from netlang.runtime.stepgraph import CompiledStep
 
 
 @dataclass
@@ -63,9 +70,10 @@ class EpochResult:
 class Trainer:
     def __init__(self, network: Network, backend: Backend, settings: TrainingSettings,
                  source, cv_source=None, progress: Progress | None = None, comm=None,
-                 resume_record: dict | None = None):
+                 resume_record: dict | None = None, profile: bool = False):
         """`resume_record`: what a run resuming from this one's checkpoints must share with it
-        (actions/resume.py); stored in every checkpoint."""
+        (actions/resume.py); stored in every checkpoint. `profile`: time every step's phases
+        (runtime/profile.py)."""
         self.network = network
         self.backend = backend
         self.settings = settings
@@ -87,7 +95,12 @@ class Trainer:
         self.grad_views = {p.name: self.flat.grad_view(p.name) for p in self.learnable}
         self.adjuster = adjuster_for(settings.auto_adjust)
         self.learner: Learner = create_learner(settings.sgd, self.flat)
-        self.parallel = create_strategy(settings.parallel, comm, self.flat, self.learner, self.executor, settings.seed)
+        self.profile = StepProfile(enabled=profile)
+        self.parallel = create_strategy(settings.parallel, comm, self.flat, self.learner, self.executor, settings.seed,
+                                        self.profile)
+        self.loss_scaler = LossScaler() if backend.compute.name == "fp16" else None
+        self.compiled = CompiledStep(backend, backend.graphs, settings.cuda_graph, say=self.progress.message,
+                                     state_of=lambda: self.executor.state, options=self.executor.options)
         self.start_epoch = 1
         self.resume_position: dict | None = None
         self.observers: list = []      # called with each record of metrics.jsonl (TensorBoard, runtime/tensorboard.py)
@@ -157,7 +170,8 @@ class Trainer:
                 "learner": {k: v for k, v in self.learner.state_dict().items() if not _is_array(v)},
                 "autoAdjust": self.adjuster.state() if self.adjuster else None,
                 "settings": self.resume_record, "metricsLogSize": self._log_size,
-                "divergence": self.divergence.state()}
+                "divergence": self.divergence.state(),
+                "lossScale": self.loss_scaler.state() if self.loss_scaler else None}
 
     def _state_arrays(self) -> dict:
         arrays = {f"learner/{k}": self.backend.to_host(v)
@@ -247,6 +261,8 @@ class Trainer:
             self.adjuster.load_state(training["autoAdjust"])
         self.divergence.load_state(training.get("divergence"))
         self._rewind_metrics_log(training.get("metricsLogSize"))
+        if self.loss_scaler is not None and training.get("lossScale"):
+            self.loss_scaler.load_state(training["lossScale"])
         position = training.get("position")
         self.resume_position = position
         epoch = _int(training.get("epoch"), path)
@@ -315,6 +331,7 @@ class Trainer:
                   "seconds": position.get("seconds", 0.0)}
         window = {"samples": 0, "criterion": 0.0, "metrics": {}, "first_mb": totals["minibatches"] + 1,
                   **position.get("window", {}), "start": time.perf_counter()}
+        pending = {"samples": 0, "criterion": 0.0, "metrics": {}}   # this worker's sums since the last reading
         self.executor.options["dropoutRate"] = float(self.settings.dropout_rate.value(epoch))
         start = time.perf_counter() - totals["seconds"]
         lr = self.learner.learning_rate_per_sample(epoch)
@@ -325,31 +342,32 @@ class Trainer:
             self.source.start_epoch(epoch - 1)
             self.executor.forget_carried()
         rank, workers = self.parallel.reading()
+        self.profile.reset()
         while True:
             if self.parallel.any_rank(self._stop_signal is not None):
+                self._read_sums(pending, totals, window)
                 totals["seconds"] = time.perf_counter() - start
-                self._interrupt(epoch, self._read_sums(totals), self._read_sums(window))
-            minibatch = self.source.next_minibatch(mb_size, rank, workers)
+                self._interrupt(epoch, totals, window)
+            with self.profile.phase("read"):
+                minibatch = self.source.next_minibatch(mb_size, rank, workers)
             # Every worker steps while the global minibatch has samples, even with an empty share.
             if (minibatch.global_num_samples if workers > 1 else minibatch.num_samples):
                 crit, metrics, n = self.step(epoch, minibatch)
-                totals["samples"] += n
-                totals["criterion"] += crit
-                totals["minibatches"] += 1
-                window["samples"] += n
-                window["criterion"] += crit
+                pending["samples"] += n
+                pending["criterion"] += crit
                 for k, v in metrics.items():
-                    totals["metrics"][k] = totals["metrics"].get(k, 0.0) + v
-                    window["metrics"][k] = window["metrics"].get(k, 0.0) + v
-                self._maybe_report(epoch, totals, window, lr)
+                    pending["metrics"][k] = pending["metrics"].get(k, 0.0) + v
+                totals["minibatches"] += 1
+                self._maybe_report(epoch, totals, pending, window, lr, workers)
             if minibatch.end_of_epoch:
                 break
         self.parallel.end_epoch()
         self.executor.forget_carried()      # every slot ran dry; nothing carried belongs in the model
-        totals = self._read_sums(totals)
+        self._read_sums(pending, totals, window)
+        self._report_profile(epoch)
         self._check_finite(totals["criterion"], epoch)
         if window["samples"]:               # what no report covered is watched too
-            self._watch(epoch, self._read_sums(window), totals["minibatches"] - window["first_mb"] + 1, lr)
+            self._watch(epoch, window, totals["minibatches"] - window["first_mb"] + 1, lr)
         seconds = time.perf_counter() - start
         samples = max(totals["samples"], 1)
         result = EpochResult(epoch, totals["samples"], totals["criterion"] / samples,
@@ -361,16 +379,25 @@ class Trainer:
         return result
 
     def step(self, epoch: int, minibatch) -> tuple[object, dict, int]:
-        """One update; returns the criterion and metric sums (on the device; host numbers with
-        several workers) and the samples, over all workers."""
+        """One update; returns this worker's criterion and metric sums (on the device) and samples."""
         local = int(minibatch.num_samples)
-        if local:
+        if local and self._graph_step_possible(minibatch):
             feeds = feeds_from_minibatch(self.network, minibatch, self.backend.dtype)
-            carry = None
-            if minibatch.slots is not None:   # truncated BPTT: windows continue the previous minibatch's
-                carry = CarryOver.of(minibatch.slots, minibatch.steps_before, self.backend)
-            outputs, _ = self.executor.run(feeds, self.evaluations, loss=self.criterion, wrt=self.learnable,
-                                           grads=self.grad_views, training=True, carry=carry)
+            samples = host_sample_count(self.network, self.criterion, feeds)
+            if samples:
+                return self._graph_step(epoch, feeds, samples)
+        if local:
+            with self.profile.phase("read"):
+                feeds = feeds_from_minibatch(self.network, minibatch, self.backend.dtype)
+                carry = None
+                if minibatch.slots is not None:   # truncated BPTT: windows continue the previous minibatch's
+                    carry = CarryOver.of(minibatch.slots, minibatch.steps_before, self.backend)
+            if self.loss_scaler is not None:
+                self.executor.options["lossScale"] = self.loss_scaler.scale
+            with self.profile.phase("forward"):   # the strategy's hooks mark where backward begins
+                outputs, _ = self.executor.run(feeds, self.evaluations, loss=self.criterion, wrt=self.learnable,
+                                               grads=self.grad_views, training=True, carry=carry,
+                                               hooks=self.parallel)
             # The criterion sums over its labels' samples (per-sequence labels: sequences); the
             # learning rate and the reported averages are per such sample, as in CNTK.
             local = self.executor.sample_counts.get(self.criterion.name, local)
@@ -379,21 +406,81 @@ class Trainer:
         else:  # this worker's share of the global minibatch is empty: it adds nothing
             self.flat.zero_grad()
             crit, metrics = 0.0, {node.name: 0.0 for node in self.evaluations}
-        crit, metrics, n = self.parallel.reduce_totals(crit, metrics, local)
-        samples = self.parallel.after_backward(self.flat.grad[self.flat.trainable], local, n)
-        if samples:
-            self.learner.step(epoch, samples)
-        self.parallel.after_update(local, n)
-        return crit, metrics, n
+        with self.profile.phase("communicate"):
+            samples = self.parallel.after_backward(self.flat.grad[self.flat.trainable], local)
+        with self.profile.phase("update"):
+            if samples and self._unscaled():
+                self.learner.step(epoch, samples)
+            self.parallel.after_update(local, minibatch.global_num_samples)
+        self.profile.step_done()
+        return crit, metrics, local
 
-    def _read_sums(self, sums: dict) -> dict:
-        """`sums` with its criterion and metric sums read from the device: the loop's synchronisation
-        point (the device finishes the steps queued so far)."""
+    def _graph_step_possible(self, minibatch) -> bool:
+        """A step that may be captured (runtime/stepgraph.py): on a backend that captures, with CUDA
+        graphs on, one worker (MPI exchanges run on the host), no fp16 loss scaling (its overflow
+        check reads the device), a learner update that can be replayed, no truncated BPTT carry."""
+        if self.backend.graphs is None:
+            return False
+        reason = None
+        if not self.settings.cuda_graph:
+            reason = "CUDA graphs are off (cudaGraph = false or --no-cuda-graph)"
+        elif self.parallel.workers > 1:
+            reason = "data-parallel workers exchange gradients through MPI on the host"
+        elif self.loss_scaler is not None:
+            reason = "fp16 loss scaling checks every step's gradients on the host"
+        elif not self.learner.capturable:
+            reason = "the learner's update is not a fused device kernel (or adds noise drawn on the host)"
+        elif minibatch.slots is not None:
+            reason = "truncated BPTT carries state between minibatches"
+        if reason is not None:
+            self.compiled.note(f"training steps are not captured as CUDA graphs: {reason}; they run eagerly")
+            return False
+        return True
+
+    def _graph_step(self, epoch: int, feeds: dict, samples: int) -> tuple[object, dict, int]:
+        """One step through the compiled step: the same forward, backward, update and sums as the
+        eager step, captured per bucket; the learner's numbers for this step are uploaded before."""
+        hyper = self.learner.fused_hyper(epoch, samples)
+
+        def body(bound_feeds):
+            outputs, _ = self.executor.run(bound_feeds, self.evaluations, loss=self.criterion, wrt=self.learnable,
+                                           grads=self.grad_views, training=True)
+            sums = {node.name: _device_sum(outputs[node.name]) for node in [self.criterion] + self.evaluations}
+            self.learner.apply_fused(self.backend.upload_scalars(hyper))
+            return sums
+
+        sums = self.compiled.run(feeds, body, {("scalars",): hyper})
+        self.learner.steps += 1
+        return sums[self.criterion.name], {node.name: sums[node.name] for node in self.evaluations}, samples
+
+    def _unscaled(self) -> bool:
+        """fp16: whether the (summed) gradient is finite; if so it is divided by the loss scale for
+        the update, if not the step is skipped and the scale lowered (runtime/precision.LossScaler)."""
+        if self.loss_scaler is None:
+            return True
+        grad = self.flat.grad[self.flat.trainable]
+        scale = self.loss_scaler.scale
+        if not self.loss_scaler.update(all_finite(grad, self.backend.xp)):
+            return False
+        grad *= 1.0 / scale
+        return True
+
+    def _read_sums(self, pending: dict, totals: dict, window: dict) -> None:
+        """Add this worker's sums since the last reading (`pending`, on the device), summed over the
+        workers, to the epoch's `totals` and the report `window`, and start `pending` afresh: the
+        loop's synchronisation point (the device finishes the steps queued so far; the workers
+        exchange a few numbers)."""
         self.backend.synchronize()
-        host = dict(sums)
-        host["criterion"] = _host_number(self.backend, sums["criterion"])
-        host["metrics"] = {k: _host_number(self.backend, v) for k, v in sums["metrics"].items()}
-        return host
+        names = [node.name for node in self.evaluations]
+        local = [float(pending["samples"]), _host_number(self.backend, pending["criterion"])]
+        local += [_host_number(self.backend, pending["metrics"].get(k, 0.0)) for k in names]
+        summed = self.parallel.sum_over_workers(local)
+        for sums in (totals, window):
+            sums["samples"] += round(summed[0])
+            sums["criterion"] += summed[1]
+            for k, v in zip(names, summed[2:]):
+                sums["metrics"][k] = sums["metrics"].get(k, 0.0) + v
+        pending.update(samples=0, criterion=0.0, metrics={})
 
     def _check_finite(self, criterion: float, epoch: int) -> None:
         if not math.isfinite(criterion):
@@ -408,26 +495,38 @@ class Trainer:
         if warning:
             self.progress.message(f"warning: {warning}")
 
-    def _maybe_report(self, epoch: int, totals: dict, window: dict, lr: float) -> None:
+    def _maybe_report(self, epoch: int, totals: dict, pending: dict, window: dict, lr: float,
+                      workers: int) -> None:
         mbs = totals["minibatches"]
         every = self.settings.num_mbs_to_show_result
         first = self.settings.first_mbs_to_show_result
         if not ((every and mbs % every == 0) or (first and mbs <= first)):
-            self.progress.advance(totals["samples"])
+            # between reports the bar counts this worker's samples as every worker's
+            self.progress.advance(totals["samples"] + pending["samples"] * workers)
             return
-        sums = self._read_sums(window)            # first: the time then covers the queued steps
-        self._check_finite(sums["criterion"], epoch)
+        self._read_sums(pending, totals, window)   # first: the time then covers the queued steps
+        self._check_finite(window["criterion"], epoch)
         seconds = max(time.perf_counter() - window["start"], 1e-9)
         n = max(window["samples"], 1)
         report = {"event": "minibatch", "epoch": epoch, "minibatches": [window["first_mb"], mbs],
-                  "samples": window["samples"], "criterion": {self.criterion.name: sums["criterion"] / n},
-                  "metrics": {k: v / n for k, v in sums["metrics"].items()},
+                  "samples": window["samples"], "criterion": {self.criterion.name: window["criterion"] / n},
+                  "metrics": {k: v / n for k, v in window["metrics"].items()},
                   "learningRatePerSample": lr, "samplesPerSecond": window["samples"] / seconds,
                   "epochSamples": totals["samples"]}
         self.progress.report(report, self.settings.max_epochs, totals["samples"])
         self._log(report)
-        self._watch(epoch, sums, mbs - window["first_mb"] + 1, lr)
+        self._watch(epoch, window, mbs - window["first_mb"] + 1, lr)
         window.update(samples=0, criterion=0.0, metrics={}, start=time.perf_counter(), first_mb=mbs + 1)
+
+    def _report_profile(self, epoch: int) -> None:
+        """With `--profile`: every rank's time per step by phase, as a table and a metrics record."""
+        if not self.profile.enabled:
+            return
+        mine = self.profile.seconds_per_step()
+        ranks = [dict(zip(PHASES, values)) for values in self.parallel.gather([mine[p] for p in PHASES])]
+        self.progress.message(format_profile(epoch, ranks))
+        self._log({"event": "profile", "epoch": epoch, "steps": self.profile.steps,
+                   "secondsPerStep": ranks})
 
     def _log(self, record: dict) -> None:
         if not self.settings.metrics_log or (self.comm is not None and self.comm.rank != 0):

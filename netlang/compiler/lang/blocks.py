@@ -444,7 +444,16 @@ def _check_reader_truncation(reader: View) -> None:
         raise reader.error("truncated", "frameMode and truncated cannot both be true")
 
 
-READER_SCHEMA.checks.append(_check_reader_truncation)
+
+
+def _legacy_htk_reads_frames(reader: View) -> None:
+    """CNTK's HTKMLFReader reads frames (frameMode = true) unless told otherwise or truncated."""
+    legacy_htk = str(reader.readerType or "").lower() == "htkmlfreader"
+    if legacy_htk and not reader.given("frameMode") and not reader.truncated:
+        reader.set_derived("frameMode", True, kind="default")
+
+
+READER_SCHEMA.checks += [_check_reader_truncation, _legacy_htk_reads_frames]
 
 # ---- actions and the top level (reference §3.8, §5.1, §5.2, §5.6) -------------------------------
 
@@ -515,12 +524,19 @@ def _check_simple_network(block: View) -> None:
 
 SIMPLE_NETWORK_SCHEMA.checks.append(_check_simple_network)
 
+# `precision`: the element type of a run; bf16 and fp16 are mixed precision (runtime/precision.py).
+PRECISIONS = ("float", "double", "bf16", "fp16")
+
 # Settings that live at the top level and may be overridden in an action block.
 _SHARED_FIELDS = lambda: [  # noqa: E731
     Field("modelPath", Path(), None, inherit=True, doc="model file; epoch files are <modelPath>.<epoch>"),
     Field("deviceId", Device(), "auto", inherit=True, doc="-1 or cpu, auto, or a GPU index"),
-    Field("precision", Enum(("float", "double")), "float", aliases=("type",), inherit=True,
-          doc="element type of parameters and computation: float (32-bit) or double"),
+    Field("precision", Enum(PRECISIONS, {"bfloat16": "bf16", "float16": "fp16", "half": "fp16"}), "float",
+          aliases=("type",), inherit=True,
+          doc="float, double; bf16 or fp16: matrix products and convolutions in 16 bits, float32 master weights"),
+    Field("allowTF32", Bool(), False, inherit=True, doc="float32 matrix products on TF32 tensor cores (GPU)"),
+    Field("cudaGraph", Bool(), True, inherit=True,
+          doc="GPU: capture each step as a CUDA graph per input-shape bucket (--no-cuda-graph: eager)"),
     Field("traceLevel", Int(min=0), 0, inherit=True, doc="how much to log (0 = least)"),
     Field("makeMode", Bool(), True, inherit=True, doc="resume from existing epoch files, skip finished work"),
 ]

@@ -319,11 +319,15 @@ class FusedUpdate:
 
     def step(self, state: list, hyper: np.ndarray, noise=None) -> None:
         """Update the trainable prefix of `params.data` from `params.grad` (consumed)."""
+        self.launch(state, self.upload(hyper), noise)
+
+    def launch(self, state: list, h, noise=None) -> None:
+        """The update's kernels, reading this step's hyper-parameters from the device buffer `h`
+        (what a captured step replays: `h` is refilled before each replay)."""
         p, k, dtype = self.params, self.kernels, self.params.dtype
         n = p.num_trainable
         if n == 0:
             return
-        h = self.upload(hyper)
         buffers = [s[:n] for s in state] + [self._dummy] * (3 - len(state))
         lrmul = self._dummy if self.config.uniform_lr else p.lr_multiplier[:n]
         regmul = p.reg_multiplier[:n] if self.config.reg_multiplier else self._dummy
