@@ -77,7 +77,7 @@ _LEGACY_READERS = {        # lower-cased readerType -> (its spelling, the builde
 
 # CNTK's other reader types: their blocks are accepted, reading them is not implemented yet.
 _CNTK_READERS_NOT_YET = {name.lower() for name in ("LMSequenceReader", "LUSequenceReader", "UCIFastReader",
-                                                  "CNTKBinaryReader", "HTKMLFReader", "HTKDataReader")}
+                                                  "CNTKBinaryReader", "HTKDataReader")}
 
 
 def register_deserializer(type_name: str, builder: DeserializerBuilder) -> None:
