@@ -18,11 +18,7 @@ from netlang.actions.directories import output_directory, probe_directory
 from netlang.actions.output import stdout_console
 from netlang.actions.train import training_memory
 from netlang.compiler.graph import load_config
-from netlang.compiler.graph.network import (
-    build_action_network,
-    require_training_nodes,
-    summary,
-)
+from netlang.compiler.graph.network import build_action_network, require_training_nodes, summary
 from netlang.compiler.lang.config import Config, block_entries, resolved_config_dict
 from netlang.compiler.lang.settings import reader_settings
 from netlang.errors import ConfigError

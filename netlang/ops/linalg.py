@@ -14,16 +14,7 @@ weight `W` of BS shape `(out, in)` stored as `(in, out)`, `Times(W, x)` for a ba
 from __future__ import annotations
 
 from netlang.ir.shapes import format_shape, num_elements
-from netlang.ops.registry import (
-    InputSpec,
-    OpCheck,
-    OpDef,
-    Param,
-    ShapeMismatch,
-    ShapeResult,
-    Signature,
-    register,
-)
+from netlang.ops.registry import InputSpec, OpCheck, OpDef, Param, ShapeMismatch, ShapeResult, Signature, register
 
 TIMES_SIGNATURE = Signature((Param("outputRank", 1), Param("inferInputRankToMap", -1)))
 
