@@ -36,16 +36,15 @@ def netlang_trainer(config: str, batch: int, feeds, precision: str = "float", tf
     `graphs`, the step runs through runtime/stepgraph.CompiledStep (captured per bucket, replayed)
     on host feeds, as the trainer runs it."""
     import netlang
-    from netlang.ir.shapes import to_runtime
-    from netlang.runtime.backend import select_backend
-    from netlang.runtime.executor import Executor, initial_parameters
-    from netlang.runtime.flatbuffer import FlatParameters
     from netlang.compiler.lang import settings
     from netlang.compiler.lang.blocks import SGD_SCHEMA
     from netlang.compiler.lang.evaluator import evaluate_text
     from netlang.compiler.lang.views import validate
+    from netlang.ir.shapes import to_runtime
+    from netlang.runtime.backend import select_backend
+    from netlang.runtime.executor import Executor, initial_parameters
+    from netlang.runtime.flatbuffer import FlatParameters
     from netlang.runtime.learners import create_learner
-
     from netlang.runtime.stepgraph import CompiledStep
 
     network = netlang.load(os.path.join(REPO, config), precision="float").network("train", precision="float").network

@@ -24,15 +24,7 @@ import warnings
 import netlang
 from netlang.actions.output import stderr_console
 from netlang.actions.table import COMMANDS, Command, command_named
-from netlang.errors import (
-    EXIT_INTERNAL,
-    EXIT_INTERRUPTED,
-    EXIT_USAGE,
-    NetlangError,
-    UsageError,
-    render_error,
-    suggest,
-)
+from netlang.errors import EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_USAGE, NetlangError, UsageError, render_error, suggest
 
 DESCRIPTION = """netlang: declarative deep-learning training from one BrainScript config file.
 

@@ -65,7 +65,8 @@ def train_view(path: str, overrides=()):
 
 def position_of(path: str, needle: str, after: str = "") -> str:
     """`path:line:col` of the first `needle` in the file (after the first `after`)."""
-    text = open(path).read()
+    with open(path) as handle:
+        text = handle.read()
     at = text.index(needle, text.index(after) if after else 0)
     line = text.count("\n", 0, at) + 1
     return f"{path}:{line}:{at - text.rfind(chr(10), 0, at)}"

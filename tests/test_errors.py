@@ -10,14 +10,7 @@ import io
 from rich.console import Console
 
 from netlang import cli
-from netlang.errors import (
-    ConfigError,
-    DataError,
-    DataPosition,
-    Span,
-    format_error,
-    render_error,
-)
+from netlang.errors import ConfigError, DataError, DataPosition, Span, format_error, render_error
 from netlang.runtime.distributed.launch import failure_message
 
 BASE = """command = train

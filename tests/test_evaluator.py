@@ -7,12 +7,7 @@ import sys
 import pytest
 
 from netlang.compiler.lang import values
-from netlang.compiler.lang.evaluator import (
-    evaluate_expression,
-    evaluate_file,
-    evaluate_text,
-    force_all,
-)
+from netlang.compiler.lang.evaluator import evaluate_expression, evaluate_file, evaluate_text, force_all
 from netlang.compiler.lang.nodes import NO_NODES, NodeFactory
 from netlang.compiler.lang.values import NONE, Array, Lambda
 from netlang.errors import EvalError, NetlangError, UsageError

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import settings_of
 
 from netlang.errors import EXIT_DATA, ConfigError, DataError
 from netlang.readers import htk
@@ -15,8 +16,6 @@ from netlang.readers.factory import create_source
 from netlang.readers.htk import HTKFeatureDeserializer, kind_name, parse_mlf, parse_scp, read_header
 from netlang.readers.source import MinibatchSource
 from netlang.readers.windows import TruncatedSource
-
-import settings_of
 
 USER, FBANK, MFCC, WAVEFORM, DISCRETE = 9, 7, 6, 0, 10
 E, D, A, C = 0o100, 0o400, 0o1000, 0o2000

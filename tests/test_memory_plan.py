@@ -10,14 +10,7 @@ import pytest
 
 import netlang
 from netlang.cli import main
-from netlang.compiler.graph.memory import (
-    ALIGNMENT,
-    Buffer,
-    assumed_bucket,
-    peak_live,
-    place,
-    plan_memory,
-)
+from netlang.compiler.graph.memory import ALIGNMENT, Buffer, assumed_bucket, peak_live, place, plan_memory
 from netlang.compiler.graph.plan import make_plan
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -6,10 +6,10 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from netlang.runtime.distributed import LocalCommunicator
 from netlang.actions.train import gpu_workers_communicator
 from netlang.launcher import detect_launch
 from netlang.runtime.backend import cpu_backend
+from netlang.runtime.distributed import LocalCommunicator
 from netlang.runtime.distributed.nccl import NcclCommunicator, local_device
 
 

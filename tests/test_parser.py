@@ -12,12 +12,7 @@ from netlang import sources
 from netlang.errors import ConfigError, IncludeError, NetlangError, ParseError, Span
 from netlang.grammar import ast, library
 from netlang.grammar.library import load_stdlib
-from netlang.grammar.parser import (
-    parse_expression,
-    parse_file,
-    parse_member_text,
-    parse_text,
-)
+from netlang.grammar.parser import parse_expression, parse_file, parse_member_text, parse_text
 
 # ---- helpers ------------------------------------------------------------------------------
 

@@ -9,11 +9,7 @@ from cuda_emulation import EmulatedKernels, have_gxx
 from netlang.runtime.backend import cpu_backend
 from netlang.runtime.flatbuffer import FlatParameters
 from netlang.runtime.gpu.gemm import OP_N, TO_BF16, gemm_call, stored
-from netlang.runtime.precision import (
-    ComputePrecision,
-    LossScaler,
-    round_to_bf16,
-)
+from netlang.runtime.precision import ComputePrecision, LossScaler, round_to_bf16
 
 
 def test_bf16_rounds_to_nearest_even_and_keeps_nan():

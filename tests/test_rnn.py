@@ -11,12 +11,7 @@ import pytest
 from netlang.compiler.graph import evaluate_text, network
 from netlang.compiler.lang.nodes import BuildContext
 from netlang.errors import NetworkError
-from netlang.ops.rnn import (
-    gru_block_from_layer,
-    lstm_block_from_layer,
-    num_parameters,
-    pack_weights,
-)
+from netlang.ops.rnn import gru_block_from_layer, lstm_block_from_layer, num_parameters, pack_weights
 from netlang.runtime.backend import select_backend
 from netlang.runtime.executor import Executor
 

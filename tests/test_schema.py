@@ -8,17 +8,7 @@ import pytest
 from netlang.compiler.lang.blocks import SGD_SCHEMA
 from netlang.compiler.lang.config import Config, resolved_config_dict
 from netlang.compiler.lang.evaluator import evaluate_text
-from netlang.compiler.lang.fields import (
-    Bool,
-    Device,
-    Enum,
-    Float,
-    Int,
-    List,
-    NameList,
-    Scheduled,
-    String,
-)
+from netlang.compiler.lang.fields import Bool, Device, Enum, Float, Int, List, NameList, Scheduled, String
 from netlang.compiler.lang.schedule import Schedule
 from netlang.compiler.lang.schema import REQUIRED, Field, Schema
 from netlang.compiler.lang.views import validate

@@ -18,12 +18,7 @@ from typing import Any
 
 from netlang.actions import check, data, explain, export, graph, node_times, plot
 from netlang.actions.evaluate import run_eval, run_write
-from netlang.actions.output import (
-    print_metrics,
-    print_written,
-    progress_for,
-    stdout_console,
-)
+from netlang.actions.output import print_metrics, print_written, progress_for, stdout_console
 from netlang.actions.train import run_train
 from netlang.compiler.graph import load_config
 from netlang.errors import DataError, SchemaError

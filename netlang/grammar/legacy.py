@@ -34,18 +34,11 @@ from __future__ import annotations
 
 import bisect
 import os
+from collections.abc import Sequence
 from dataclasses import replace
-from typing import Sequence
 
 from netlang import sources
-from netlang.errors import (
-    ConfigError,
-    EvalError,
-    IncludeError,
-    ParseError,
-    Span,
-    suggest,
-)
+from netlang.errors import ConfigError, EvalError, IncludeError, ParseError, Span, suggest
 from netlang.grammar import ast
 from netlang.grammar.lexer import SourceMap, normalize_newlines
 from netlang.grammar.parser import parse_embedded

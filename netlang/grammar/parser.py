@@ -29,14 +29,7 @@ from netlang import sources
 from netlang.errors import ConfigError, ParseError, Span
 from netlang.grammar import ast, cache
 from netlang.grammar.ast_builder import AstBuilder
-from netlang.grammar.lexer import (
-    KEYWORDS,
-    PUNCTUATION,
-    ScanState,
-    SourceMap,
-    normalize_newlines,
-    tokenize,
-)
+from netlang.grammar.lexer import KEYWORDS, PUNCTUATION, ScanState, SourceMap, normalize_newlines, tokenize
 
 GRAMMAR_PATH = Path(__file__).with_name("netlang.lark")
 

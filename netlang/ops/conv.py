@@ -51,16 +51,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 from netlang.ir.shapes import format_shape, num_elements, to_bs
-from netlang.ops.registry import (
-    InputSpec,
-    OpCheck,
-    OpDef,
-    Param,
-    ShapeMismatch,
-    ShapeResult,
-    Signature,
-    register,
-)
+from netlang.ops.registry import InputSpec, OpCheck, OpDef, Param, ShapeMismatch, ShapeResult, Signature, register
 
 # Column buffer per block of samples; a few MB keeps im2col's output hot for the GEMM that reads it.
 COLUMN_BLOCK_BYTES = 8 << 20

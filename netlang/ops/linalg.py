@@ -19,16 +19,7 @@ vectors of the same length is their dot product, `[1]`.
 from __future__ import annotations
 
 from netlang.ir.shapes import format_shape, num_elements
-from netlang.ops.registry import (
-    InputSpec,
-    OpCheck,
-    OpDef,
-    Param,
-    ShapeMismatch,
-    ShapeResult,
-    Signature,
-    register,
-)
+from netlang.ops.registry import InputSpec, OpCheck, OpDef, Param, ShapeMismatch, ShapeResult, Signature, register
 
 TIMES_SIGNATURE = Signature((Param("outputRank", 1), Param("inferInputRankToMap", -1)))
 

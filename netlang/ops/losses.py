@@ -11,16 +11,7 @@ CosDistance is per sample (output `(1)` per sample, common layout) and is CNTK's
 from __future__ import annotations
 
 from netlang.ir.shapes import format_shape
-from netlang.ops.registry import (
-    InputSpec,
-    OpCheck,
-    OpDef,
-    Param,
-    ShapeMismatch,
-    Signature,
-    register,
-    unbroadcast,
-)
+from netlang.ops.registry import InputSpec, OpCheck, OpDef, Param, ShapeMismatch, Signature, register, unbroadcast
 from netlang.ops.softmax import log_softmax, per_sample
 
 # ---- shared pieces -----------------------------------------------------------------------------

@@ -55,15 +55,7 @@ from netlang.ops.conv import (
     whole_axis,
     window_axis,
 )
-from netlang.ops.registry import (
-    InputSpec,
-    OpCheck,
-    OpDef,
-    Param,
-    ShapeMismatch,
-    Signature,
-    register,
-)
+from netlang.ops.registry import InputSpec, OpCheck, OpDef, Param, ShapeMismatch, Signature, register
 
 # Pooling's attributes (also MaxUnpooling's), spelled as for convolution.
 POOL_SIGNATURE = Signature((

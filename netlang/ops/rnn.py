@@ -38,16 +38,7 @@ from __future__ import annotations
 import numpy as np
 
 from netlang.ir.shapes import num_elements
-from netlang.ops.registry import (
-    InputSpec,
-    OpCheck,
-    OpDef,
-    Param,
-    ShapeMismatch,
-    ShapeResult,
-    Signature,
-    register,
-)
+from netlang.ops.registry import InputSpec, OpCheck, OpDef, Param, ShapeMismatch, ShapeResult, Signature, register
 from netlang.ops.sequence import valid_steps
 
 GATES = {"lstm": 4, "gru": 3, "rnnTanh": 1, "rnnReLU": 1}

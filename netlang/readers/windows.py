@@ -28,14 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from netlang.errors import DataError, DataPosition
-from netlang.readers.batch import (
-    DenseChunk,
-    Minibatch,
-    SparseChunk,
-    StreamBatch,
-    StreamInfo,
-    offsets_of,
-)
+from netlang.readers.batch import DenseChunk, Minibatch, SparseChunk, StreamBatch, StreamInfo, offsets_of
 from netlang.readers.source import SourceWrapper
 
 STATE_VERSION = 1

@@ -57,14 +57,7 @@ import numpy as np
 from netlang.compiler.lang.settings import SGDSettings
 from netlang.errors import ConfigError
 from netlang.runtime.flatbuffer import FlatParameters
-from netlang.runtime.gpu.updates import (
-    CLIP_NONE,
-    CLIP_NORM,
-    CLIP_TRUNCATE,
-    FusedUpdate,
-    UpdateConfig,
-    hyper_values,
-)
+from netlang.runtime.gpu.updates import CLIP_NONE, CLIP_NORM, CLIP_TRUNCATE, FusedUpdate, UpdateConfig, hyper_values
 from netlang.runtime.schedules import LearningRateSchedule, MomentumSchedule
 
 

@@ -86,12 +86,7 @@ import numpy as np
 
 from netlang.compiler.lang.settings import FULL_PRECISION_BITS, ParallelSettings
 from netlang.runtime.backend import array_module
-from netlang.runtime.distributed import (
-    BlockMomentum,
-    GradientAggregator,
-    ModelAveraging,
-    resolve_block_size,
-)
+from netlang.runtime.distributed import BlockMomentum, GradientAggregator, ModelAveraging, resolve_block_size
 from netlang.runtime.distributed.aggregation import BUCKET_BYTES
 from netlang.runtime.distributed.blockmomentum import (
     DEFAULT_BLOCK_SIZE_PER_WORKER_BMUF,

@@ -43,7 +43,9 @@ def round_to_bf16(x, xp=np):
 
 def round_to_fp16(x, xp=np):
     """float32 `x` rounded to IEEE half precision (overflow to inf), returned as float32."""
-    return xp.asarray(x, dtype=np.float32).astype(np.float16).astype(np.float32)
+    # Overflow to inf is what fp16 does and what loss scaling watches for: not worth a warning.
+    with np.errstate(over="ignore"):
+        return xp.asarray(x, dtype=np.float32).astype(np.float16).astype(np.float32)
 
 
 @dataclass(frozen=True)

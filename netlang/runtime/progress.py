@@ -63,13 +63,7 @@ class Progress:
     def epoch_start(self, epoch: int, max_epochs: int, epoch_size: int) -> None:
         if not (self.enabled and self.bar):
             return
-        from rich.progress import (
-            BarColumn,
-            TaskProgressColumn,
-            TextColumn,
-            TimeElapsedColumn,
-            TimeRemainingColumn,
-        )
+        from rich.progress import BarColumn, TaskProgressColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
         from rich.progress import Progress as RichProgress
 
         self._close_bar()

@@ -13,11 +13,7 @@ import sys
 import numpy as np
 
 from netlang.errors import ConfigError
-from netlang.runtime.distributed import (
-    failure_guard,
-    get_communicator,
-    install_failure_handlers,
-)
+from netlang.runtime.distributed import failure_guard, get_communicator, install_failure_handlers
 
 
 def fail(how: str) -> None:

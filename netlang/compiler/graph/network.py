@@ -20,16 +20,7 @@ from netlang.compiler.graph import loops, modelcheck, shapeinfer
 from netlang.compiler.lang import values
 from netlang.compiler.lang.nodes import BuildContext
 from netlang.errors import DataError, EvalError, NetlangError, NetworkError
-from netlang.ir.graph import (
-    BATCH,
-    TAG_GROUPS,
-    CycleError,
-    Network,
-    Node,
-    SeqAxis,
-    depth_first,
-    layout_suffix,
-)
+from netlang.ir.graph import BATCH, TAG_GROUPS, CycleError, Network, Node, SeqAxis, depth_first, layout_suffix
 from netlang.ir.shapes import format_shape
 from netlang.ops import registry
 from netlang.ops.registry import is_delay, op_of

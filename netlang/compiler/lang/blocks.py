@@ -36,21 +36,8 @@ from netlang.compiler.lang.fields import (
     Unsupported,
 )
 from netlang.compiler.lang.schema import REQUIRED, Field, Schema
-from netlang.compiler.lang.simple_network import (
-    ACTIVATIONS,
-    CRITERIA,
-    EVALUATIONS,
-    SimpleNetworkRef,
-    layer_sizes,
-)
-from netlang.compiler.lang.views import (
-    Block,
-    BlockList,
-    RecordOf,
-    View,
-    own_names,
-    validate,
-)
+from netlang.compiler.lang.simple_network import ACTIVATIONS, CRITERIA, EVALUATIONS, SimpleNetworkRef, layer_sizes
+from netlang.compiler.lang.views import Block, BlockList, RecordOf, View, own_names, validate
 
 INFINITY = math.inf
 

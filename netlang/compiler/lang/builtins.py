@@ -16,12 +16,7 @@ import re
 import sys
 
 from netlang.compiler.lang.nodes import NodeFactory
-from netlang.compiler.lang.operators import (
-    MAX_ARRAY_LENGTH,
-    binary_operation,
-    if_value,
-    to_int,
-)
+from netlang.compiler.lang.operators import MAX_ARRAY_LENGTH, binary_operation, if_value, to_int
 from netlang.compiler.lang.values import NONE, Array, Lambda, Record, Thunk, type_name
 from netlang.errors import EvalError, Span
 

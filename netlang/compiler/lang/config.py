@@ -14,13 +14,7 @@ from netlang.compiler.lang import values
 from netlang.compiler.lang.blocks import ACTION_SCHEMA, TOP_SCHEMA, ActionView
 from netlang.compiler.lang.fields import Origin, Unsupported, is_plain
 from netlang.compiler.lang.plain import format_plain, to_plain
-from netlang.compiler.lang.views import (
-    ValidationContext,
-    View,
-    own_names,
-    referenced_names,
-    validate,
-)
+from netlang.compiler.lang.views import ValidationContext, View, own_names, referenced_names, validate
 from netlang.errors import SchemaError, suggest
 from netlang.grammar import ast
 from netlang.grammar.legacy import is_legacy_config

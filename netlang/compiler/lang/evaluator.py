@@ -24,23 +24,9 @@ from typing import Sequence
 
 from netlang.compiler.lang.builtins import LANGUAGE_TYPES, format_value, root_scope
 from netlang.compiler.lang.nodes import NO_NODES, NodeFactory
-from netlang.compiler.lang.operators import (
-    MAX_ARRAY_LENGTH,
-    binary_operation,
-    context,
-    to_int,
-    unary_operation,
-)
+from netlang.compiler.lang.operators import MAX_ARRAY_LENGTH, binary_operation, context, to_int, unary_operation
 from netlang.compiler.lang.overrides import apply_overrides
-from netlang.compiler.lang.values import (
-    NONE,
-    Array,
-    Lambda,
-    Record,
-    Thunk,
-    join_path,
-    type_name,
-)
+from netlang.compiler.lang.values import NONE, Array, Lambda, Record, Thunk, join_path, type_name
 from netlang.errors import EvalError, NetlangError, Span, suggest
 from netlang.grammar import ast, legacy
 from netlang.grammar.library import load_stdlib

@@ -25,12 +25,7 @@ from netlang.compiler.lang.plain import (
     span_text,
     to_plain,
 )
-from netlang.compiler.lang.schedule import (
-    Schedule,
-    ScheduleError,
-    epoch_count,
-    parse_schedule_text,
-)
+from netlang.compiler.lang.schedule import Schedule, ScheduleError, epoch_count, parse_schedule_text
 from netlang.errors import SchemaError, Span, suggest
 from netlang.grammar import ast
 

@@ -9,12 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from netlang.compiler.lang.plain import (
-    describe_value,
-    format_number,
-    is_number,
-    parse_float_text,
-)
+from netlang.compiler.lang.plain import describe_value, format_number, is_number, parse_float_text
 
 
 class ScheduleError(ValueError):
