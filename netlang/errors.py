@@ -125,6 +125,13 @@ class IncludeError(ConfigError):
     kind = "include error"
 
 
+class ConfigWarning(ConfigError):
+    """Something a config should not say but that does not stop the run (a key a `.cntk` file may
+    carry because CNTK ignores it). Reported, never raised."""
+
+    kind = "warning"
+
+
 class EvalError(ConfigError):
     kind = "evaluation error"
 

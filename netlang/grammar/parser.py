@@ -4,6 +4,8 @@
     parse_file(path, include_path)               -> ast.Record
     parse_expression(text, name)                 -> ast.Node        one expression (command-line value)
     parse_member_text(text, name)                -> ast.Member      `a.b.c=expr` (command-line override)
+    parse_embedded(text, source_map, include_path) -> ast.Node      one expression written inside another
+                                                                    file (the network of a .cntk file)
 
 The scanner (`lexer.py`) feeds Lark's LALR(1) parser (`netlang.lark`), which calls `AstBuilder`
 (`ast_builder.py`) on every reduction. Whatever goes wrong comes out as a ParseError or
@@ -27,7 +29,7 @@ from netlang import sources
 from netlang.errors import ConfigError, ParseError, Span
 from netlang.grammar import ast, cache
 from netlang.grammar.ast_builder import AstBuilder
-from netlang.grammar.lexer import KEYWORDS, PUNCTUATION, ScanState, normalize_newlines, tokenize
+from netlang.grammar.lexer import KEYWORDS, PUNCTUATION, ScanState, SourceMap, normalize_newlines, tokenize
 
 GRAMMAR_PATH = Path(__file__).with_name("netlang.lark")
 
@@ -134,17 +136,25 @@ def parse_member_text(text: str, name: str) -> ast.Member:
     return member
 
 
+def parse_embedded(text: str, source_map: SourceMap, include_path: Sequence[str] = ()) -> ast.Node:
+    """Parse one expression that is part of another file (the network of a `.cntk` file after CNTK's
+    `$name$` substitution); `source_map` places each character in that file, so spans point there."""
+    node, _ = _run("expression", text, "<embedded>", include_path, source_map)
+    return node
+
+
 # ---- internals ----------------------------------------------------------------------------
 
-def _run(start: str, text: str, name: str, include_path: Sequence[str] = ()):
+def _run(start: str, text: str, name: str, include_path: Sequence[str] = (), source_map: SourceMap | None = None):
     """Parse `text` from grammar rule `start`; returns (result, scan state)."""
     text = normalize_newlines(text)
-    sources.register(name, text)
     state = ScanState(include_path=list(include_path))
+    if source_map is None:
+        sources.register(name, text)
     if not name.startswith("<") and os.path.isfile(name):
         state.open_files.append((os.path.realpath(name), None, name))  # so it cannot include itself
     try:
-        return _parser().parse(tokenize(text, name, state), start=start), state
+        return _parser().parse(tokenize(text, name, state, source_map), start=start), state
     except UnexpectedToken as exc:
         raise _syntax_error(exc, state, start) from None
     except LarkError as exc:  # not raised with our scanner feeding tokens; kept so none escapes

@@ -145,8 +145,26 @@ class Network:
                 return n
         return None
 
+    def trained_parameters(self, criterion: Node | None = None) -> list[Node]:
+        """The learnable parameters training updates: those the criterion depends on (by default the
+        first criterion node), as CNTK's SGD finds them; all learnable ones without a criterion."""
+        if criterion is None:
+            criterion = next(iter(self.groups.get("criterion", [])), None)
+        if criterion is None:
+            return self.learnable_parameters
+        reached = {node.id for node in depth_first([criterion])}
+        return [p for p in self.learnable_parameters if p.id in reached]
+
+    @property
+    def unused_parameters(self) -> list[Node]:
+        """Learnable parameters the criterion does not depend on (CNTK neither counts nor trains them)."""
+        trained = {p.id for p in self.trained_parameters()}
+        return [p for p in self.learnable_parameters if p.id not in trained]
+
     def parameter_count(self, learnable_only: bool = True) -> int:
-        params = self.learnable_parameters if learnable_only else self.parameters
+        """CNTK's count: the values of the parameters the criterion trains (all parameters' values
+        with `learnable_only=False`)."""
+        params = self.trained_parameters() if learnable_only else self.parameters
         return sum(p.dim for p in params)
 
 

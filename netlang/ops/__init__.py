@@ -20,4 +20,5 @@ from netlang.ops import (  # noqa: F401
                          softmax,
                          sparse,
                          stats,
+                         trace,
 )

@@ -401,13 +401,17 @@ def _fill_zeros(given: tuple, expected: tuple):
 
 def weight_form(w_shape: tuple, geo: ConvGeometry, op: str) -> tuple:
     """('tensor' | 'matrix', the full W shape): W is `kernel ++ mapCount` or the legacy
-    `(mapCount, kernel elements)` matrix; 0-dims are filled in."""
+    `(mapCount, kernel elements)` matrix; 0-dims are filled in. As in CNTK, any other fully known W
+    with mapCount × kernel elements values is taken in `kernel ++ mapCount` order (an LRN layer's
+    `(1:1:n:1)` weight over a `1:1:n` kernel)."""
     tensor = _fill_zeros(tuple(w_shape), geo.weight_shape)
     if tensor is not None:
         return "tensor", tensor
     matrix = _fill_zeros(tuple(w_shape), (geo.maps, num_elements(geo.kernel_shape)))
     if matrix is not None:
         return "matrix", matrix
+    if 0 not in w_shape and num_elements(w_shape) == num_elements(geo.weight_shape):
+        return "tensor", tuple(w_shape)
     raise ShapeMismatch(f"{op}: the weight is {format_shape(w_shape)} but kernel {format_shape(geo.kernel_shape)} "
                         f"with {geo.maps} maps needs {format_shape(geo.weight_shape)} "
                         "(kernel ++ mapCount)")

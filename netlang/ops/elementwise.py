@@ -42,7 +42,8 @@ def unary_checks(kind="float", low=-1.0, high=1.0, grad=True):
 
 
 def binary_checks(kind_a="float", kind_b="float", grad=True, low=-1.0, high=1.0):
-    """Same shapes, a static bias against a batch (both orders), stretching 1s, batch vs sequence."""
+    """Same shapes, a static bias against a batch (both orders), stretching 1s, batch vs sequence, and
+    a batch of a lower rank against a static value of a higher one (W * x + B with B of shape (n:1))."""
     def a(shape, dyn):
         return _spec(shape, dyn, kind_a, low, high)
 
@@ -55,6 +56,7 @@ def binary_checks(kind_a="float", kind_b="float", grad=True, low=-1.0, high=1.0)
         OpCheck((a((3, 4), 1), b((3,), 0)), out=(3, 4), grad=grad),
         OpCheck((a((3, 1), 1), b((1, 4), 0)), out=(3, 4), grad=grad),
         OpCheck((a((2,), 2), b((2,), 1)), out=(2,), grad=grad),
+        OpCheck((a((3,), 1), b((3, 1), 0)), out=(3, 1), grad=grad),
     ]
 
 

@@ -17,14 +17,20 @@ from netlang.ops.softmax import log_softmax, per_sample
 # ---- shared pieces -----------------------------------------------------------------------------
 
 def _same_shape(name, in_shapes):
-    """The common BS shape of operands that must agree (0 = not yet inferred adopts the other)."""
-    out = list(in_shapes[0])
+    """Check that operands agree as CNTK's criteria need: broadcast-compatible with the same elements,
+    i.e. the same shape once axes of dimension 1 are left out (`[n]` labels against an `[n x 1]`
+    output); 0 = not yet inferred matches anything. Returns the first operand's shape."""
+    def essential(shape):
+        return [d for d in shape if d != 1]
+
+    first = essential(in_shapes[0])
     for shape in in_shapes[1:]:
-        if len(shape) != len(out) or any(a and b and a != b for a, b in zip(out, shape)):
+        other = essential(shape)
+        if len(other) != len(first) or any(a and b and a != b for a, b in zip(first, other)):
             shapes = " and ".join(format_shape(s) for s in in_shapes)
-            raise ShapeMismatch(f"{name}: operands {shapes} must have the same shape")
-        out = [a or b for a, b in zip(out, shape)]
-    return tuple(out)
+            raise ShapeMismatch(f"{name}: operands {shapes} must have the same shape (axes of dimension 1 "
+                                "may differ, as [n] and [n x 1])")
+    return tuple(in_shapes[0])
 
 
 def _criterion_rule(name, operands=2):
@@ -106,6 +112,7 @@ register(OpDef(
         OpCheck((_label((5,)), _z((5,))), out=(1,)),
         OpCheck((_label((4,), 2), _z((4,), 2)), out=(1,)),
         OpCheck((_label((3, 2)), _z((3, 2))), out=(1,)),
+        OpCheck((_label((5,)), _z((5, 1))), out=(1,)),              # CNTK: broadcast-compatible operands
     ],
 ))
 

@@ -11,11 +11,14 @@ and, within a layer, for the forward then the backward direction, one block
 
     W (inputDim, G·H)   input weights; inputDim is the input's dim for layer 0, then H or 2H
     R (H, G·H)          recurrent weights
-    b (G·H)             bias
+    bW (G·H)            input bias
+    bR (G·H)            recurrent bias
 
 with G gates side by side: lstm 4 (i, f, g, o: input, forget, cell candidate, output — cuDNN's
 order), gru 3 (z, r, n: update, reset, candidate), rnnTanh / rnnReLU 1. Pre-activations are
-x·W + h·R + b. The parameter's BS shape is inferred: (P) for a rank-1 parameter, (H : P/H) for rank 2.
+x·W + h·R + bW + bR. The two bias vectors are cuDNN's, so a stack holds as many values as CNTK
+counts for it (G·H·(inputDim + H + 2) per block). The parameter's BS shape is inferred: (P) for a
+rank-1 parameter, (H : P/H) for rank 2.
 
 Math, per direction, with h and c at 0 before each sequence's first real step:
     lstm:    i, f, g, o = σ, σ, tanh, σ of the gate blocks;  c = f⊙c + i⊙g;  h = o⊙tanh(c)
@@ -27,7 +30,8 @@ A bidirectional layer splices its forward and backward outputs (forward first) i
 direction starts at each sequence's own last step. Outputs are 0 at padded steps.
 
 `lstm_block_from_layer` and `gru_block_from_layer` map the parameters of the composed layers into
-one (W, R, b) block; `pack_weights` concatenates blocks into the weights parameter.
+one (W, R, bW, bR) block (the layer's bias as bW, bR zero); `pack_weights` concatenates blocks into
+the weights parameter.
 """
 from __future__ import annotations
 
@@ -74,19 +78,19 @@ def block_sizes(input_dim: int, attrs) -> list[tuple[int, int, int]]:
 
 
 def num_parameters(input_dim: int, attrs) -> int:
-    return sum(g * h * (i + h + 1) for i, h, g in block_sizes(input_dim, attrs))
+    return sum(g * h * (i + h + 2) for i, h, g in block_sizes(input_dim, attrs))
 
 
 def _blocks(blob, input_dim: int, attrs) -> list:
-    """Views (W, R, b) into the flat weights, in storage order."""
+    """Views (W, R, bW, bR) into the flat weights, in storage order."""
     out, at = [], 0
     for i, h, g in block_sizes(input_dim, attrs):
         w = blob[at:at + i * g * h].reshape(i, g * h)
         at += i * g * h
         r = blob[at:at + h * g * h].reshape(h, g * h)
         at += h * g * h
-        out.append((w, r, blob[at:at + g * h]))
-        at += g * h
+        out.append((w, r, blob[at:at + g * h], blob[at + g * h:at + 2 * g * h]))
+        at += 2 * g * h
     return out
 
 
@@ -94,12 +98,12 @@ def _blocks(blob, input_dim: int, attrs) -> list:
 # of the arrays they are given (NumPy unless told otherwise).
 
 def pack_weights(blocks, xp=np):
-    """The flat weights parameter (run-time order) from (W, R, b) blocks in storage order."""
+    """The flat weights parameter (run-time order) from (W, R, bW, bR) blocks in storage order."""
     return xp.concatenate([xp.ravel(part) for block in blocks for part in block])
 
 
 def lstm_block_from_layer(W, H, b, xp=np):
-    """(W, R, b) of one direction from LSTMBlock's run-time parameters.
+    """(W, R, bW, bR) of one direction from LSTMBlock's run-time parameters (bR zero).
 
     W (inputDim, 4C), H (C, 4C) and b (4C) hold CNTK's gate order i, g, f, o (the composed layer's
     Slices); the fused order is i, f, g, o.
@@ -109,13 +113,13 @@ def lstm_block_from_layer(W, H, b, xp=np):
         i, g, f, o = (m[..., k * c:(k + 1) * c] for k in range(4))
         return xp.concatenate([i, f, g, o], axis=-1)
 
-    return reorder(W), reorder(H), reorder(b)
+    return reorder(W), reorder(H), reorder(b), xp.zeros_like(b)
 
 
 def gru_block_from_layer(W, H, Hc, b, xp=np):
-    """(W, R, b) of one direction from BS.RNNs.GRU's run-time parameters: W (inputDim, 3C) and
-    b (3C) in gate order z, r, n; H (C, 2C) for z and r; Hc (C, C) for the candidate."""
-    return W, xp.concatenate([H, Hc], axis=-1), b
+    """(W, R, bW, bR) of one direction from BS.RNNs.GRU's run-time parameters: W (inputDim, 3C) and
+    b (3C) in gate order z, r, n; H (C, 2C) for z and r; Hc (C, C) for the candidate; bR zero."""
+    return W, xp.concatenate([H, Hc], axis=-1), b, xp.zeros_like(b)
 
 
 # ---- shape rule --------------------------------------------------------------------------------
@@ -403,8 +407,8 @@ def _rnn_stack_forward(ctx, xs, attrs, cells=_cpu_cells):
     for first in range(0, len(blocks), directions):
         outs = []
         for d in range(directions):
-            W, R, b = blocks[first + d]
-            xw = (xp.matmul(_flat(layer_in), W) + b).reshape(T, N, -1)
+            W, R, b_input, b_recurrent = blocks[first + d]
+            xw = (xp.matmul(_flat(layer_in), W) + b_input + b_recurrent).reshape(T, N, -1)
             out, cache = cell_forward(xw, R, m, d == 0, xp)
             outs.append(out)
             tape.append((layer_in, cache))
@@ -430,12 +434,13 @@ def _rnn_stack_backward(ctx, xs, y, gy, attrs, cells=_cpu_cells):
         g_in = None
         for d in range(directions):
             layer_in, cache = tape[first + d]
-            W, R, _ = _blocks(weights.reshape(-1), inputs.shape[-1], attrs)[first + d]
+            W, R, _, _ = _blocks(weights.reshape(-1), inputs.shape[-1], attrs)[first + d]
             dxw, d_r = cell_backward(g_out[..., d * hidden:(d + 1) * hidden], R, m, d == 0, cache, xp)
-            gw, gr, gb = g_views[first + d]
+            gw, gr, gb_input, gb_recurrent = g_views[first + d]
             gw[...] = xp.matmul(_flat(layer_in).T, _flat(dxw))
             gr[...] = d_r
-            gb[...] = dxw.sum(axis=(0, 1))
+            gb_input[...] = dxw.sum(axis=(0, 1))
+            gb_recurrent[...] = gb_input
             g = xp.matmul(_flat(dxw), W.T).reshape(layer_in.shape)
             g_in = g if g_in is None else g_in + g
         g_out = g_in

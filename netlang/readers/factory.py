@@ -75,6 +75,11 @@ _LEGACY_READERS = {        # lower-cased readerType -> (its spelling, the builde
 }
 
 
+# CNTK's other reader types: their blocks are accepted, reading them is not implemented yet.
+_CNTK_READERS_NOT_YET = {name.lower() for name in ("LMSequenceReader", "LUSequenceReader", "UCIFastReader",
+                                                  "CNTKBinaryReader", "HTKDataReader")}
+
+
 def register_deserializer(type_name: str, builder: DeserializerBuilder) -> None:
     """Make `type = "<type_name>"` (any case) build a deserializer with `builder(settings, base_dir, dtype)`."""
     _builders[type_name.lower()] = (type_name, builder)
@@ -201,6 +206,9 @@ def _deserializers(reader: ReaderSettings, base_dir: str, dtype) -> tuple[list[D
         raise reader.block_error("the reader has neither readerType nor deserializers",
                                  hint="use readerType = \"CNTKTextFormatReader\" or a deserializers = ( … ) block")
     legacy = _LEGACY_READERS.get(reader.reader_type.lower())
+    if legacy is None and reader.reader_type.lower() in _CNTK_READERS_NOT_YET:
+        raise reader.error("readerType", f"reader type '{reader.reader_type}' is not supported by netlang yet",
+                           hint="CTF data: readerType = \"CNTKTextFormatReader\"; images: \"ImageReader\"")
     if legacy is None:
         raise reader.error("readerType", f"reader type '{reader.reader_type}' is not available",
                            hint=suggest(reader.reader_type, [name for name, _ in _LEGACY_READERS.values()]) or

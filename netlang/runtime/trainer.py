@@ -84,11 +84,14 @@ class Trainer:
         self.criterion = self._criterion_node()
         self.evaluations = self._evaluation_nodes()
         params = network.parameters
+        # CNTK trains the parameters its criterion depends on; any other one stays as it is.
+        trained = {p.name for p in network.trained_parameters(self.criterion)}
         self.flat = FlatParameters([(p.name, to_runtime(p.shape)) for p in params], backend=backend,
-                                   lr_multipliers={p.name: p.learning_rate_multiplier for p in params})
+                                   lr_multipliers={p.name: p.learning_rate_multiplier if p.name in trained else 0.0
+                                                   for p in params})
         self.executor = Executor(network, backend, {p.name: self.flat.view(p.name) for p in params},
                                  seed=settings.seed)
-        self.learnable = [p for p in params if p.learning_rate_multiplier > 0]
+        self.learnable = [p for p in params if p.name in trained]
         self.grad_views = {p.name: self.flat.grad_view(p.name) for p in self.learnable}
         self.adjuster = adjuster_for(settings.auto_adjust)
         self.learner: Learner = create_learner(settings.sgd, self.flat)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 
+from netlang.compiler.lang import values
 from netlang.compiler.lang.fields import (
     AnyValue,
     Bool,
@@ -35,7 +36,8 @@ from netlang.compiler.lang.fields import (
     Unsupported,
 )
 from netlang.compiler.lang.schema import REQUIRED, Field, Schema
-from netlang.compiler.lang.views import Block, BlockList, RecordOf, View
+from netlang.compiler.lang.simple_network import ACTIVATIONS, CRITERIA, EVALUATIONS, SimpleNetworkRef, layer_sizes
+from netlang.compiler.lang.views import Block, BlockList, RecordOf, View, own_names, validate
 
 INFINITY = math.inf
 
@@ -45,34 +47,35 @@ AUTO_ADJUST_SCHEMA = Schema("AutoAdjust", [
     Field("autoAdjustLR", Enum(("none", "searchBeforeEpoch", "adjustAfterEpoch"),
                                {"before": "searchBeforeEpoch", "beforeEpoch": "searchBeforeEpoch",
                                 "after": "adjustAfterEpoch", "afterEpoch": "adjustAfterEpoch",
-                                "false": "none"}), "none",
+                                "false": "none"}), "none", inherit=True,
           doc="automatic learning-rate control: search before each epoch or adjust after it"),
-    Field("reduceLearnRateIfImproveLessThan", Float(), 0.0,
+    Field("reduceLearnRateIfImproveLessThan", Float(), 0.0, inherit=True,
           doc="adjustAfterEpoch: reduce the rate when the criterion improves by less than this"),
-    Field("continueReduce", Bool(), False, doc="adjustAfterEpoch: keep reducing in later epochs once reduced"),
-    Field("learnRateAdjustInterval", Int(min=1), 1, doc="adjustAfterEpoch: epochs between adjustments"),
-    Field("learnRateDecreaseFactor", Float(min=0, max=1), 0.618, doc="the factor a reduced rate is multiplied by"),
-    Field("increaseLearnRateIfImproveMoreThan", Float(), INFINITY,
+    Field("continueReduce", Bool(), False, inherit=True, doc="adjustAfterEpoch: keep reducing in later epochs once reduced"),
+    Field("learnRateAdjustInterval", Int(min=1), 1, inherit=True, doc="adjustAfterEpoch: epochs between adjustments"),
+    Field("learnRateDecreaseFactor", Float(min=0, max=1), 0.618, inherit=True, doc="the factor a reduced rate is multiplied by"),
+    Field("increaseLearnRateIfImproveMoreThan", Float(), INFINITY, inherit=True,
           doc="adjustAfterEpoch: increase the rate when the criterion improves by more than this"),
-    Field("learnRateIncreaseFactor", Float(min=1), 1.382, doc="the factor an increased rate is multiplied by"),
-    Field("loadBestModel", Bool(), True, doc="go back to the best epoch's model when an epoch did worse"),
-    Field("UseCVSetControlLRIfCVExists", Bool(), True, doc="judge epochs on the cvReader's data when there is one"),
-    Field("UseEvalCriterionControlLR", Bool(), False,
+    Field("learnRateIncreaseFactor", Float(min=1), 1.382, inherit=True, doc="the factor an increased rate is multiplied by"),
+    Field("loadBestModel", Bool(), True, inherit=True, doc="go back to the best epoch's model when an epoch did worse"),
+    Field("UseCVSetControlLRIfCVExists", Bool(), True, inherit=True, doc="judge epochs on the cvReader's data when there is one"),
+    Field("UseEvalCriterionControlLR", Bool(), False, inherit=True,
           doc="judge epochs on the evaluation criterion instead of the training criterion"),
-    Field("numPrevLearnRates", Int(min=1), 5,
+    Field("numPrevLearnRates", Int(min=1), 5, inherit=True,
           doc="searchBeforeEpoch: previous rates to consider (no effect in netlang)"),
-    Field("numBestSearchEpoch", Int(min=1), 1,
+    Field("numBestSearchEpoch", Int(min=1), 1, inherit=True,
           doc="searchBeforeEpoch: epochs the best rate is kept (no effect in netlang)"),
-    Field("numSamples4Search", Int(min=1), None, doc="default 500 x minibatch size"),
-    Field("numMiniBatch4LRSearch", Int(min=1), None, doc="legacy, in minibatches"),
-    Field("autoAdjustMinibatch", Bool(), False, doc="CNTK: tune the minibatch size (no effect in netlang)"),
-    Field("minibatchSizeTuningFrequency", Int(min=1), 1,
+    Field("numSamples4Search", Int(min=1), None, inherit=True, doc="default 500 x minibatch size"),
+    Field("numMiniBatch4LRSearch", Int(min=1), None, inherit=True, doc="legacy, in minibatches"),
+    Field("autoAdjustMinibatch", Bool(), False, inherit=True, doc="CNTK: tune the minibatch size (no effect in netlang)"),
+    Field("minibatchSizeTuningFrequency", Int(min=1), 1, inherit=True,
           doc="CNTK: epochs between minibatch-size tunings (no effect in netlang)"),
-    Field("minibatchSizeTuningMax", Int(min=1), 1048576,
+    Field("minibatchSizeTuningMax", Int(min=1), 1048576, inherit=True,
           doc="CNTK: largest minibatch size to try (no effect in netlang)"),
-    Field("minibatchSearchCriterionErrorMargin", Int(min=0), 1,
+    Field("minibatchSearchCriterionErrorMargin", Int(min=0), 1, inherit=True,
           doc="CNTK: criterion margin of the minibatch-size search (no effect in netlang)"),
-], doc="automatic learning-rate and minibatch-size adjustment")
+], doc="automatic learning-rate and minibatch-size adjustment (CNTK reads these keys through the parent "
+       "chain, so they may also stand in the SGD block itself)")
 
 DATA_PARALLEL_SGD_SCHEMA = Schema("DataParallelSGD", [
     Field("gradientBits", Scheduled(integer=True, min=1, max=64), None,
@@ -239,6 +242,19 @@ SGD_SCHEMA = Schema("SGD", [
 ], doc="the learner: schedules, momentum, regularisation, update rule")
 
 
+def _auto_adjust_from_sgd_keys(sgd: View) -> None:
+    """CNTK reads the AutoAdjust keys through the parent chain: written in the SGD block itself (as old
+    configs do: `autoAdjustLR = "adjustAfterEpoch"`, `loadBestModel = true`), they configure AutoAdjust."""
+    if sgd.AutoAdjust is not None or sgd.record is None:
+        return
+    keys = {k.lower() for f in AUTO_ADJUST_SCHEMA.fields for k in f.keys()}
+    if not any(name.lower() in keys for name in own_names(sgd.record)):
+        return
+    path = f"{sgd.path}.AutoAdjust" if sgd.path else "AutoAdjust"
+    inner = values.Record(sgd.record, path, sgd.span)   # empty: every key comes from SGD or above
+    sgd.set_derived("AutoAdjust", validate(inner, AUTO_ADJUST_SCHEMA, path, span=sgd.span, context=sgd.context))
+
+
 def _check_learning_rate(sgd: View) -> None:
     per_sample, per_mb = sgd.given("learningRatesPerSample"), sgd.given("learningRatesPerMB")
     if per_sample and per_mb:
@@ -264,7 +280,8 @@ def _check_legacy_adagrad(sgd: View) -> None:
         sgd.set_derived("gradUpdateType", "adagrad")
 
 
-SGD_SCHEMA.checks += [_check_learning_rate, _check_momentum, _check_legacy_adagrad]
+SGD_SCHEMA.checks += [_auto_adjust_from_sgd_keys, _check_learning_rate, _check_momentum, _check_legacy_adagrad]
+SGD_SCHEMA.also_known = lambda: {k for f in AUTO_ADJUST_SCHEMA.fields for k in f.keys()}
 
 
 def _at_most_one(*keys):
@@ -298,6 +315,14 @@ STREAM_SCHEMA = Schema("stream", [
     Field("labelType", String(), None, doc="legacy: the type of a label stream (no effect in netlang)"),
     Field("type", String(), None, doc="legacy per-stream type (e.g. \"real\", \"category\")"),
     Field("transforms", AnyValue(), None, doc="image transforms"),
+    # LMSequenceReader / LUSequenceReader streams (accepted; those readers are not available yet)
+    Field("sectionType", String(), None, doc="LMSequenceReader: data or labels"),
+    Field("beginSequence", String(), None, doc="LMSequenceReader: the sentence-start word"),
+    Field("endSequence", String(), None, doc="LMSequenceReader: the sentence-end word"),
+    Field("mapping", AnyValue(), None, doc="LMSequenceReader: the label-mapping section"),
+    Field("category", AnyValue(), None, doc="LMSequenceReader: the category section"),
+    Field("elementSize", Int(min=1), None, doc="LMSequenceReader"),
+    Field("wordContext", List(Int()), None, doc="LUSequenceReader: the context window"),
 ], doc="one input stream of a reader")
 
 # Image reader keys (netlang/readers/transforms.py): the records of a stream's `transforms = ( … )`,
@@ -309,7 +334,7 @@ _IMAGE_TRANSFORM_FIELDS = lambda: [  # noqa: E731  (a fresh list per schema: Fie
           doc="Center, RandomSide, RandomArea or MultiView10"),
     Field("sideRatio", List(Float(min=0, max=1)), None, aliases=("cropRatio",), doc="r or min:max"),
     Field("areaRatio", List(Float(min=0, max=1)), None, doc="r or min:max"),
-    Field("aspectRatio", List(Float(min=0, max=1)), None, doc="r or min:max (width/height or height/width)"),
+    Field("aspectRatio", List(Float(min=0)), None, doc="r or min:max of width/height, e.g. 0.75:1.3333"),
     Field("jitterType", Enum(("None", "UniRatio", "UniLength", "UniArea")), None,
           doc="aspect-ratio jitter: None, UniRatio (UniLength, UniArea)"),
     Field("hflip", Bool(), None, doc="random horizontal flip (default: on for random crops)"),
@@ -371,7 +396,8 @@ READER_SCHEMA = Schema("reader", [
     Field("randomizationWindow", Int(min=1), None, doc="in chunks (CTF: 128), or samples when sample-based"),
     Field("sampleBasedRandomizationWindow", Bool(), False, doc="randomizationWindow counts samples, not chunks"),
     Field("randomizationSeed", Int(min=0), 0, doc="seed of the shuffling"),
-    Field("frameMode", Bool(), False, doc="CNTK: treat every frame as a sample of its own (no effect in netlang)"),
+    Field("frameMode", Bool(), False, inherit=True,
+          doc="CNTK: treat every frame as a sample of its own (no effect in netlang); may stand at the top level"),
     Field("truncated", Bool(), False,
           doc="truncated back-propagation through time (reader: with truncationLength; SGD: CNTK's older spelling)"),
     Field("truncationLength", Int(min=0), 0, doc="truncated BPTT: steps per window"),
@@ -382,12 +408,21 @@ READER_SCHEMA = Schema("reader", [
     Field("useNumericSequenceKeys", Bool(), False, doc="CNTK: sequence keys are numbers (no effect in netlang)"),
     Field("hashSequenceKeys", Bool(), False, doc="CNTK: hash string sequence keys (no effect in netlang)"),
     # legacy HTKMLFReader
-    Field("readMethod", Enum(("blockRandomize", "rollingWindow")), None,
+    Field("readMethod", Enum(("blockRandomize", "rollingWindow")), None, inherit=True,
           doc="legacy HTKMLFReader: how to read the data (no effect in netlang)"),
     Field("pageFilePath", Path(), None, doc="legacy HTKMLFReader: where to page data (no effect in netlang)"),
-    Field("miniBatchMode", Enum(("partial", "full")), None,
+    Field("miniBatchMode", Enum(("partial", "full")), None, inherit=True,
           doc="legacy HTKMLFReader: full or partial last minibatch (no effect in netlang)"),
-    Field("nbruttsineachrecurrentiter", Int(min=1), 1, doc="sequences read in parallel (legacy truncated BPTT)"),
+    Field("nbruttsineachrecurrentiter", Int(min=1), 1, inherit=True,
+          doc="sequences read in parallel (legacy truncated BPTT)"),
+    Field("useMersenneTwisterRand", Bool(), False, inherit=True,
+          doc="CNTK's choice of random generator for randomization (no effect in netlang: NumPy's)"),
+    # LMSequenceReader / LUSequenceReader (accepted; those readers are not supported yet)
+    Field("unk", String(), None, doc="LMSequenceReader: the word for out-of-vocabulary words"),
+    Field("wordclass", Path(), None, doc="LMSequenceReader: the word-class file"),
+    Field("cacheBlockSize", Int(min=1), None, doc="LMSequenceReader: sentences read at a time"),
+    Field("dataMultiPass", Bool(), False, doc="LMSequenceReader: read the data more than once per epoch"),
+    Field("writerConfig", AnyValue(), None, doc="LMSequenceReader: its writer's settings"),
 ], extra_blocks=STREAM_SCHEMA, doc="a data reader (legacy per-stream blocks are accepted as streams)")
 
 
@@ -431,6 +466,51 @@ ACTIONS = ("train", "adapt", "test", "eval", "testunroll", "cv", "write", "edit"
 
 _OLD_BUILDER_HINT = "write the network in BrainScript: network = { ... } (alias BrainScriptNetworkBuilder)"
 
+# CNTK's SimpleNetworkBuilder (compiler/lang/simple_network.py writes the network out).
+SIMPLE_NETWORK_SCHEMA = Schema("SimpleNetworkBuilder", [
+    Field("rnnType", Enum(("FFDNN", "RNN", "LSTM", "CLASSLSTM", "NCELSTM", "CLASSRNN", "LOGBILINEAR", "DNNLM",
+                           "CONDITIONALLSTM")), "FFDNN", doc="the kind of network; netlang writes out FFDNN"),
+    Field("layerSizes", Scheduled(integer=True, min=1), REQUIRED,
+          doc="input:hidden…:output dimensions; value*n repeats a value"),
+    Field("layerTypes", List(Enum(tuple(ACTIVATIONS), {"ReLU": "RectifiedLinear"})), ["Sigmoid"],
+          doc="the hidden layers' nonlinearities, the last one repeating"),
+    Field("trainingCriterion", Enum(("CrossEntropyWithSoftmax", "SquareError", "Logistic",
+                                     "ClassCrossEntropyWithSoftmax", "SequenceWithSoftmax",
+                                     "NoiseContrastiveEstimation")), "CrossEntropyWithSoftmax",
+          doc="the criterion node: CrossEntropyWithSoftmax, SquareError or Logistic (the class-based ones: not yet)"),
+    Field("evalCriterion", Enum(("ErrorPrediction", "CrossEntropyWithSoftmax", "SquareError", "Logistic",
+                                 "ClassCrossEntropyWithSoftmax", "SequenceWithSoftmax", "NoiseContrastiveEstimation"),
+                                {"ClassificationError": "ErrorPrediction"}), "ErrorPrediction",
+          doc="the evaluation node: ErrorPrediction (ClassificationError), CrossEntropyWithSoftmax, SquareError, Logistic"),
+    Field("initValueScale", Float(min=0), 1.0, doc="scale of the random initial weights"),
+    Field("uniformInit", Bool(), True, doc="uniform (±0.05·scale) or gaussian (0.2·scale/√fan-in) weights"),
+    Field("applyMeanVarNorm", Bool(), False, doc="normalise the features by their mean and standard deviation"),
+    Field("needPrior", Bool(), False, doc="add ScaledLogLikelihood = HLast - Log (Mean (labels)) as the output"),
+    Field("addDropoutNodes", Bool(), False, doc="Dropout after each hidden layer (rate: SGD dropoutRate)"),
+    # keys of the other network kinds, accepted; those kinds are not written out yet
+    Field("recurrentLayer", List(Int(min=0)), None, doc="RNN kinds: the recurrent layers (not yet in netlang)"),
+    Field("defaultHiddenActivity", Float(), None, doc="RNN kinds: the initial hidden state (not yet in netlang)"),
+    Field("vocabSize", Int(min=1), None, doc="class-based kinds: the vocabulary size (not yet in netlang)"),
+    Field("nbrClass", Int(min=1), None, doc="class-based kinds: the number of word classes (not yet in netlang)"),
+    Field("lookupTableOrder", Int(min=0), None, doc="LSTM kinds: the input's context size (not yet in netlang)"),
+], doc="CNTK's SimpleNetworkBuilder: a fixed topology from a few settings")
+
+
+def _check_simple_network(block: View) -> None:
+    if block.rnnType != "FFDNN":
+        raise block.error("rnnType", f"SimpleNetworkBuilder with rnnType = {block.rnnType} is not supported by netlang "
+                          "yet (only FFDNN)", hint="write the network in BrainScript: BrainScriptNetworkBuilder = { … }")
+    for key, supported in (("trainingCriterion", CRITERIA), ("evalCriterion", EVALUATIONS)):
+        if block[key] not in supported:
+            raise block.error(key, f"{key} = {block[key]} is not supported by netlang yet",
+                              hint=f"one of {', '.join(supported)}")
+    if len(layer_sizes(block.layerSizes)) < 2:
+        raise block.error("layerSizes", "layerSizes needs at least the input and the output dimension",
+                          hint="e.g. layerSizes = 363:512:512:132")
+
+
+SIMPLE_NETWORK_SCHEMA.checks.append(_check_simple_network)
+
 # `precision`: the element type of a run; bf16 and fp16 are mixed precision (runtime/precision.py).
 PRECISIONS = ("float", "double", "bf16", "fp16")
 
@@ -454,8 +534,8 @@ ACTION_SCHEMA = Schema("action", [
     Field("network", Network(), None, aliases=("BrainScriptNetworkBuilder", "ExperimentalNetworkBuilder"),
           inherit=True,
           doc="the network, a BrainScript record of nodes"),
-    Field("SimpleNetworkBuilder", Unsupported(_OLD_BUILDER_HINT), None,
-          doc="CNTK's old network description; write the network in BrainScript instead"),
+    Field("SimpleNetworkBuilder", Block(SIMPLE_NETWORK_SCHEMA), None,
+          doc="CNTK's fixed topologies from a few settings (rnnType = FFDNN)"),
     Field("NDLNetworkBuilder", Unsupported(_OLD_BUILDER_HINT), None,
           doc="CNTK's NDL network description; write the network in BrainScript instead"),
     Field("SGD", Block(SGD_SCHEMA), None, aliases=("optimizer",), inherit=True,
@@ -532,15 +612,19 @@ def _apply_action_defaults(view: View) -> None:
 
 def _check_action_needs(view: View) -> None:
     what = f"{view.path} (action {view.action})"
+    if view.network is not None and view.SimpleNetworkBuilder is not None and view.given("network") \
+            and view.member_name("network"):
+        raise view.error("SimpleNetworkBuilder", f"{what} gives both a BrainScript network and a SimpleNetworkBuilder",
+                         hint="keep one of them")
     if view.action == "train":
-        if view.network is None:
+        if view.network_expr() is None:
             raise view.block_error(f"{what} has no network", hint="add network = { ... } to the block")
         if view.SGD is None:
             raise view.block_error(f"{what} has no SGD block", hint="add SGD = { maxEpochs = ... ; "
                                                                     "learningRatesPerMB = ... }")
     if view.action in ("train",) + EVALUATING_ACTIONS and view.reader is None:
         raise view.block_error(f"{what} has no reader", hint="add reader = { ... } to the block")
-    if view.action in EVALUATING_ACTIONS and view.network is None and view.modelPath is None:
+    if view.action in EVALUATING_ACTIONS and view.network_expr() is None and view.modelPath is None:
         raise view.block_error(f"{what} has no model: give modelPath or a network")
 
 
@@ -551,8 +635,11 @@ class ActionView(View):
     def name(self) -> str:
         return self.path
 
-    def network_expr(self) -> NetworkRef | None:
-        """The unevaluated network member (record + name) for the IR builder, or None."""
+    def network_expr(self) -> NetworkRef | SimpleNetworkRef | None:
+        """The unevaluated network member (record + name) for the IR builder, the network a
+        SimpleNetworkBuilder block describes, or None."""
+        if self.network is None and self.SimpleNetworkBuilder is not None:
+            return SimpleNetworkRef(self.SimpleNetworkBuilder, self.record, self.span_of("SimpleNetworkBuilder"))
         return self.network
 
 

@@ -17,6 +17,7 @@ from netlang.compiler.lang.plain import format_plain, to_plain
 from netlang.compiler.lang.views import ValidationContext, View, own_names, referenced_names, validate
 from netlang.errors import SchemaError, suggest
 from netlang.grammar import ast
+from netlang.grammar.legacy import is_legacy_config
 
 
 class Config:
@@ -26,9 +27,15 @@ class Config:
         self.record = record
         self.path = path
         self.overrides = tuple(overrides)
-        self.context = ValidationContext(referenced_names(record) | _command_words(record), record)
+        self.context = ValidationContext(referenced_names(record) | _command_words(record), record,
+                                         legacy=is_legacy_config(path))
         self.top = validate(record, TOP_SCHEMA, context=self.context)
         self._actions: list | None = None
+
+    @property
+    def warnings(self) -> list:
+        """The warnings validation gave so far (ConfigWarnings; `.cntk` files only)."""
+        return list(self.context.warnings)
 
     def actions(self) -> list[tuple[str, ActionView]]:
         """The blocks named by `command`, in order, each validated."""
@@ -48,6 +55,13 @@ class Config:
             if action_name.lower() == name.lower():
                 return view
         raise KeyError(name)
+
+    def is_library(self) -> bool:
+        """A file of definitions only (e.g. a Macros.bs that configs include): no `command`, no block of
+        CNTK's default command `train`, and no other block with an `action`."""
+        if self.top.given("command") or self.record.find_ci("train") is not None:
+            return False
+        return not any(_is_action_block(self.record.expr_of(n)) for n in own_names(self.record))
 
     def _commands(self):
         names = self.top.command
@@ -80,6 +94,10 @@ class Config:
             if is_plain(thunk.expr, thunk.scope, {name}):
                 out[name] = to_plain(view.record.get(name))
         return out
+
+
+def _is_action_block(expr) -> bool:
+    return isinstance(expr, ast.Record) and any(m.name.lower() == "action" for m in expr.members)
 
 
 def _command_words(record) -> set:
