@@ -21,16 +21,6 @@ NETWORK = """BrainScriptNetworkBuilder = {
     }"""
 
 
-@pytest.fixture(autouse=True)
-def config_warnings_logged():
-    """The warnings go to the `netlang.config` logger; import-linter's run in the same test process
-    (test_architecture.py) disables the loggers that exist then, so enable it again here."""
-    logger = logging.getLogger("netlang.config")
-    disabled, logger.disabled = logger.disabled, False
-    yield
-    logger.disabled = disabled
-
-
 def write(tmp_path, text: str, name: str = "cfg.cntk") -> str:
     path = tmp_path / name
     path.write_text(textwrap.dedent(text).lstrip("\n"))
