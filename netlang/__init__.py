@@ -1,10 +1,20 @@
 """netlang: a declarative, config-driven deep-learning training tool speaking BrainScript."""
 
+from netlang.launcher import default_worker_threads
+
 __version__ = "0.1.0"
 
+# First thing, before NumPy is imported anywhere: an MPI worker's BLAS/OpenMP thread counts.
+default_worker_threads()
 
-def load(path, overrides=(), precision=None, device="cpu"):
-    """Load a config: `netlang.load("cfg.net").network("train").forward({...})` (see netlang.api)."""
-    from netlang.api import load as _load
+# The Python API (netlang/api.py), imported on first use: every module of the package imports the
+# root, and the API sits above all of them.
+_API = ("load", "load_text", "load_model", "train", "evaluate")
 
-    return _load(path, overrides, precision, device)
+
+def __getattr__(name):
+    if name in _API:
+        from netlang import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'netlang' has no attribute '{name}'")

@@ -3,7 +3,8 @@
 `main(argv)` builds the argument parser from the command table (netlang/actions/table.py), parses the
 command line, runs the command, and turns whatever goes wrong into an exit code:
 
-    0 ok · 2 usage · 65 bad data · 70 internal error · 78 bad config · 130 interrupted
+    0 ok · 2 usage · 65 bad data · 70 internal error · 73 cannot create output · 75 output directory
+    in use · 78 bad config · 130 interrupted
 
 After the command's name, options and `key=value` overrides come in any order
 (`netlang eval cfg.net --json modelPath=x` and `netlang eval --json cfg.net modelPath=x` are the same).
@@ -13,10 +14,12 @@ Python traceback unless `--debug` is given.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.metadata
 import importlib.util
 import sys
 import traceback
+import warnings
 
 import netlang
 from netlang.actions.output import stderr_console
@@ -25,12 +28,14 @@ from netlang.errors import EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_USAGE, NetlangE
 
 DESCRIPTION = """netlang: declarative deep-learning training from one BrainScript config file.
 
-Exit codes: 0 ok, 2 usage, 65 bad data, 70 internal error, 78 bad config, 130 interrupted."""
+Exit codes: 0 ok, 2 usage, 65 bad data, 70 internal error, 73 cannot create output, 75 output
+directory in use, 78 bad config, 130 interrupted."""
 
 EPILOG = """examples:
   netlang check examples/hello.net                  validate, print the resolved config
   netlang explain examples/hello.net train.SGD      values and where they come from
-  netlang train cfg.net SGD.maxEpochs=5             train with an override
+  netlang train examples/hello.net SGD.maxEpochs=5  train with an override
+  netlang eval examples/hello.net                   evaluate the trained model
 
 Run 'netlang COMMAND -h' for the options of a command."""
 
@@ -73,7 +78,7 @@ def _add_command_parser(subparsers, command: Command) -> None:
         parser.add_argument("rest", nargs="*", metavar="key.path|key=value" if command.key_paths else "key=value",
                             help="overrides such as SGD.maxEpochs=5 or command=test (later ones win)"
                             + ("; other words select keys" if command.key_paths else ""))
-    for option in command.options:
+    for option in (*command.positionals, *command.options):
         parser.add_argument(*option.flags, **option.settings)
     nested = command.add_subcommands(parser) if command.add_subcommands is not None else []
     for accepting in (parser, *nested):
@@ -163,6 +168,20 @@ def _distribution_version(name: str) -> str | None:
         return None
 
 
+# NumPy's floating-point warnings ("overflow encountered in matmul" …) name a line of netlang's or
+# NumPy's code, which tells a user nothing: a NaN or infinite loss is an error with the criterion's
+# position, a climbing loss a divergence warning, a non-finite metric a failed evaluation.
+NUMERIC_WARNINGS = (r"(overflow|invalid value|divide by zero|underflow) encountered|Mean of empty slice|"
+                    r"Degrees of freedom <= 0")
+
+
+@contextlib.contextmanager
+def numeric_warnings_silenced():
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=NUMERIC_WARNINGS, category=RuntimeWarning)
+        yield
+
+
 def main(argv=None) -> int:
     """Run the `netlang` command line; returns the exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -181,7 +200,8 @@ def main(argv=None) -> int:
             parser.print_help(sys.stderr)
             return EXIT_USAGE
         args.verbosity = (args.verbose or 0) - (args.quiet or 0)
-        return int(args.command.runner(args) or 0)
+        with numeric_warnings_silenced():
+            return int(args.command.runner(args) or 0)
     except NetlangError as err:
         if debug:
             traceback.print_exc()

@@ -18,8 +18,14 @@ EXIT_OK = 0
 EXIT_USAGE = 2
 EXIT_DATA = 65
 EXIT_INTERNAL = 70
+EXIT_CANT_CREATE = 73
+EXIT_BUSY = 75
 EXIT_CONFIG = 78
 EXIT_INTERRUPTED = 130
+
+# How relative paths in a config resolve (README "Paths"), for the hints of errors about files.
+RELATIVE_PATH_HINT = ("a relative path is resolved against the working directory, as in CNTK; "
+                      "write \"$ConfigDir$/...\" for a file next to the config")
 
 
 @dataclass(frozen=True)
@@ -119,6 +125,13 @@ class IncludeError(ConfigError):
     kind = "include error"
 
 
+class ConfigWarning(ConfigError):
+    """Something a config should not say but that does not stop the run (a key a `.cntk` file may
+    carry because CNTK ignores it). Reported, never raised."""
+
+    kind = "warning"
+
+
 class EvalError(ConfigError):
     kind = "evaluation error"
 
@@ -148,6 +161,20 @@ class DataError(NetlangError):
 
     def subject(self) -> str:
         return f"stream '{self.position.stream}': " if self.position and self.position.stream else ""
+
+
+class OutputError(NetlangError):
+    """An output file or directory cannot be created or written (sysexits' "can't create")."""
+
+    exit_code = EXIT_CANT_CREATE
+    kind = "output error"
+
+
+class BusyError(NetlangError):
+    """Another run holds what this one needs (the output directory of a training); try again later."""
+
+    exit_code = EXIT_BUSY
+    kind = "busy"
 
 
 class TrainingInterrupted(NetlangError):

@@ -6,11 +6,11 @@ import json
 from contextlib import redirect_stderr, redirect_stdout
 from types import SimpleNamespace
 
+import settings_of
+
 from netlang.cli import main
 from netlang.datasets.synthetic import prepare_synthetic
 from netlang.runtime.autoadjust import LearningRateAdjuster
-
-import settings_of
 
 
 def result(epoch, criterion, cv=None):

@@ -21,13 +21,7 @@ from netlang.datasets.synthetic import prepare_synthetic
 from netlang.errors import ConfigError
 from netlang.ops import registry
 from netlang.ops.registry import OpContext, OpDef
-from netlang.runtime.backend import (
-    DeviceRandom,
-    NumpyBackend,
-    cpu_backend,
-    gpu_available,
-    select_backend,
-)
+from netlang.runtime.backend import DeviceRandom, NumpyBackend, cpu_backend, gpu_available, select_backend
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -21,3 +21,42 @@ def test_legacy_cntk_config_trains_and_tests(tmp_path, capsys, monkeypatch):
     assert code == 0
     assert out.startswith("testIt: ce = ") and "errs = " in out
     assert os.path.exists(tmp_path / "models" / "legacy.dnn")
+
+
+SIMPLE_NETWORK_CONFIG = """
+DataDir = data
+command = train:test:write
+modelPath = models/ff.dnn
+deviceId = -1
+train = [
+    action = train
+    SimpleNetworkBuilder = [
+        layerSizes = 2:8:3 ; layerTypes = Sigmoid
+        applyMeanVarNorm = true ; needPrior = true ; addDropoutNodes = true
+    ]
+    SGD = [ maxEpochs = 2 ; minibatchSize = 25 ; learningRatesPerMB = 0.5 ; dropoutRate = 0.1 ]
+    reader = [ readerType = CNTKTextFormatReader ; file = $DataDir$/Train_cntk_text.txt
+               input = [ features = [ dim = 2 ] ; labels = [ dim = 3 ] ] ]
+]
+test = [
+    action = test
+    reader = [ readerType = CNTKTextFormatReader ; file = $DataDir$/Test_cntk_text.txt
+               input = [ features = [ dim = 2 ] ; labels = [ dim = 3 ] ] ]
+]
+write = [
+    action = write ; outputPath = out/ff ; outputNodeNames = ScaledLogLikelihood
+    reader = [ readerType = CNTKTextFormatReader ; file = $DataDir$/Test_cntk_text.txt
+               input = [ features = [ dim = 2 ] ; labels = [ dim = 3 ] ] ]
+]
+"""
+
+
+def test_a_simple_network_builder_config_trains_tests_and_writes(tmp_path, capsys, monkeypatch):
+    (tmp_path / "ff.cntk").write_text(SIMPLE_NETWORK_CONFIG)
+    prepare_synthetic(str(tmp_path / "data"), seed=1, classes=3, dim=2, samples=300)
+    monkeypatch.chdir(tmp_path)
+    assert main(["run", "ff.cntk", "-q"]) == 0
+    out = capsys.readouterr().out
+    assert "test: CrossEntropyWithSoftmax = " in out and "EvalErrorPrediction = " in out
+    rows = (tmp_path / "out" / "ff.ScaledLogLikelihood").read_text().splitlines()
+    assert len(rows) == 75 and len(rows[0].split()) == 3

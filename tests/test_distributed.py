@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 from launcher_output import reports_a_killed_rank
 
+from netlang import launcher
 from netlang.errors import ConfigError, NetlangError
 from netlang.runtime.distributed import (
     BlockMomentum,
@@ -31,7 +32,7 @@ from netlang.runtime.distributed import (
     resolve_block_size,
 )
 from netlang.runtime.distributed import comm as comm_module
-from netlang.runtime.distributed.aggregation import stripe_starts
+from netlang.runtime.distributed.aggregation import _buckets, _Matrix, stripe_starts
 from netlang.runtime.distributed.quantization import (
     QuantizedColumns,
     column_dims,
@@ -39,7 +40,10 @@ from netlang.runtime.distributed.quantization import (
     dequantize,
     packed_size,
     quantize,
+    record_size,
 )
+from netlang.runtime.parallel import STOP_VOTE_EVERY, _Workers
+from netlang.runtime.profile import StepProfile
 
 SCRIPTS = Path(__file__).parent / "mpi_scripts"
 MPIEXEC = shutil.which("mpiexec")
@@ -186,6 +190,27 @@ def test_wire_bytes_round_trip_to_the_same_values(bits):
     np.testing.assert_array_equal(dequantize(back), dequantize(q))
 
 
+def test_one_bit_reconstruction_is_exactly_one_of_the_two_levels_also_for_awkward_values():
+    # the select works on bit patterns: signed zeros, tiny and huge levels come back unchanged
+    for dtype in (np.float32, np.float64):
+        v = np.array([[-0.0, 1e-30, -1e30, 3.0, -5e-40, 0.0, 7.5, -2.0, 1.0]], dtype)
+        q = quantize(v, np.zeros_like(v), 1, True)
+        back = dequantize(q)
+        assert set(back.ravel().tolist()) <= set(q.levels.ravel().tolist())
+        np.testing.assert_array_equal(back[0] == q.levels[0, 1], v[0] >= 0)
+
+
+def test_records_put_each_columns_values_before_its_codes():
+    rng = np.random.default_rng(4)
+    v = random_columns(rng, cols=3, rows=10)
+    q = quantize(v, np.zeros_like(v), 2)
+    records = q.to_bytes().reshape(3, record_size(10, 2, np.float32))
+    np.testing.assert_array_equal(records[:, :8].copy().view(np.float32), q.levels)
+    np.testing.assert_array_equal(records[:, 8:], q.codes)
+    back = QuantizedColumns.from_records(records[1:], 10, 2, np.float32)   # a range of columns
+    np.testing.assert_array_equal(dequantize(back), dequantize(q)[1:])
+
+
 def test_column_view_of_a_weight_has_one_cntk_column_per_input():
     w = np.zeros((784, 200), np.float32)  # BrainScript (200:784): 200 rows, 784 columns
     cols = columns_of(w)
@@ -217,9 +242,64 @@ def test_quantized_aggregation_leaves_elements_outside_the_segments_alone():
     np.testing.assert_array_equal(grad[6:], np.arange(6, 10))
 
 
-def test_unsupported_gradient_bits_is_a_config_error():
-    with pytest.raises(ConfigError, match="gradientBits = 3"):
-        GradientAggregator(LocalCommunicator(), [(0, (4,))], 4, np.float32, bits=3)
+def test_buckets_group_segments_from_the_last_one_and_cover_the_buffer():
+    # values: 100, 30, 30, 500, 20 (and 7 elements after the last segment)
+    sizes = [100, 30, 30, 500, 20]
+    matrices, offset = [], 0
+    for n in sizes:
+        matrices.append(_Matrix(offset, n, 1))
+        offset += n
+    buckets, bucket_of = _buckets(matrices, offset + 7, bucket_values=64, workers=2)
+    assert [[m.offset for m in b.matrices] for b in buckets] == [[660], [160], [100, 130], [0]]
+    assert bucket_of == [3, 2, 2, 1, 0]
+    assert [(b.start, b.stop) for b in buckets] == [(660, 687), (160, 660), (100, 160), (0, 100)]
+
+
+def test_bucket_stripes_split_the_values_in_whole_columns():
+    matrices = [_Matrix(0, 5, 7), _Matrix(35, 3, 1)]         # 7 columns of 5, one of 3: 38 values
+    bucket = _buckets(matrices, 38, bucket_values=1000, workers=2)[0][0]
+    assert bucket.cuts == [0, 4, 8]                          # 19 values each way -> 20 and 18
+    assert [bucket.values_in_stripe(r) for r in (0, 1)] == [20, 18]
+    # 3 ranks over columns of 10, 1 and 5 values (44 in all; shares start at 15 and 30)
+    three = _buckets([_Matrix(0, 10, 3), _Matrix(30, 1, 4), _Matrix(34, 5, 2)], 44, 1000, workers=3)[0][0]
+    assert three.cuts == [0, 2, 3, 9]
+    assert [three.values_in_stripe(r) for r in range(3)] == [20, 10, 14]
+
+
+@pytest.mark.parametrize("bits", [32, 1, 4])
+@pytest.mark.parametrize("bucket_bytes, buckets", [(40, 4), (100, 2)])
+def test_overlapped_aggregation_in_any_order_equals_aggregating_at_once(bits, bucket_bytes, buckets):
+    rng = np.random.default_rng(8)
+    segments = [(0, (5, 4)), (20, (4,)), (24, (3, 6)), (42, ())]
+    whole = GradientAggregator(LocalCommunicator(), segments, 45, np.float32, bits=bits)
+    bucketed = GradientAggregator(LocalCommunicator(), segments, 45, np.float32, bits=bits,
+                                  bucket_bytes=bucket_bytes)
+    assert len(bucketed.buckets) == buckets and len(whole.buckets) == 1
+    for order in ([3, 2, 1, 0], [0, 1, 2, 3], [2, 0, 3, 1]):
+        grad = rng.standard_normal(45).astype(np.float32)
+        expected = grad.copy()
+        whole.aggregate(expected, 3)
+        bucketed.begin(grad)
+        for index in order:
+            bucketed.segment_ready(index)
+        assert bucketed.finish(3) == 3
+        np.testing.assert_array_equal(grad, expected)
+        np.testing.assert_array_equal(bucketed.residual, whole.residual)
+
+
+def test_overlapped_aggregation_equals_the_simulation_of_cntks_per_matrix_stripes():
+    rng = np.random.default_rng(2)
+    segments = [(0, (5, 4)), (20, (4,)), (24, (7, 3))]
+    grads = [[rng.standard_normal(45).astype(np.float32)] for _ in range(3)]
+    expected, _ = simulate_striped(grads, segments, 1, True)
+    agg = GradientAggregator(LocalCommunicator(), segments, 45, np.float32, bits=1, bucket_bytes=64)
+    for step, (g,) in enumerate(grads):
+        x = g.copy()
+        agg.begin(x)
+        for index in (2, 1, 0):
+            agg.segment_ready(index)
+        agg.finish(1)
+        np.testing.assert_array_equal(x, expected[step])
 
 
 def test_aggregator_state_round_trips():
@@ -326,14 +406,6 @@ def test_block_size_comes_from_block_size_or_per_worker_size():
     assert resolve_block_size(4, block_size=1000) == 1000
     assert resolve_block_size(4, block_size_per_worker=1000) == 4000
     assert resolve_block_size(4) == 4 * 120_000
-    with pytest.raises(ConfigError, match="either blockSize or blockSizePerWorker"):
-        resolve_block_size(4, 1000, 250)
-
-
-def test_both_block_momentum_forms_is_a_config_error():
-    with pytest.raises(ConfigError, match="blockMomentumPerSync or blockMomentumAsTimeConstant"):
-        BlockMomentum(LocalCommunicator(), np.zeros(1), 10, block_momentum_per_sync=0.5,
-                      block_momentum_as_time_constant=100)
 
 
 # ---- communicator selection and launch detection --------------------------------------------------
@@ -366,6 +438,84 @@ def test_launch_is_detected_from_mpich_and_open_mpi_variables():
     assert detect_launch({"PMI_RANK": "1", "PMI_SIZE": "4"}).size == 4
     assert detect_launch({"OMPI_COMM_WORLD_RANK": "2", "OMPI_COMM_WORLD_SIZE": "3"}).rank == 2
     assert detect_launch({}) is None
+
+
+def test_launch_knows_the_ranks_on_this_node():
+    assert detect_launch({"PMI_RANK": "0", "PMI_SIZE": "8", "MPI_LOCALNRANKS": "4"}).local_size == 4
+    assert detect_launch({"OMPI_COMM_WORLD_RANK": "0", "OMPI_COMM_WORLD_SIZE": "8",
+                          "OMPI_COMM_WORLD_LOCAL_SIZE": "2"}).local_size == 2
+    assert detect_launch({"PMI_RANK": "0", "PMI_SIZE": "3"}).local_size == 3   # not said: all here
+
+
+def test_a_worker_gets_its_share_of_the_cores_as_blas_threads(monkeypatch):
+    monkeypatch.setattr(launcher, "usable_cores", lambda: 16)
+    env = {"PMI_RANK": "1", "PMI_SIZE": "4", "MPI_LOCALNRANKS": "4"}
+    assert launcher.default_worker_threads(env) == 4
+    assert all(env[name] == "4" for name in launcher.THREAD_VARIABLES)
+    few = {"PMI_RANK": "1", "PMI_SIZE": "4", "MPI_LOCALNRANKS": "32"}
+    assert launcher.default_worker_threads(few) == 1
+
+
+def test_thread_counts_the_user_set_are_left_alone(monkeypatch):
+    env = {"PMI_RANK": "0", "PMI_SIZE": "2", "OMP_NUM_THREADS": "3"}
+    assert launcher.default_worker_threads(env) is None
+    assert "OPENBLAS_NUM_THREADS" not in env and env["OMP_NUM_THREADS"] == "3"
+    alone = {}
+    assert launcher.default_worker_threads(alone) is None and alone == {}   # not a worker of several
+
+
+def test_importing_netlang_under_a_launcher_sets_the_threads_before_numpy_loads():
+    env = {k: v for k, v in os.environ.items() if k not in launcher.THREAD_VARIABLES}
+    env.update(PMI_RANK="0", PMI_SIZE="2", MPI_LOCALNRANKS="2")
+    code = ("import sys, os, netlang; assert 'numpy' not in sys.modules; "
+            "print(os.environ['OPENBLAS_NUM_THREADS'], os.environ['OMP_NUM_THREADS'])")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
+    expected = str(max(1, launcher.usable_cores() // 2))
+    assert out.split() == [expected, expected]
+
+
+# ---- agreeing on a stop without waiting every minibatch -----------------------------------------------
+
+
+class CountingVotes(LocalCommunicator):
+    """Two workers whose flags are summed: this one's and the other's (set by the test)."""
+
+    size = 2
+
+    def __init__(self):
+        super().__init__()
+        self.other = 0.0
+        self.collectives = 0
+
+    def iallreduce_sum(self, buf):
+        self.collectives += 1
+        buf += self.other
+        return super().iallreduce_sum(buf)
+
+
+def voter(comm):
+    workers = object.__new__(_Workers)
+    workers.comm, workers.profile = comm, StepProfile(enabled=False)
+    workers._vote, workers._vote_started, workers._calls, workers._decided = None, 0, 0, False
+    return workers
+
+
+def test_a_stop_asked_on_one_worker_is_agreed_a_vote_later_with_one_collective_per_vote():
+    comm = CountingVotes()
+    workers = voter(comm)
+    seen = [workers.any_rank(False) for _ in range(2 * STOP_VOTE_EVERY)]
+    assert not any(seen) and comm.collectives == 2
+    comm.other = 1.0     # the other worker was signalled; its flag goes into the next vote
+    seen = [workers.any_rank(False) for _ in range(2 * STOP_VOTE_EVERY + 1)]
+    assert seen.index(True) == STOP_VOTE_EVERY and seen.count(True) == 1
+
+
+def test_the_vote_in_flight_is_counted_at_the_end_of_an_epoch_and_decides_the_next_call():
+    comm = CountingVotes()
+    workers = voter(comm)
+    workers.any_rank(True)
+    workers.end_epoch()
+    assert workers._vote is None and workers.any_rank(False)
 
 
 # ---- failure handling without MPI ------------------------------------------------------------------
@@ -529,6 +679,23 @@ def test_mpi_full_precision_aggregation_is_the_sum_and_counts_global_samples(col
         expected = collectives[0][f"agg_in_32_1_{step}"] + collectives[1][f"agg_in_32_1_{step}"]
         np.testing.assert_array_equal(collectives[0][f"agg_out_32_1_{step}"], expected)
         assert collectives[0][f"agg_samples_32_1_{step}"] == 10 + 11
+
+
+@needs_mpi
+@pytest.mark.mpi
+@pytest.mark.parametrize("bits", [1, 2, 4, 8, 32])
+def test_mpi_bucketed_aggregation_with_gradients_final_in_different_orders_equals_the_simulation(collectives, bits):
+    segments, _ = collectives_script().layout()
+    assert collectives[0]["bucketed_buckets"] > 2
+    grads = [[rank[f"bucketed_in_{bits}_{step}"] for rank in collectives] for step in range(2)]
+    if bits == 32:
+        expected = [g[0] + g[1] for g in grads]
+    else:
+        expected, _ = simulate_striped(grads, segments, bits, True)
+    for rank in collectives:
+        for step in range(2):
+            np.testing.assert_array_equal(rank[f"bucketed_out_{bits}_{step}"], expected[step])
+            assert rank[f"bucketed_samples_{bits}_{step}"] == 21
 
 
 @needs_mpi

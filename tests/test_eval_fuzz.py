@@ -6,7 +6,8 @@ import random
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from netlang.compiler.graph import evaluate_text
+from netlang.compiler.graph import evaluate_text, load_config
+from netlang.compiler.graph.network import build_action_network
 from netlang.compiler.lang import values
 from netlang.compiler.lang.evaluator import force_all
 from netlang.errors import NetlangError
@@ -113,3 +114,57 @@ def mutated_programs(draw):
 @given(mutated_programs())
 def test_mutated_programs_raise_only_netlang_errors(text):
     _evaluate_everything(text)
+
+
+# ---- CNTK's legacy layer: whole .cntk configs, validated and their networks built ---------------
+
+LEGACY_SEEDS = [
+    "RootDir = .\nDataDir = $RootDir$/data\ncommand = train\ndim = 2\nmodelPath = $rootdir$/m.dnn\n"
+    "train = [\n    action = train\n    BrainScriptNetworkBuilder = {\n"
+    "        f = Input {$dim$} ; l = Input {3} ; z = DenseLayer {3} (f)\n"
+    "        ce = CrossEntropyWithSoftmax (l, z) ; criterionNodes = (ce)\n    }\n"
+    "    SGD = [ maxEpochs = 1 ; learningRatesPerMB = 0.5*2:0.1 ; momentumPerMB = 0.9 ; loadBestModel = true ]\n"
+    "    reader = [ readerType = CNTKTextFormatReader ; file = $DataDir$/t.txt\n"
+    "        input = [ f = [ dim = 2 ; format = dense ] ; l = [ dim = 3 ] ] ]\n]\n",
+    "command = t\nt = [\n  action = train\n  SimpleNetworkBuilder = [ layerSizes = 4:8*2:3 ; layerTypes = Sigmoid ; needPrior = true ]\n"
+    "  SGD = [ maxEpochs = 1 ; learningRatesPerSample = 0.01 ]\n"
+    "  reader = [ readerType = CNTKTextFormatReader ; file = d.txt ; input = [ features = [ dim = 4 ] ; labels = [ dim = 3 ] ] ]\n]\n",
+]
+
+
+def _check_legacy_config(text: str, tmp_dir) -> None:
+    path = tmp_dir / "fuzz.cntk"
+    path.write_text(text)
+    saved = values.MAX_NESTING
+    values.MAX_NESTING = 300
+    try:
+        config = load_config(str(path))
+        for _, view in config.actions():
+            ref = view.network_expr()
+            if ref is not None:
+                build_action_network(ref)
+    except NetlangError:
+        pass
+    finally:
+        values.MAX_NESTING = saved
+
+
+@st.composite
+def mutated_legacy_configs(draw):
+    text = draw(st.sampled_from(LEGACY_SEEDS))
+    for _ in range(draw(st.integers(1, 4))):
+        pos = draw(st.integers(0, len(text)))
+        kind = draw(st.sampled_from(["delete", "insert"]))
+        if kind == "delete":
+            text = text[:pos] + text[pos + draw(st.integers(1, 5)):]
+        else:
+            piece = draw(st.sampled_from(list("[]{}():;,=$\"'# \n0aX") + ["1#INF", "$dim$", "$nope$", "include=", "//"]))
+            text = text[:pos] + piece + text[pos:]
+    return text
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow,
+                                                                   HealthCheck.function_scoped_fixture])
+@given(text=mutated_legacy_configs())
+def test_mutated_legacy_configs_raise_only_netlang_errors(text, tmp_path):
+    _check_legacy_config(text, tmp_path)

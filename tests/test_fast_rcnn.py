@@ -121,10 +121,12 @@ def test_the_classifier_config_checks_with_its_data_and_runs_on_any_device(works
 
 def test_the_fast_rcnn_config_checks(workspace):
     code, stdout, err = cli("check", os.path.join(CONFIGS, "fast_rcnn.net"), *fast_rcnn_overrides(workspace),
-                            "command=train", "--json")
+                            "--json")
     assert code == 0, err
     document = json.loads(stdout)
     assert document["config"]["deviceId"] == "auto"
+    assert document["actions"]["makeDetector"]["deferred"]["written_by"] == "train"   # loads what train writes
+    assert document["actions"]["makeBaseline"]["parameters"] == 0                      # all of it frozen
     nodes = {n["name"]: n for n in document["actions"]["train"]["nodes"]}
     assert nodes["z"]["shape"] == "[6 x 64 x #]"
     assert document["actions"]["train"]["parameters"] == 8 * 8 * 64 * 128 + 128 + 6 * 128 + 6     # convolutions frozen

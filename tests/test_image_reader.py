@@ -10,6 +10,7 @@ from collections import Counter
 
 import numpy as np
 import pytest
+import settings_of
 from PIL import Image
 
 from netlang.compiler.lang.settings import reader_settings
@@ -28,8 +29,6 @@ from netlang.readers.transforms import (
     read_mean_file,
     write_mean_file,
 )
-
-import settings_of
 
 # ---- helpers -----------------------------------------------------------------------------------
 

@@ -9,12 +9,11 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
+import settings_of
 
 from netlang.errors import ConfigError, NetworkError, SchemaError
 from netlang.runtime.flatbuffer import FlatParameters
 from netlang.runtime.learners import create_learner
-
-import settings_of
 
 DTYPES = [np.float32, np.float64]
 

@@ -6,6 +6,7 @@ import threading
 
 import numpy as np
 import pytest
+import settings_of
 
 from netlang.errors import ConfigError, DataError
 from netlang.readers.batch import ChunkData, SparseSequence, StreamBatch, StreamInfo
@@ -14,8 +15,6 @@ from netlang.readers.factory import create_source
 from netlang.readers.prefetch import PrefetchingSource
 from netlang.readers.source import MinibatchSource, SourceWrapper
 from netlang.readers.windows import TruncatedSource
-
-import settings_of
 
 X = CtfStream("x", 2)              # x = [key, step]: identifies the sequence and the time step
 Y = CtfStream("y", 4, is_sparse=True)
@@ -502,7 +501,7 @@ def test_an_unknown_deserializer_type_is_a_config_error(tmp_path):
 
 
 def test_a_deserializer_type_without_a_reader_is_a_config_error_at_its_line(tmp_path):
-    cfg = {"deserializers": [{"type": "HTKFeatureDeserializer", "file": "x", "input": {}}]}
+    cfg = {"deserializers": [{"type": "CNTKBinaryFormatDeserializer", "file": "x", "input": {}}]}
     with pytest.raises(ConfigError, match="not available") as info:
         create_source(settings_of.reader(cfg), str(tmp_path))
     assert info.value.span.line == 1 and info.value.key.endswith("deserializers.type")

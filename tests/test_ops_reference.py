@@ -104,9 +104,28 @@ def test_times_shape_mismatch_names_both_shapes():
         shape_of("Times", [(4, 3), (5,)])
 
 
-def test_times_rejects_dynamic_first_operand():
-    with pytest.raises(ShapeMismatch, match="first operand must be static"):
-        registry.get("Times").layout([1, 1], {})
+def test_times_accepts_a_dynamic_first_operand_as_cntk_does():
+    # (This used to be rejected; CNTK multiplies sample by sample, issue 14.)
+    static, batch = SimpleNamespace(layout=None), SimpleNamespace(layout="batch-axis")
+    assert registry.get("Times").layout([batch, static], {}) == "batch-axis"
+    assert registry.get("Times").layout([batch, batch], {}) == "batch-axis"
+
+
+def test_times_rejects_operands_on_different_dynamic_axes():
+    with pytest.raises(ShapeMismatch, match="both operands have dynamic axes"):
+        registry.get("Times").layout([1, 2], {})
+
+
+def test_times_of_a_dynamic_first_operand_is_taken_sample_by_sample():
+    a, b = rng.standard_normal((3, 2, 4)), rng.standard_normal((4, 5))   # 3 samples of BS [2 x 4]; B [4 x 5]
+    y, _ = run("Times", [(a, 1), (b, 0)])
+    np.testing.assert_allclose(y, np.einsum("nik,kj->nij", a, b))
+
+
+def test_transpose_times_of_two_vectors_is_their_dot_product():
+    a, b = rng.standard_normal((3, 4)), rng.standard_normal((3, 4))
+    y, _ = run("TransposeTimes", [(a, 1), (b, 1)])
+    np.testing.assert_allclose(y.reshape(3), (a * b).sum(axis=1))
 
 
 def test_times_layout_is_the_second_operands_for_nodes():

@@ -367,6 +367,32 @@ def test_checkpoint_holds_each_workers_residuals(runs):
     assert not np.array_equal(state["rank0/residual"], state["rank1/residual"])
 
 
+def collectives_per_step(tmp_path, data_dir, name, **options):
+    cfg, _ = write_config(tmp_path, data_dir, name, **options)
+    prefix = tmp_path / f"{name}_counts"
+    proc = subprocess.run([MPIEXEC, "-n", "2", sys.executable, str(SCRIPTS / "count_collectives.py"), str(prefix),
+                           "--", "train", cfg, "--no-progress"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    counts = [json.loads((tmp_path / f"{name}_counts.rank{r}.json").read_text()) for r in (0, 1)]
+    assert counts[0] == counts[1]
+    return counts[0]["collectives"] / counts[0]["steps"]
+
+
+@needs_mpi
+@pytest.mark.mpi
+def test_block_methods_start_fewer_collectives_than_minibatches(tmp_path, data_dir):
+    # 2 x 47 steps; per epoch 6 syncs (2 collectives each), 6 stop votes, 5 readings of the totals,
+    # a checkpoint (3) — nothing every minibatch
+    assert collectives_per_step(tmp_path, data_dir, "bmuf", method="BlockMomentumSGD") < 0.7
+
+
+@needs_mpi
+@pytest.mark.mpi
+def test_data_parallel_starts_only_its_gradient_exchange_every_minibatch(tmp_path, data_dir):
+    # per step: the gradient (one bucket for this small network) with the sample count
+    assert collectives_per_step(tmp_path, data_dir, "dp") < 2.4
+
+
 @needs_mpi
 @pytest.mark.mpi
 def test_block_momentum_epoch_model_is_the_filtered_model_not_the_look_ahead(runs):

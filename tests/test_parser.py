@@ -678,8 +678,8 @@ def test_changed_stdlib_text_is_parsed_again(stdlib_file):
 
 def test_corrupt_disk_cache_is_ignored(stdlib_file, monkeypatch, tmp_path):
     load_stdlib()
-    for entry in (tmp_path / "cache").glob("stdlib-*.pickle"):
-        entry.write_bytes(b"not a pickle")
+    for entry in (tmp_path / "cache").glob("stdlib-*"):
+        entry.write_bytes(b"not a cache entry")
     monkeypatch.setattr(library, "_stdlib_memo", None)
     assert [m.name for m in load_stdlib().members] == ["Id", "Plus"]
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from netlang.compiler.lang.overrides import apply_overrides
 from netlang.errors import NetlangError, Span
-from netlang.grammar import ast
+from netlang.grammar import ast, legacy
 from netlang.grammar.lexer import ScanState, tokenize
 from netlang.grammar.parser import parse_expression, parse_text
 
@@ -126,3 +127,85 @@ def test_random_characters_raise_only_netlang_errors(text):
 def test_unmutated_snippets_parse():
     for snippet in SNIPPETS:
         assert_clean(parse_text(snippet))
+
+
+# ---- CNTK's legacy layer (.cntk files) -----------------------------------------------------------
+
+LEGACY_VOCABULARY = [
+    "command", "train", "modelPath", "DataDir", "SGD", "reader", "x", "BrainScriptNetworkBuilder",
+    "=", " = ", "[", "]", "{", "}", "(", ")", '"', "'", ";", ",", ":", "|", "\n", " ", "\t", "#", " # c", "1#INF",
+    "$DataDir$", "$datadir$", "$x$", "$$", "$", "$undefined$", "./work", "train.rois.txt", "%d\\t|w\\s",
+    "C:\\data", "0.01*2:0.005", "true", "include=x.cntk", "\ninclude=", "[|", "|]", "//", "/*", "*/",
+    "Input {$x$}", "include \"$DataDir$/m.bs\"", "z = DenseLayer {2} (f)", "\ufeff", "\r\n",
+]
+
+LEGACY_SNIPPETS = [
+    'DataDir = ./data\ncommand = train\ntrain = [\n action = train\n'
+    ' BrainScriptNetworkBuilder = { f = Input {$x$} ; z = DenseLayer {2} (f) }\n'
+    ' SGD = [ maxEpochs = 1 ; learningRatesPerMB = 0.1*2:0.05 ; clippingThresholdPerSample = 1#INF ]\n'
+    ' reader = [ file = $DataDir$/t.txt ; input = [ f = [ dim = 2 ] ] ]\n]\nx = 2\n',
+    'a = 1\nb = $a$/x ; c = "q $b$"\nd = [|e=1|f=2]\ng = ( [ t = Crop ] : [ t = Scale ] )\nh\n',
+    'modelPath = out/m.dnn\nw = [ action = write ; BrainScriptNetworkBuilder = (BS.Network.Load ("$modelPath$")) ]\n',
+]
+
+
+def check_legacy(text: str) -> None:
+    """Reading, overriding and resolving a legacy config raise only NetlangErrors, and the result is
+    a clean AST (legacy nodes resolved away)."""
+    try:
+        record = legacy.read_legacy_text(text, "<fuzz>.cntk")
+        record = apply_overrides(record, ["x=3", "train=[SGD=[maxEpochs=2]]"], legacy=True)
+        record = legacy.resolve(record)
+    except NetlangError as err:
+        assert err.message, err
+        return
+    for node in ast.walk(record):
+        assert not isinstance(node, (ast.LegacyText, ast.LegacyBrainScript)), node
+        assert isinstance(node.span, Span), node
+
+
+LEGACY_SNIPPET_CHARS = [list(s) for s in LEGACY_SNIPPETS]
+
+
+@st.composite
+def legacy_sequences(draw):
+    return draw(separators).join(draw(st.lists(st.sampled_from(LEGACY_VOCABULARY), max_size=30)))
+
+
+@st.composite
+def mutated_legacy_snippets(draw):
+    chars = list(draw(st.sampled_from(LEGACY_SNIPPET_CHARS)))
+    for _ in range(draw(st.integers(1, 4))):
+        i = draw(st.integers(0, len(chars)))
+        action = draw(st.sampled_from(["drop", "insert"]))
+        if action == "drop" and i < len(chars):
+            del chars[i:i + draw(st.integers(1, 4))]
+        else:
+            chars.insert(i, draw(st.sampled_from(LEGACY_VOCABULARY)))
+    return "".join(chars)
+
+
+LEGACY_FUZZ = settings(max_examples=800, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+@LEGACY_FUZZ
+@given(legacy_sequences())
+def test_random_legacy_token_sequences_raise_only_netlang_errors(text):
+    check_legacy(text)
+
+
+@LEGACY_FUZZ
+@given(mutated_legacy_snippets())
+def test_mutated_legacy_configs_raise_only_netlang_errors(text):
+    check_legacy(text)
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.text(alphabet="ab1.e=;:,()[]{}|#'\"$ \n_x\\", max_size=40))
+def test_random_legacy_characters_raise_only_netlang_errors(text):
+    check_legacy(text)
+
+
+def test_unmutated_legacy_snippets_read():
+    for snippet in LEGACY_SNIPPETS:
+        check_legacy(snippet)

@@ -46,6 +46,13 @@ def lstm_block(params, prefix):
     return lstm_block_from_layer(params[f"{prefix}.W"], params[f"{prefix}.H"], params[f"{prefix}.B"])
 
 
+def gradient_block(block):
+    """A composed layer's gradient block for the fused weights: both of cuDNN's bias vectors get the
+    gradient of the layer's one bias."""
+    w, r, b, _ = block
+    return w, r, b, b
+
+
 def run_pair(net, blocks_of, feeds):
     """Load the mapped weights into the fused parameter; return both outputs and gradients."""
     ex = Executor(net, select_backend("cpu", "double"))
@@ -70,7 +77,7 @@ def test_fused_lstm_equals_the_composed_lstm_layer():
     values, grads_c, grads_f = run_pair(net, lambda p: [lstm_block(p, "composed.lstm")], feeds)
     assert_real_steps_equal(values["composed"], values["fused"], mask)
     np.testing.assert_allclose(grads_c["x"], grads_f["x"], rtol=1e-10, atol=1e-12)
-    mapped = pack_weights([lstm_block(grads_c, "composed.lstm")])
+    mapped = pack_weights([gradient_block(lstm_block(grads_c, "composed.lstm"))])
     np.testing.assert_allclose(grads_f["Wf"], mapped, rtol=1e-10, atol=1e-12)
 
 
@@ -106,8 +113,8 @@ def test_fused_gru_equals_the_composed_gru():
     assert_real_steps_equal(values["composed"], values["fused"], mask)
     np.testing.assert_allclose(grads_c["x"], grads_f["x"], rtol=1e-10, atol=1e-12)
     s = "composed.gruState"
-    mapped = pack_weights([gru_block_from_layer(grads_c[f"{s}.W"], grads_c[f"{s}.H"], grads_c[f"{s}.Hc"],
-                                                grads_c[f"{s}.B"])])
+    mapped = pack_weights([gradient_block(gru_block_from_layer(grads_c[f"{s}.W"], grads_c[f"{s}.H"],
+                                                               grads_c[f"{s}.Hc"], grads_c[f"{s}.B"]))])
     np.testing.assert_allclose(grads_f["Wf"], mapped, rtol=1e-10, atol=1e-12)
 
 
@@ -116,7 +123,8 @@ def test_fused_tanh_rnn_equals_the_formula_written_out():
                     h = Tanh (W * x + R * BS.Loop.Previous (h) + b) }.h""",
                "OptimizedRNNStack (Wf, x, 4, recurrentOp='rnnTanh')")
     feeds, mask = feeds_for()
-    values, _, _ = run_pair(net, lambda p: [(p["composed.W"], p["composed.R"], p["composed.b"])], feeds)
+    values, _, _ = run_pair(net, lambda p: [(p["composed.W"], p["composed.R"], p["composed.b"],
+                                             np.zeros_like(p["composed.b"]))], feeds)
     assert_real_steps_equal(values["composed"], values["fused"], mask)
 
 
@@ -136,13 +144,13 @@ def test_fused_stack_on_a_ragged_minibatch_equals_each_sequence_alone():
 
 def test_weights_shape_is_inferred_from_the_stack():
     net = build("x = Input{3}\nW = ParameterTensor {(4:0)}\nh = OptimizedRNNStack (W, x, 4, recurrentOp='gru')")
-    count = 3 * 4 * (3 + 4 + 1)
+    count = 3 * 4 * (3 + 4 + 2)              # cuDNN's layout: an input and a recurrent bias
     assert net.node("W").shape == (4, count // 4)
     assert num_parameters(3, {"hiddenDims": 4, "recurrentOp": "gru"}) == count
 
 
 def test_weights_of_the_wrong_size_are_an_error():
-    with pytest.raises(NetworkError, match="needs 128"):
+    with pytest.raises(NetworkError, match="needs 144"):        # 4·4·(3 + 4 + 2): two bias vectors
         build("x = Input{3}\nW = ParameterTensor {(10)}\nh = OptimizedRNNStack (W, x, 4)")
 
 

@@ -5,6 +5,7 @@ ranges and rules between keys are the schema's, so those tests read an SGD block
 import math
 
 import pytest
+import settings_of
 
 from netlang.compiler.lang.blocks import SGD_SCHEMA
 from netlang.compiler.lang.schedule import Schedule, parse_schedule_text
@@ -16,8 +17,6 @@ from netlang.runtime.schedules import (
     describe,
     effective_values,
 )
-
-import settings_of
 
 
 def parse(text: str) -> Schedule:

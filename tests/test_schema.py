@@ -336,6 +336,21 @@ def test_block_size_and_block_size_per_worker_is_error():
                                "BlockMomentumSGD = { blockSize = 8 ; blockSizePerWorker = 4 } }", "t.net"), SGD_SCHEMA)
 
 
+def test_both_block_momentum_forms_is_error():
+    with pytest.raises(SchemaError, match="both blockMomentumAsTimeConstant and blockMomentumPerSync"):
+        validate(evaluate_text("maxEpochs = 1 ; learningRatesPerMB = 1 ; ParallelTrain = { BlockMomentumSGD = { "
+                               "blockMomentumPerSync = 0.5 ; blockMomentumAsTimeConstant = 100 } }", "t.net"),
+                 SGD_SCHEMA)
+
+
+@pytest.mark.parametrize("key, value", [("blockMomentumPerSync", "1"), ("blockMomentumAsTimeConstant", "-1"),
+                                        ("blockSize", "0")])
+def test_block_momentum_values_out_of_range_are_errors(key, value):
+    with pytest.raises(SchemaError, match=key):
+        validate(evaluate_text("maxEpochs = 1 ; learningRatesPerMB = 1 ; ParallelTrain = { BlockMomentumSGD = { "
+                               f"{key} = {value} }} }}", "t.net"), SGD_SCHEMA)
+
+
 # ---- readers -------------------------------------------------------------------------------------
 
 def test_reader_streams_are_views():

@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 import pytest
+import settings_of
 
 from netlang.compiler.lang.config import Config
 from netlang.compiler.lang.evaluator import evaluate_text
@@ -15,8 +16,6 @@ from netlang.runtime.autoadjust import adjuster_for
 from netlang.runtime.flatbuffer import FlatParameters
 from netlang.runtime.learners import create_learner
 from netlang.runtime.parallel import check_supported
-
-import settings_of
 
 TRAIN = """command = train
 modelPath = "out/model.dnn"

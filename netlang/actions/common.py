@@ -8,9 +8,9 @@ import os
 
 import numpy as np
 
+from netlang.compiler.graph.modelcheck import load_checked_model
 from netlang.compiler.lang.settings import ReaderSettings
-from netlang.errors import ConfigError, NetworkError, suggest
-from netlang.ir import modelfile as modelio
+from netlang.errors import ConfigError, NetworkError, UsageError, suggest
 from netlang.ir.graph import Network
 from netlang.readers.factory import create_source
 from netlang.runtime.backend import Backend, select_backend
@@ -18,12 +18,15 @@ from netlang.runtime.feeding import check_streams
 
 
 def backend_for(view) -> Backend:
-    return select_backend(view.deviceId, view.precision)
+    backend = select_backend(view.deviceId, view.precision)
+    backend.allow_tf32(view.allowTF32)
+    return backend
 
 
 def load_model(path: str):
-    """A trained model file: its network and parameters (and node state such as statistics)."""
-    return modelio.load_model(path)
+    """A trained model file: its network and parameters (and node state such as statistics), checked
+    to be a graph netlang can run (a damaged or crafted file is a DataError, exit 65)."""
+    return load_checked_model(path)
 
 
 def create_reader(reader: ReaderSettings, network: Network, *, epoch_size: int | None = None,
@@ -37,7 +40,8 @@ def create_reader(reader: ReaderSettings, network: Network, *, epoch_size: int |
     # beside the words) must not stand in the way, so truncated reading carries the inputs only.
     wanted = {node.name: 0 for node in network.inputs} if truncation is not None else None
     source = create_source(reader, os.getcwd(), epoch_size=epoch_size, randomize=randomize,
-                           dtype=dtype, prefetch=prefetch, truncation=truncation, streams_wanted=wanted)
+                           dtype=dtype, prefetch=prefetch, truncation=truncation, streams_wanted=wanted,
+                           distributions=distribution_inputs(network))
     try:
         check_streams(network, source.stream_infos(), reader.block_span)
     except BaseException:
@@ -46,6 +50,15 @@ def create_reader(reader: ReaderSettings, network: Network, *, epoch_size: int |
             close()
         raise
     return source
+
+
+def distribution_inputs(network: Network) -> dict[str, str]:
+    """Inputs that a CrossEntropyWithSoftmax reads as its label distribution -> that node's name. With a
+    class axis (`axis = 1`: a label per region) a sample holds one distribution per position, which the
+    reader's per-sample check does not know, so those are left out."""
+    return {node.inputs[0].name: f"CrossEntropyWithSoftmax '{node.name}'" for node in network.nodes
+            if node.op == "CrossEntropyWithSoftmax" and node.inputs and node.inputs[0] in network.inputs
+            and not node.attrs.get("axis")}
 
 
 def select_nodes(network: Network, names, default_groups: tuple[str, ...], what: str, span=None) -> list:
@@ -74,3 +87,24 @@ def model_for_evaluation(view, backend: Backend):
         raise ConfigError("this action needs modelPath", hint="set modelPath at the top level or in the block")
     model = load_model(path)
     return model.network, {k: backend.from_host(v, backend.dtype) for k, v in model.parameters.items()}, model.state
+
+
+def action_with_network(config, name: str | None = None):
+    """(name, view) of the action `name`, or of the first action of `command` that has a network of
+    its own (time, graph, export look at one network)."""
+    actions = config.actions()
+    if name is not None:
+        chosen = [(n, v) for n, v in actions if n.lower() == name.lower()]
+        if not chosen:
+            raise UsageError(f"no action '{name}' in command = …",
+                             hint=suggest(name, [n for n, _ in actions]) or "name one of: " +
+                             ", ".join(n for n, _ in actions))
+        if chosen[0][1].network_expr() is None:
+            raise ConfigError(f"action '{name}' has no network of its own", chosen[0][1].span,
+                              hint="name an action with a network (usually the train action)")
+        return chosen[0]
+    for action_name, view in actions:
+        if view.network_expr() is not None:
+            return action_name, view
+    raise ConfigError("no action of command = … has a network", config.top.span_of("command"),
+                      hint="name an action with --action, or list a train action in command")

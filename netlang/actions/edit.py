@@ -18,7 +18,7 @@ from netlang.ir.modelfile import save_model
 from netlang.runtime.executor import initial_parameters
 
 
-def run_edit(config, name: str, view, progress=None) -> dict:
+def run_edit(config, name: str, view) -> dict:
     """Build the block's network and write it to outputModelPath: {"model": path, "parameters": N}."""
     if view.editPath:
         raise view.error("editPath", "MEL edit scripts (editPath) are not supported",

@@ -10,6 +10,12 @@ Every node carries the Span of the source text it came from. Sugar is removed by
 * `$name$` outside a string                 -> Ident("name")
 * `"...$name$..."`                          -> Interp([String("..."), Ident("name"), String("...")])
 * `include "f"`                             -> the included file's tokens, spliced in place
+
+A `.cntk` file is read by CNTK's legacy rules (grammar/legacy.py) into the same nodes. While it is
+being read its values are still text (`LegacyText`, `LegacyBrainScript`), so that command-line
+overrides can change them before `$name$` is substituted; `legacy.resolve` turns them into `String`s
+and parsed BrainScript. A value that cannot be resolved becomes a `Failure`, whose error is raised
+only if the value is used, as CNTK reads a value only when an action asks for it.
 """
 from __future__ import annotations
 
@@ -131,12 +137,16 @@ class Lambda(Node):
 
 @dataclass(eq=False)
 class Member(Node):
-    """`name = expr` inside a record (span covers the whole definition, `name_span` the name)."""
+    """`name = expr` inside a record (span covers the whole definition, `name_span` the name).
+
+    `references`: in a legacy config, the `$name$` occurrences substituted into this member's value
+    (as Idents), kept so that the checks know which keys the file uses."""
 
     name: str
     expr: Node
     name_span: Span | None = None
     origin: str = "file"  # "file" | "include" | "override" | "stdlib"
+    references: list = field(default_factory=list)
 
 
 @dataclass(eq=False)
@@ -168,6 +178,31 @@ class ArrayCtor(Node):
     first: Node
     last: Node
     fn: Node
+
+
+@dataclass(eq=False)
+class LegacyText(Node):
+    """A value of a `.cntk` file's legacy layer as written: text whose `$name$` are not yet substituted."""
+
+    text: str
+
+
+@dataclass(eq=False)
+class LegacyBrainScript(Node):
+    """The network of a `.cntk` file as written (BrainScript text, `$name$` not yet substituted);
+    `start` is the index of its first character in the text `source` (a legacy.LegacySource)."""
+
+    source: object
+    start: int
+    end: int
+
+
+@dataclass(eq=False)
+class Failure(Node):
+    """A value that could not be read (an undefined `$name$`, a network with a syntax error):
+    evaluating it raises `error`."""
+
+    error: object
 
 
 def walk(node: Node):

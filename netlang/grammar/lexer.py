@@ -11,6 +11,10 @@ things happen at the token level that a grammar cannot express:
 Every token carries the name of the file it came from (`token.file`), so spans inside included
 text point into the included file. Tokens of included files are `IncludedToken`s, which lets the
 tree builder mark the members they define with `origin="include"`.
+
+Text that is not a file of its own (the network of a `.cntk` file after CNTK's `$name$` substitution,
+grammar/legacy.py) is scanned with a `SourceMap`, which gives each character's place in the file the
+user wrote, so spans point there.
 """
 from __future__ import annotations
 
@@ -22,7 +26,7 @@ from typing import Iterator, Sequence
 from lark import Token
 
 from netlang import sources
-from netlang.errors import IncludeError, ParseError, Span
+from netlang.errors import ConfigError, IncludeError, ParseError, Span
 
 
 class SourceToken(Token):
@@ -94,6 +98,26 @@ class ScanState:
     end_of_input: Span | None = None
 
 
+@dataclass
+class SourceMap:
+    """Where each character of a text came from: `starts[i]` is (file, line, col) of character i,
+    `ends[i]` the position just past it. Characters of a substituted `$name$` value all map to the
+    `$name$` they replaced."""
+
+    starts: list
+    ends: list
+
+    def span(self, start: int, stop: int) -> Span:
+        """The span of text[start:stop] (at least one character; clamped to the text)."""
+        last = len(self.starts) - 1
+        first = min(max(start, 0), last)
+        file, line, col = self.starts[first]
+        end_file, end_line, end_col = self.ends[min(max(stop - 1, first), last)]
+        if end_file != file:
+            return Span(file, line, col, line, col + 1)
+        return Span(file, line, col, end_line, end_col)
+
+
 def normalize_newlines(text: str) -> str:
     if text.startswith("\ufeff"):
         text = text[1:]
@@ -102,13 +126,43 @@ def normalize_newlines(text: str) -> str:
     return text
 
 
-def tokenize(text: str, name: str, state: ScanState) -> Iterator[SourceToken]:
-    """Tokens of the root text `name`; records where its input ends for end-of-input errors."""
-    for token in _scan(text, name, state, SourceToken):
+def tokenize(text: str, name: str, state: ScanState, source_map: SourceMap | None = None) -> Iterator[SourceToken]:
+    """Tokens of the root text `name`; records where its input ends for end-of-input errors. With a
+    `source_map`, positions are those the map gives (text embedded in another file)."""
+    scanned = _scan(text, name, state, SourceToken) if source_map is None else _scan_mapped(text, state, source_map)
+    for token in scanned:
         state.previous, state.last = state.last, token
         yield token
+    if source_map is not None and text:
+        end = source_map.span(len(text) - 1, len(text))
+        state.end_of_input = Span(end.file, end.end_line, end.end_col, end.end_line, end.end_col)
+        return
     lines = text.split("\n")
     state.end_of_input = Span(name, len(lines), len(lines[-1]) + 1, len(lines), len(lines[-1]) + 1)
+
+
+def _scan_mapped(text: str, state: ScanState, source_map: SourceMap) -> Iterator[SourceToken]:
+    """`_scan`, with every token and error placed where the source map says its characters came from."""
+    try:
+        for token in _scan(text, "<embedded>", state, SourceToken):
+            if token.file != "<embedded>":      # from an included file: its own positions
+                yield token
+                continue
+            span = source_map.span(token.start_pos, token.end_pos)
+            token.file, token.line, token.column = span.file, span.line, span.col
+            token.end_line, token.end_column = span.end_line, span.end_col
+            yield token
+    except ConfigError as err:                  # a syntax error, or an include that failed
+        if err.span is not None and err.span.file == "<embedded>":
+            err.span = _mapped_span(text, err.span, source_map)
+        raise
+
+
+def _mapped_span(text: str, span: Span, source_map: SourceMap) -> Span:
+    """The source-map span of a (line, col) span of `text`."""
+    lines = text.split("\n")
+    offset = sum(len(line) + 1 for line in lines[:span.line - 1]) + span.col - 1
+    return source_map.span(offset, offset + 1)
 
 
 def _scan(text: str, name: str, state: ScanState, token_class) -> Iterator[SourceToken]:

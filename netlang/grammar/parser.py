@@ -4,6 +4,8 @@
     parse_file(path, include_path)               -> ast.Record
     parse_expression(text, name)                 -> ast.Node        one expression (command-line value)
     parse_member_text(text, name)                -> ast.Member      `a.b.c=expr` (command-line override)
+    parse_embedded(text, source_map, include_path) -> ast.Node      one expression written inside another
+                                                                    file (the network of a .cntk file)
 
 The scanner (`lexer.py`) feeds Lark's LALR(1) parser (`netlang.lark`), which calls `AstBuilder`
 (`ast_builder.py`) on every reduction. Whatever goes wrong comes out as a ParseError or
@@ -11,20 +13,23 @@ IncludeError with the span of the offending token; no Lark exception escapes.
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import threading
 from pathlib import Path
 from typing import Iterable, Sequence
 
 from lark import Lark, Token
+from lark import __version__ as lark_version
 from lark.exceptions import LarkError, UnexpectedToken
-from lark.lexer import Lexer
+from lark.grammar import Rule
+from lark.lexer import Lexer, TerminalDef
 
 from netlang import sources
 from netlang.errors import ConfigError, ParseError, Span
 from netlang.grammar import ast, cache
 from netlang.grammar.ast_builder import AstBuilder
-from netlang.grammar.lexer import KEYWORDS, PUNCTUATION, ScanState, normalize_newlines, tokenize
+from netlang.grammar.lexer import KEYWORDS, PUNCTUATION, ScanState, SourceMap, normalize_newlines, tokenize
 
 GRAMMAR_PATH = Path(__file__).with_name("netlang.lark")
 
@@ -43,15 +48,48 @@ class _TokenFeed(Lexer):
 
 
 def _parser() -> Lark:
-    """The LALR parser, built once per process; the table (~0.2 s to build) is cached on disk."""
+    """The LALR parser, built once per process; the table (~0.1 s to build) is cached on disk."""
     global _lark
     if _lark is None:
         with _lark_lock:
             if _lark is None:
-                _lark = Lark(GRAMMAR_PATH.read_text(encoding="utf-8"), parser="lalr", lexer=_TokenFeed,
-                             start=["file", "expression", "override"], transformer=AstBuilder(),
-                             keep_all_tokens=True, maybe_placeholders=False, cache=cache.lark_cache_file())
+                _lark = _cached_parser() or _build_parser()
     return _lark
+
+
+_LARK_OPTIONS = dict(parser="lalr", lexer=_TokenFeed, start=["file", "expression", "override"],
+                     keep_all_tokens=True, maybe_placeholders=False)
+# What in Lark's table is code, not data: stored by name, given back by us when a cached table is loaded.
+_TABLE_CODE = {"token feed": _TokenFeed}
+
+
+def _table_key() -> str:
+    return hashlib.sha256(f"{cache.front_end_fingerprint()} lark {lark_version}".encode()).hexdigest()
+
+
+def _build_parser() -> Lark:
+    parser = Lark(GRAMMAR_PATH.read_text(encoding="utf-8"), transformer=AstBuilder(), **_LARK_OPTIONS)
+    # Lark's own cache is a pickle; we store its serialised table as JSON instead.
+    try:
+        data, memo = parser.memo_serialize([TerminalDef, Rule])
+        data["options"] = {k: v for k, v in data["options"].items() if k != "transformer"}
+        cache.write_entry("lalr", _table_key(), {"data": cache.plain_to_json(data, _TABLE_CODE),
+                                                 "memo": cache.plain_to_json(memo, _TABLE_CODE)})
+    except (TypeError, ValueError, KeyError, AttributeError):
+        pass                                   # a table JSON cannot hold: no cache, same parser
+    return parser
+
+
+def _cached_parser() -> Lark | None:
+    document = cache.read_entry("lalr", _table_key())
+    if not isinstance(document, dict):
+        return None
+    try:
+        data = cache.plain_from_json(document["data"], _TABLE_CODE)
+        memo = cache.plain_from_json(document["memo"], _TABLE_CODE)
+        return Lark._load_from_dict(data, memo, transformer=AstBuilder())
+    except Exception:  # noqa: BLE001 - a damaged or foreign table: build it again
+        return None
 
 
 # ---- public API ---------------------------------------------------------------------------
@@ -98,17 +136,25 @@ def parse_member_text(text: str, name: str) -> ast.Member:
     return member
 
 
+def parse_embedded(text: str, source_map: SourceMap, include_path: Sequence[str] = ()) -> ast.Node:
+    """Parse one expression that is part of another file (the network of a `.cntk` file after CNTK's
+    `$name$` substitution); `source_map` places each character in that file, so spans point there."""
+    node, _ = _run("expression", text, "<embedded>", include_path, source_map)
+    return node
+
+
 # ---- internals ----------------------------------------------------------------------------
 
-def _run(start: str, text: str, name: str, include_path: Sequence[str] = ()):
+def _run(start: str, text: str, name: str, include_path: Sequence[str] = (), source_map: SourceMap | None = None):
     """Parse `text` from grammar rule `start`; returns (result, scan state)."""
     text = normalize_newlines(text)
-    sources.register(name, text)
     state = ScanState(include_path=list(include_path))
+    if source_map is None:
+        sources.register(name, text)
     if not name.startswith("<") and os.path.isfile(name):
         state.open_files.append((os.path.realpath(name), None, name))  # so it cannot include itself
     try:
-        return _parser().parse(tokenize(text, name, state), start=start), state
+        return _parser().parse(tokenize(text, name, state, source_map), start=start), state
     except UnexpectedToken as exc:
         raise _syntax_error(exc, state, start) from None
     except LarkError as exc:  # not raised with our scanner feeding tokens; kept so none escapes

@@ -17,6 +17,7 @@ special groups (features, labels, criteria, evaluations, outputs).
 from __future__ import annotations
 
 import itertools
+import re
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -63,6 +64,18 @@ def layout_suffix(layout) -> str:
 
 
 _ids = itertools.count()
+
+# Node names are expression paths (`model.conv1.W`, `out.h1.PlusArgs[0]`, `ce_1`): identifiers joined
+# by '.', and array indices, with `_N` added to make a name unique. Nothing else is a node name, so
+# none can hold a path separator.
+_INDEX = r"\[-?\d+\](?:_\d+)*"
+_NODE_NAME = re.compile(rf"(?:[A-Za-z_]\w*|{_INDEX})(?:\.[A-Za-z_]\w*|{_INDEX})*", re.ASCII)
+MAX_NODE_NAME = 1000
+
+
+def is_node_name(name) -> bool:
+    """Whether `name` is a node name netlang can make (what a model file may hold)."""
+    return isinstance(name, str) and len(name) <= MAX_NODE_NAME and _NODE_NAME.fullmatch(name) is not None
 
 
 class Node:
@@ -132,8 +145,26 @@ class Network:
                 return n
         return None
 
+    def trained_parameters(self, criterion: Node | None = None) -> list[Node]:
+        """The learnable parameters training updates: those the criterion depends on (by default the
+        first criterion node), as CNTK's SGD finds them; all learnable ones without a criterion."""
+        if criterion is None:
+            criterion = next(iter(self.groups.get("criterion", [])), None)
+        if criterion is None:
+            return self.learnable_parameters
+        reached = {node.id for node in depth_first([criterion])}
+        return [p for p in self.learnable_parameters if p.id in reached]
+
+    @property
+    def unused_parameters(self) -> list[Node]:
+        """Learnable parameters the criterion does not depend on (CNTK neither counts nor trains them)."""
+        trained = {p.id for p in self.trained_parameters()}
+        return [p for p in self.learnable_parameters if p.id not in trained]
+
     def parameter_count(self, learnable_only: bool = True) -> int:
-        params = self.learnable_parameters if learnable_only else self.parameters
+        """CNTK's count: the values of the parameters the criterion trains (all parameters' values
+        with `learnable_only=False`)."""
+        params = self.trained_parameters() if learnable_only else self.parameters
         return sum(p.dim for p in params)
 
 

@@ -4,6 +4,22 @@ Importing the package imports every family, and importing a family registers its
 `registry.get` and `registry.all_ops` always see the whole list. A new family is one module here
 and one name below.
 """
-from netlang.ops import registry  # noqa: F401  (first: the families register into it)
-from netlang.ops import (conv, elementwise, leaves, linalg, losses, normalization, pooling,  # noqa: F401
-                         reductions, rnn, roi, sequence, shape_ops, softmax, sparse, stats)
+from netlang.ops import (  # noqa: F401
+                         conv,
+                         elementwise,
+                         leaves,
+                         linalg,
+                         losses,
+                         normalization,
+                         pooling,
+                         reductions,
+                         registry,  # noqa: F401  (first: the families register into it)
+                         rnn,
+                         roi,
+                         sequence,
+                         shape_ops,
+                         softmax,
+                         sparse,
+                         stats,
+                         trace,
+)

@@ -35,7 +35,7 @@ Semantics are CNTK's (reference §4.2, §4.4), in BrainScript shapes, first axis
   must convolve back to `x`'s shape.
 * Only `sharing = true` (one kernel for all positions) and `imageLayout = "CHW"`/"cudnn" exist.
 
-The kernels are im2col: the windows of the padded input are copied into a column matrix once
+On the GPU the convolutions are cuDNN's (see "the GPU path" below). The CPU kernels are im2col: the windows of the padded input are copied into a column matrix once
 (sample, kernel element, position) and multiplied by the weight as one GEMM per sample (a batched
 `matmul`). At stride 1 the column matrix is built over the *padded* grid with row-contiguous
 copies (the flat-shift trick: a kernel offset is a constant shift of the flattened padded image),
@@ -51,16 +51,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 from netlang.ir.shapes import format_shape, num_elements, to_bs
-from netlang.ops.registry import (
-    InputSpec,
-    OpCheck,
-    OpDef,
-    Param,
-    ShapeMismatch,
-    ShapeResult,
-    Signature,
-    register,
-)
+from netlang.ops.registry import InputSpec, OpCheck, OpDef, Param, ShapeMismatch, ShapeResult, Signature, register
 
 # Column buffer per block of samples; a few MB keeps im2col's output hot for the GEMM that reads it.
 COLUMN_BLOCK_BYTES = 8 << 20
@@ -410,13 +401,17 @@ def _fill_zeros(given: tuple, expected: tuple):
 
 def weight_form(w_shape: tuple, geo: ConvGeometry, op: str) -> tuple:
     """('tensor' | 'matrix', the full W shape): W is `kernel ++ mapCount` or the legacy
-    `(mapCount, kernel elements)` matrix; 0-dims are filled in."""
+    `(mapCount, kernel elements)` matrix; 0-dims are filled in. As in CNTK, any other fully known W
+    with mapCount × kernel elements values is taken in `kernel ++ mapCount` order (an LRN layer's
+    `(1:1:n:1)` weight over a `1:1:n` kernel)."""
     tensor = _fill_zeros(tuple(w_shape), geo.weight_shape)
     if tensor is not None:
         return "tensor", tensor
     matrix = _fill_zeros(tuple(w_shape), (geo.maps, num_elements(geo.kernel_shape)))
     if matrix is not None:
         return "matrix", matrix
+    if 0 not in w_shape and num_elements(w_shape) == num_elements(geo.weight_shape):
+        return "tensor", tuple(w_shape)
     raise ShapeMismatch(f"{op}: the weight is {format_shape(w_shape)} but kernel {format_shape(geo.kernel_shape)} "
                         f"with {geo.maps} maps needs {format_shape(geo.weight_shape)} "
                         "(kernel ++ mapCount)")
@@ -816,12 +811,156 @@ def _x(shape, dyn=1):
     return InputSpec(tuple(shape), dyn=dyn)
 
 
+# ---- the GPU path: cuDNN's convolutions ----------------------------------------------------------
+#
+# On the CuPy backend the convolution runs as cuDNN frontend graphs (`ctx.backend.cudnn`,
+# runtime/gpu/cudnn.py): forward, backward-data and backward-filter, built once per shape. This
+# section translates CNTK's geometry into cuDNN's terms; everything cuDNN cannot express (more than
+# three sliding axes; no cuDNN installed; a shape for which cuDNN has no engine) runs the im2col
+# kernels above on the GPU instead.
+
+@dataclass(frozen=True)
+class CudnnConvolution:
+    """A convolution geometry as cuDNN sees it, per sample (N excluded), all in cuDNN's NC(D)HW
+    order: `x_dims` the input as stored (channels, then the spatial axes), `crop` the cells cut off
+    each spatial axis before cuDNN sees it (CNTK's negative automatic padding), `w_dims` the
+    filter (maps, channels, kernel...), `y_dims` the output; `pre`/`post` the zero padding."""
+
+    x_dims: tuple
+    crop: tuple
+    w_dims: tuple
+    y_dims: tuple
+    pre: tuple
+    post: tuple
+    stride: tuple
+    dilation: tuple
+
+    @property
+    def cropped(self) -> bool:
+        return any(lo or hi for lo, hi in self.crop)
+
+    @property
+    def seen_dims(self) -> tuple:
+        """The input as cuDNN reads it (after cropping)."""
+        return (self.x_dims[0],) + tuple(d - lo - hi for d, (lo, hi) in zip(self.x_dims[1:], self.crop))
+
+    def crop_index(self) -> tuple:
+        """The index of a (N, *x_dims) array that selects what cuDNN reads."""
+        return (slice(None), slice(None)) + tuple(slice(lo, d - hi) for d, (lo, hi) in zip(self.x_dims[1:], self.crop))
+
+
+def _cudnn_axis(axis: WindowAxis) -> tuple:
+    """(pre, post, crop lower, crop upper) for one sliding axis: negative padding becomes a crop,
+    and the upper side keeps only what changes cuDNN's output count."""
+    pre, crop_lo = max(axis.lower, 0), max(-axis.lower, 0)
+    post = max(axis.upper, 0)
+    # cuDNN counts floor((length - span) / stride) + 1 windows; cells past the last window only
+    # matter when they would fit another one.
+    excess = (axis.size - crop_lo + pre + post) - axis.padded
+    crop_hi = max(0, excess - (axis.stride - 1))
+    return pre, post, crop_lo, crop_hi
+
+
+@lru_cache(maxsize=512)
+def cudnn_convolution(geo: ConvGeometry) -> CudnnConvolution | None:
+    """`geo` in cuDNN's terms, or None when cuDNN cannot run it (more than three sliding axes)."""
+    axes = geo.rm_axes
+    lead = axes[0]
+    channels_whole = len(axes) > 1 and lead.out == 1 and lead.kernel == lead.size and lead.trivial_padding
+    channels, sliding = (lead.size, axes[1:]) if channels_whole else (1, axes)
+    if len(sliding) > 3:
+        return None
+    sliding = ((WindowAxis(1, 1, 1, 1, 0, 0, 1),) * (2 - len(sliding))) + tuple(sliding)
+    parts = [_cudnn_axis(a) for a in sliding]
+    return CudnnConvolution(
+        x_dims=(channels,) + tuple(a.size for a in sliding),
+        crop=tuple((p[2], p[3]) for p in parts),
+        w_dims=(geo.maps, channels) + tuple(a.kernel for a in sliding),
+        y_dims=(geo.maps,) + tuple(a.out for a in sliding),
+        pre=tuple(p[0] for p in parts), post=tuple(p[1] for p in parts),
+        stride=tuple(a.stride for a in sliding), dilation=tuple(a.dilation for a in sliding))
+
+
+def _cudnn_input(xb, conv: CudnnConvolution, xp):
+    """The (N, C, *spatial) input cuDNN reads: a cropped copy where CNTK's padding crops."""
+    x = xb.reshape((xb.shape[0],) + conv.x_dims)
+    return xp.ascontiguousarray(x[conv.crop_index()]) if conv.cropped else x
+
+
+def _cudnn_data_gradient(cudnn, gy, w, conv: CudnnConvolution, batch: int, xp):
+    """The input-shaped (N, *x_dims) gradient by backward-data, zero where cuDNN's input was
+    cropped; None if cuDNN declines the shape."""
+    if not conv.cropped:
+        gx = xp.empty((batch,) + conv.x_dims, dtype=gy.dtype)
+        return gx if cudnn.backward_data(gy, w, conv, gx) else None
+    seen = xp.empty((batch,) + conv.seen_dims, dtype=gy.dtype)
+    if not cudnn.backward_data(gy, w, conv, seen):
+        return None
+    gx = xp.zeros((batch,) + conv.x_dims, dtype=gy.dtype)
+    gx[conv.crop_index()] = seen
+    return gx
+
+
+def _gpu_kernels(transposed: bool):
+    """Convolution's CuPy kernels: cuDNN where it runs the geometry, the im2col kernels elsewhere."""
+    fallback_forward, fallback_backward = _make_kernels(transposed)
+
+    def setup(ctx, xs, attrs):
+        cudnn = getattr(ctx.backend, "cudnn", None)
+        if cudnn is None:
+            return None
+        geo, w2, xb, lead, tr, _ = _kernel_inputs(ctx, xs, attrs, transposed)
+        conv = cudnn_convolution(geo)
+        if conv is None or not cudnn.supports(conv, xb.dtype):
+            return None
+        w = ctx.xp.ascontiguousarray(w2).reshape(conv.w_dims)
+        return cudnn, geo, conv, w, xb, lead, tr
+
+    def forward(ctx, xs, attrs):
+        found = setup(ctx, xs, attrs)
+        if found is None:
+            return fallback_forward(ctx, xs, attrs)
+        cudnn, geo, conv, w, xb, lead, tr = found
+        batch = xb.shape[0]
+        if tr:      # the adjoint: backward-data of the convolution from the output space to x's
+            y = _cudnn_data_gradient(cudnn, xb.reshape((batch,) + conv.y_dims), w, conv, batch, ctx.xp)
+        else:
+            y = cudnn.forward(_cudnn_input(xb, conv, ctx.xp), w, conv)
+        if y is None:       # no cuDNN plan for this shape
+            return fallback_forward(ctx, xs, attrs)
+        sample = tuple(reversed(geo.in_shape if tr else geo.out_shape))
+        return y.reshape(lead + sample)
+
+    def backward(ctx, xs, y, gy, attrs):
+        found = setup(ctx, xs, attrs)
+        if found is None:
+            return fallback_backward(ctx, xs, y, gy, attrs)
+        cudnn, geo, conv, w, xb, lead, tr = found
+        xp, batch = ctx.xp, xb.shape[0]
+        gw = xp.empty(conv.w_dims, dtype=gy.dtype)
+        if tr:      # y = conv(x)ᵀ: dx = conv(gy), dW pairs gy (conv's input side) with x (its output side)
+            image = _cudnn_input(gy.reshape((batch,) + tuple(reversed(geo.in_shape))), conv, xp)
+            loss = xb.reshape((batch,) + conv.y_dims)
+            gx = cudnn.forward(image, w, conv)
+        else:
+            image = _cudnn_input(xb, conv, xp)
+            loss = gy.reshape((batch,) + conv.y_dims)
+            gx = _cudnn_data_gradient(cudnn, loss, w, conv, batch, xp)
+        if gx is None or not cudnn.backward_filter(image, loss, conv, gw):
+            return fallback_backward(ctx, xs, y, gy, attrs)
+        op = _op_name(tr)
+        return [weight_gradient(gw.reshape(geo.maps, -1), xs[0], geo, op), gx.reshape(xs[1].shape)]
+
+    return forward, backward
+
+
 _conv_forward, _conv_backward = _make_kernels(False)
 _convt_forward, _convt_backward = _make_kernels(True)
 
 CONVOLUTION = register(OpDef(
     name="Convolution", arity=(2, 2), shape=_shape_rule(False), forward=_conv_forward,
     backward=_conv_backward, layout=_layout("Convolution"), signature=CONV_SIGNATURE,
+    kernels={"cupy": _gpu_kernels(False)},
     doc="N-D convolution Convolution(W, x): kernelShape, mapCount, strideShape, autoPadding, lowerPad, "
         "upperPad, dilation (CNTK semantics; transpose=true gives ConvolutionTranspose)",
     checks=[
@@ -857,6 +996,7 @@ CONVOLUTION = register(OpDef(
 CONVOLUTION_TRANSPOSE = register(OpDef(
     name="ConvolutionTranspose", arity=(2, 2), shape=_shape_rule(True), forward=_convt_forward,
     backward=_convt_backward, layout=_layout("ConvolutionTranspose"), signature=CONV_SIGNATURE,
+    kernels={"cupy": _gpu_kernels(True)},
     doc="transposed (fractionally strided) convolution: the adjoint of Convolution; kernelShape = filter ++ "
         "output channels, mapCount = input channels, optional outputShape",
     checks=[

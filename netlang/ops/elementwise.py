@@ -42,7 +42,8 @@ def unary_checks(kind="float", low=-1.0, high=1.0, grad=True):
 
 
 def binary_checks(kind_a="float", kind_b="float", grad=True, low=-1.0, high=1.0):
-    """Same shapes, a static bias against a batch (both orders), stretching 1s, batch vs sequence."""
+    """Same shapes, a static bias against a batch (both orders), stretching 1s, batch vs sequence, and
+    a batch of a lower rank against a static value of a higher one (W * x + B with B of shape (n:1))."""
     def a(shape, dyn):
         return _spec(shape, dyn, kind_a, low, high)
 
@@ -55,13 +56,18 @@ def binary_checks(kind_a="float", kind_b="float", grad=True, low=-1.0, high=1.0)
         OpCheck((a((3, 4), 1), b((3,), 0)), out=(3, 4), grad=grad),
         OpCheck((a((3, 1), 1), b((1, 4), 0)), out=(3, 4), grad=grad),
         OpCheck((a((2,), 2), b((2,), 1)), out=(2,), grad=grad),
+        OpCheck((a((3,), 1), b((3, 1), 0)), out=(3, 1), grad=grad),
     ]
 
 
 # ---- unary ops ---------------------------------------------------------------------------------
 
-def _unary(name, fn, grad, doc, kind="float", low=-1.0, high=1.0, aliases=()):
-    """Register a one-input elementwise op from `fn(x, xp)` and `grad(x, y, gy, xp)` (None: no gradient)."""
+def _unary(name, fn, grad, doc, kind="float", low=-1.0, high=1.0, aliases=(), gpu=None):
+    """Register a one-input elementwise op from `fn(x, xp)` and `grad(x, y, gy, xp)` (None: no gradient).
+
+    `gpu = (forward, backward)` are the same formulas as one CUDA statement each (`y = …` of `x`;
+    `gx = …` of `x`, `y`, `gy`; None keeps the array-module form, already one kernel): on the CuPy
+    backend each pass is then one fused kernel instead of one per operation and its temporaries."""
 
     def forward(ctx, xs, attrs):
         return fn(xs[0], ctx.xp)
@@ -73,7 +79,27 @@ def _unary(name, fn, grad, doc, kind="float", low=-1.0, high=1.0, aliases=()):
         name=name, arity=(1, 1), shape=broadcast_rule, forward=forward,
         backward=backward if grad else None, elementwise=True, differentiable=grad is not None,
         checks=unary_checks(kind, low, high, grad=grad is not None), aliases=aliases, doc=doc,
+        kernels={"cupy": _gpu_unary(name, gpu, forward, backward if grad else None)} if gpu else {},
     ))
+
+
+def _gpu_unary(name, statements, forward, backward):
+    """The CuPy kernels of a unary op from its CUDA statements (None: the array-module kernel)."""
+    forward_statement, backward_statement = statements
+    key = name.lower()
+
+    def gpu_forward(ctx, xs, attrs):
+        if forward_statement is None:
+            return forward(ctx, xs, attrs)
+        return ctx.backend.kernels.elementwise("T x", "T y", forward_statement, f"{key}_forward")(xs[0])
+
+    def gpu_backward(ctx, xs, y, gy, attrs):
+        if backward_statement is None:
+            return backward(ctx, xs, y, gy, attrs)
+        kernel = ctx.backend.kernels.elementwise("T x, T y, T gy", "T gx", backward_statement, f"{key}_backward")
+        return [kernel(xs[0], y, gy)]
+
+    return gpu_forward, gpu_backward if backward is not None else None
 
 
 def _sigmoid(x, xp):
@@ -88,28 +114,31 @@ def _softplus(x, xp):
 
 _unary("Negate", lambda x, xp: -x, lambda x, y, gy, xp: -gy, "−x")
 _unary("Reciprocal", lambda x, xp: 1.0 / x, lambda x, y, gy, xp: -gy * y * y, "1/x",
-       kind="positive")
-_unary("Abs", lambda x, xp: xp.abs(x), lambda x, y, gy, xp: gy * xp.sign(x), "|x|", kind="nonzero")
+       kind="positive", gpu=(None, "gx = -gy * y * y"))
+_unary("Abs", lambda x, xp: xp.abs(x), lambda x, y, gy, xp: gy * xp.sign(x), "|x|", kind="nonzero",
+       gpu=(None, "gx = gy * (T)((x > (T)0) - (x < (T)0))"))
 _unary("Exp", lambda x, xp: xp.exp(x), lambda x, y, gy, xp: gy * y, "eˣ")
 _unary("Log", lambda x, xp: xp.log(x), lambda x, y, gy, xp: gy / x, "natural logarithm",
        kind="positive")
 _unary("Sqrt", lambda x, xp: xp.sqrt(x), lambda x, y, gy, xp: gy * 0.5 / y, "square root",
-       kind="positive")
-_unary("Square", lambda x, xp: x * x, lambda x, y, gy, xp: 2.0 * x * gy, "x²")
-_unary("Sin", lambda x, xp: xp.sin(x), lambda x, y, gy, xp: gy * xp.cos(x), "sine")
+       kind="positive", gpu=(None, "gx = gy * (T)0.5 / y"))
+_unary("Square", lambda x, xp: x * x, lambda x, y, gy, xp: 2.0 * x * gy, "x²", gpu=(None, "gx = (T)2 * x * gy"))
+_unary("Sin", lambda x, xp: xp.sin(x), lambda x, y, gy, xp: gy * xp.cos(x), "sine", gpu=(None, "gx = gy * cos(x)"))
 _unary("Cos", lambda x, xp: xp.cos(x), lambda x, y, gy, xp: -gy * xp.sin(x), "cosine",
-       aliases=("Cosine",))
+       aliases=("Cosine",), gpu=(None, "gx = -gy * sin(x)"))
 _unary("Sigmoid", _sigmoid, lambda x, y, gy, xp: gy * y * (1.0 - y), "logistic function 1/(1+e⁻ˣ)",
-       low=-3.0, high=3.0)
+       low=-3.0, high=3.0, gpu=("y = (T)0.5 * ((T)1 + tanh((T)0.5 * x))", "gx = gy * y * ((T)1 - y)"))
 _unary("Tanh", lambda x, xp: xp.tanh(x), lambda x, y, gy, xp: gy * (1.0 - y * y), "hyperbolic tangent",
-       low=-2.0, high=2.0)
+       low=-2.0, high=2.0, gpu=(None, "gx = gy * ((T)1 - y * y)"))
 _unary("ReLU", lambda x, xp: xp.maximum(x, 0), lambda x, y, gy, xp: gy * (x > 0),
-       "max(x, 0)", kind="nonzero", aliases=("RectifiedLinear",))
+       "max(x, 0)", kind="nonzero", aliases=("RectifiedLinear",), gpu=(None, "gx = x > (T)0 ? gy : (T)0"))
 _unary("ELU", lambda x, xp: xp.where(x > 0, x, xp.expm1(xp.minimum(x, 0))),
        lambda x, y, gy, xp: xp.where(x > 0, gy, gy * (y + 1.0)),
-       "exponential linear unit: x for x > 0, eˣ − 1 otherwise", kind="nonzero")
+       "exponential linear unit: x for x > 0, eˣ − 1 otherwise", kind="nonzero",
+       gpu=("y = x > (T)0 ? x : expm1(x)", "gx = x > (T)0 ? gy : gy * (y + (T)1)"))
 _unary("Softplus", _softplus, lambda x, y, gy, xp: gy * _sigmoid(x, xp), "log(1 + eˣ), computed stably",
-       low=-3.0, high=3.0)
+       low=-3.0, high=3.0, gpu=("y = max(x, (T)0) + log1p(exp(-fabs(x)))",
+                                "gx = gy * ((T)0.5 * ((T)1 + tanh((T)0.5 * x)))"))
 # Floor, Ceil and Round are registered non-differentiable (their derivative is 0 almost everywhere):
 # autodiff stops at them rather than propagating zeros.
 _unary("Floor", lambda x, xp: xp.floor(x), None, "largest integer ≤ x (no gradient)", low=-3.0, high=3.0)
@@ -244,6 +273,21 @@ def _dropout_forward(ctx, xs, attrs):
     return x * mask
 
 
+def _gpu_dropout_forward(ctx, xs, attrs):
+    """Dropout on the CuPy backend: the uniform draws become mask and output in one kernel."""
+    x = xs[0]
+    rate = _dropout_rate(ctx, attrs)
+    if not ctx.training or rate == 0.0:
+        ctx.saved["mask"] = None
+        return x
+    kernel = ctx.backend.kernels.elementwise(
+        "T x, float64 u, float64 rate, T scale", "T y, T mask",
+        "mask = u >= rate ? scale : (T)0; y = x * mask", "dropout_forward")
+    y, mask = kernel(x, ctx.rng.random(x.shape), rate, x.dtype.type(1.0 / (1.0 - rate)))
+    ctx.saved["mask"] = mask
+    return y
+
+
 def _dropout_backward(ctx, xs, y, gy, attrs):
     if "mask" in ctx.saved:
         mask = ctx.saved["mask"]
@@ -260,6 +304,7 @@ def _dropout_backward(ctx, xs, y, gy, attrs):
 register(OpDef(
     name="Dropout", arity=(1, 1), shape=broadcast_rule, forward=_dropout_forward,
     backward=_dropout_backward, elementwise=True, random=True,
+    kernels={"cupy": (_gpu_dropout_forward, _dropout_backward)},
     doc="zero each value with probability dropoutRate at training, scale survivors by 1/(1−rate)",
     checks=[
         OpCheck((_spec((3, 4), 1),), attrs={"dropoutRate": 0.5}, out=(3, 4)),

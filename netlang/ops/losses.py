@@ -16,29 +16,26 @@ distribution per region). The criterion is the sum over the positions, then over
 from __future__ import annotations
 
 from netlang.ir.shapes import format_shape, rm_axis
-from netlang.ops.registry import (
-    InputSpec,
-    OpCheck,
-    OpDef,
-    Param,
-    ShapeMismatch,
-    Signature,
-    register,
-    unbroadcast,
-)
+from netlang.ops.registry import InputSpec, OpCheck, OpDef, Param, ShapeMismatch, Signature, register, unbroadcast
 from netlang.ops.softmax import log_softmax, per_sample
 
 # ---- shared pieces -----------------------------------------------------------------------------
 
 def _same_shape(name, in_shapes):
-    """The common BS shape of operands that must agree (0 = not yet inferred adopts the other)."""
-    out = list(in_shapes[0])
+    """Check that operands agree as CNTK's criteria need: broadcast-compatible with the same elements,
+    i.e. the same shape once axes of dimension 1 are left out (`[n]` labels against an `[n x 1]`
+    output); 0 = not yet inferred matches anything. Returns the first operand's shape."""
+    def essential(shape):
+        return [d for d in shape if d != 1]
+
+    first = essential(in_shapes[0])
     for shape in in_shapes[1:]:
-        if len(shape) != len(out) or any(a and b and a != b for a, b in zip(out, shape)):
+        other = essential(shape)
+        if len(other) != len(first) or any(a and b and a != b for a, b in zip(first, other)):
             shapes = " and ".join(format_shape(s) for s in in_shapes)
-            raise ShapeMismatch(f"{name}: operands {shapes} must have the same shape")
-        out = [a or b for a, b in zip(out, shape)]
-    return tuple(out)
+            raise ShapeMismatch(f"{name}: operands {shapes} must have the same shape (axes of dimension 1 "
+                                "may differ, as [n] and [n x 1])")
+    return tuple(in_shapes[0])
 
 
 def _criterion_rule(name, operands=2):
@@ -92,10 +89,14 @@ def _class_axis(attrs, signature) -> int:
     return int(signature.value(attrs, "axis"))
 
 
-def _check_class_axis(name, shape, axis: int) -> None:
+def _check_class_axis(name, in_shapes, axis: int) -> None:
+    shape = tuple(in_shapes[0])
     if not 0 <= axis <= len(shape):
         raise ShapeMismatch(f"{name}: axis {axis} is not an axis of {format_shape(shape)} "
                             f"(0: the whole sample, 1..{len(shape)}: the class axis)")
+    if axis and len(in_shapes[1]) != len(shape):
+        raise ShapeMismatch(f"{name}: with axis = {axis}, the operands {format_shape(shape)} and "
+                            f"{format_shape(in_shapes[1])} must have the same axes")
 
 
 def _by_class(x, dyn: int, axis: int, xp):
@@ -125,8 +126,8 @@ CROSS_ENTROPY_SIGNATURE = Signature((CLASS_AXIS,))
 
 
 def _cews_rule(in_shapes, attrs):
-    shape = _same_shape("CrossEntropyWithSoftmax", in_shapes)
-    _check_class_axis("CrossEntropyWithSoftmax", shape, _class_axis(attrs, CROSS_ENTROPY_SIGNATURE))
+    _same_shape("CrossEntropyWithSoftmax", in_shapes)
+    _check_class_axis("CrossEntropyWithSoftmax", in_shapes, _class_axis(attrs, CROSS_ENTROPY_SIGNATURE))
     return (1,)
 
 
@@ -176,6 +177,7 @@ register(OpDef(
         OpCheck((_label((5,)), _z((5,))), out=(1,)),
         OpCheck((_label((4,), 2), _z((4,), 2)), out=(1,)),
         OpCheck((_label((3, 2)), _z((3, 2))), out=(1,)),
+        OpCheck((_label((5,)), _z((5, 1))), out=(1,)),              # CNTK: broadcast-compatible operands
         OpCheck((_labels_per_position((4, 3)), _z((4, 3))), {"axis": 1}, out=(1,)),
         OpCheck((_labels_per_position((2, 3, 2)), _z((2, 3, 2))), {"axis": 2}, out=(1,)),
         OpCheck((_labels_per_position((3, 2), 2), _z((3, 2), 2)), {"axis": 1}, out=(1,)),
@@ -220,8 +222,8 @@ def _top_n(xs, attrs) -> int:
 
 
 def _classification_error_rule(in_shapes, attrs):
-    shape = _same_shape("ClassificationError", in_shapes[:2])
-    _check_class_axis("ClassificationError", shape, _class_axis(attrs, CLASSIFICATION_ERROR_SIGNATURE))
+    _same_shape("ClassificationError", in_shapes[:2])
+    _check_class_axis("ClassificationError", in_shapes, _class_axis(attrs, CLASSIFICATION_ERROR_SIGNATURE))
     if len(in_shapes) == 3 and tuple(in_shapes[2]) not in ((1,), ()):
         raise ShapeMismatch(f"ClassificationError: topN must be a scalar, got {format_shape(in_shapes[2])}")
     top_n = CLASSIFICATION_ERROR_SIGNATURE.value(attrs, "topN")

@@ -42,6 +42,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
+
 from netlang.ir.shapes import broadcast_shapes, format_shape, num_elements
 from netlang.ops.registry import (
     InputSpec,
@@ -321,6 +323,227 @@ def _bn_backward(ctx, xs, y, gy, attrs):
     return [gx3.reshape(x.shape), gscale, gbias] + [None] * (len(xs) - 3)
 
 
+
+# ---- batch normalisation on the GPU --------------------------------------------------------------
+#
+# The CuPy kernels follow the NumPy ones above step by step, without reading anything back to the
+# host in training: two reductions over the (L, C, R) view (Σx, then Σ(x-μ)²), one per-channel
+# kernel that forms the statistics, the blend with the running statistics and their update (the
+# samples seen are read on the device, so CNTK's time-constant rules are evaluated there), one
+# one-thread kernel for the count, and one elementwise kernel for y. Backward: two reductions and
+# two kernels. Evaluation reads the samples seen once per node (whether running statistics exist).
+
+BN_SOURCE = r"""
+__device__ double exp_avg_factor(double tc, double seen, double samples) {
+    if (seen <= 0) return 1.0;
+    if (tc < 0) return samples / (samples + seen);
+    if (isinf(tc)) return 0.0;
+    return tc > 0 ? 1.0 - exp(-samples / tc) : 1.0;
+}
+
+__device__ double blend_factor(double btc, double seen, double samples) {
+    if (seen <= 0 || btc == 0) return 0.0;
+    if (isinf(btc)) return 1.0;
+    return btc / (btc + samples);
+}
+
+// Per statistic c: the mean and variance used, 1/sqrt(var + eps), scale/sqrt(var + eps), the
+// blend weight, and (training) the running statistics folded forward.
+extern "C" __global__ void statistics(const T* sum_x, const T* sum_sq, const T* count, T* run_mean, T* run_var,
+                                      const T* seen, const T* scale, T* mean_used, T* inv_std, T* gain, T* blend_out,
+                                      T* batch_mean, double training, double update, double use_running, double tc, double btc,
+                                      double eps, double cells, long long C) {
+    for (long long c = (long long)blockIdx.x * blockDim.x + threadIdx.x; c < C; c += (long long)blockDim.x * gridDim.x) {
+        T mean, var, blend;
+        if (use_running != 0) {
+            mean = run_mean[c];
+            var = run_var[c];
+            blend = (T)1;
+        } else {
+            const T n = count[0];
+            const T safe = n > (T)1 ? n : (T)1;
+            const T bm = sum_x[c] / safe;
+            const T bv = sum_sq[c] / safe;
+            const double samples = (double)n / cells;
+            const double b = training != 0 ? blend_factor(btc, (double)seen[0], samples) : 0.0;
+            mean = bm;
+            var = bv;
+            if (b != 0) {
+                mean = (T)b * run_mean[c] + (T)(1 - b) * bm;
+                var = (T)b * run_var[c] + (T)(1 - b) * bv;
+            }
+            blend = (T)b;
+            batch_mean[c] = bm;
+            if (update != 0) {
+                const double f = exp_avg_factor(tc, (double)seen[0], samples);
+                if (f > 0) {
+                    const T unbiased = n > (T)1 ? bv * (n / (n - (T)1)) : bv;
+                    run_mean[c] = (T)(1 - f) * run_mean[c] + (T)f * bm;
+                    run_var[c] = (T)(1 - f) * run_var[c] + (T)f * unbiased;
+                }
+            }
+        }
+        const T inv = (T)1 / sqrt(var + (T)eps);
+        mean_used[c] = mean;
+        inv_std[c] = inv;
+        gain[c] = scale[c] * inv;
+        blend_out[c] = blend;
+    }
+}
+
+// The samples seen, after the statistics kernel has read them (one thread).
+extern "C" __global__ void count_samples(const T* count, T* seen, double tc, double btc, double cells, long long one) {
+    if (blockIdx.x * blockDim.x + threadIdx.x != 0) return;
+    const double samples = (double)count[0] / cells;
+    const double before = (double)seen[0];
+    const double f = exp_avg_factor(tc, before, samples);
+    const double b = blend_factor(btc, before, samples);
+    if (f != 0 || b != 1) seen[0] = (T)(before + samples);
+}
+
+// Backward per statistic: the terms through the batch statistics and the parameter gradients.
+extern "C" __global__ void backward_terms(const T* sum_g, const T* sum_gc, const T* count, const T* mean_used,
+                                          const T* batch_mean, const T* inv_std, const T* gain, const T* blend,
+                                          T* by_var, T* shift, T* gscale, T* gbias, double batch_used, long long C) {
+    for (long long c = (long long)blockIdx.x * blockDim.x + threadIdx.x; c < C; c += (long long)blockDim.x * gridDim.x) {
+        const T n = count[0];
+        const T share = (T)1 - blend[c];
+        T v = (T)0, s = (T)0;
+        if (batch_used != 0 && share != (T)0 && n > (T)0) {
+            v = gain[c] * inv_std[c] * inv_std[c] * share * sum_gc[c] / n;
+            s = v * (mean_used[c] - batch_mean[c]) + gain[c] * share * sum_g[c] / n;
+        }
+        by_var[c] = v;
+        shift[c] = s;
+        gscale[c] = sum_gc[c] * inv_std[c];
+        gbias[c] = sum_g[c];
+    }
+}
+"""
+
+
+@dataclass
+class DeviceStatistics:
+    """What a GPU forward normalised with (all per-statistic device vectors), for its backward."""
+
+    mean: object
+    inv_std: object
+    gain: object
+    blend: object
+    batch_mean: object
+    count: object
+    batch_used: bool
+
+
+def _doubles(*values) -> tuple:
+    """Launch arguments of C type double."""
+    return tuple(np.float64(v) for v in values)
+
+
+def _gpu_weights(ctx, dyn: int, dtype):
+    """(L, 1, 1) step weights of a masked sequence (1 real, 0 padding), or None."""
+    if dyn != 2 or ctx.mask is None:
+        return None
+    return ctx.mask.reshape(-1, 1, 1).astype(dtype)
+
+
+def _gpu_sums(kernels, x3, weights, mean=None):
+    """Σ over L and R of x (or of (x - mean)², with mean shaped (1, C, 1)), weighted by steps."""
+    if mean is None:
+        if weights is None:
+            return kernels.reduction("T x", "T y", "x", "a + b", "y = a", "0", "bn_sum")(x3, axis=(0, 2))
+        return kernels.reduction("T x, T w", "T y", "x * w", "a + b", "y = a", "0", "bn_wsum")(x3, weights, axis=(0, 2))
+    if weights is None:
+        return kernels.reduction("T x, T m", "T y", "(x - m) * (x - m)", "a + b", "y = a", "0",
+                                 "bn_sq")(x3, mean, axis=(0, 2))
+    return kernels.reduction("T x, T m, T w", "T y", "(x - m) * (x - m) * w", "a + b", "y = a", "0",
+                             "bn_wsq")(x3, mean, weights, axis=(0, 2))
+
+
+def _gpu_seen(ctx, run_count):
+    """The device array holding the samples seen: runCount, or this node's own counter."""
+    if run_count is not None:
+        return run_count.reshape(-1)
+    seen = ctx.state.get("samples_seen")
+    if seen is None or not hasattr(seen, "shape"):
+        seen = ctx.state["samples_seen"] = ctx.xp.full((1,), float(seen or 0.0), dtype=ctx.backend.dtype)
+    return seen
+
+
+def _gpu_statistics(ctx, x3, dyn, run_mean, run_var, seen, scale, cfg: BatchNormConfig,
+                    update: bool) -> DeviceStatistics:
+    """The statistics of this minibatch; with `update` (a training forward) the running ones and
+    the samples seen move on."""
+    xp, kernels = ctx.xp, ctx.backend.kernels
+    dtype, C, cells = x3.dtype, x3.shape[1], float(x3.shape[2])
+    use_running = not ctx.training and bool(ctx.state.get("seen_positive"))
+    if not ctx.training and not use_running and float(ctx.backend.to_host(seen)[0]) > 0:
+        ctx.state["seen_positive"] = use_running = True      # one read per node: running statistics exist
+    vectors = [xp.empty(C, dtype=dtype) for _ in range(5)]
+    mean_used, inv_std, gain, blend, batch_mean = vectors
+    weights = None if use_running else _gpu_weights(ctx, dyn, dtype)
+    if use_running:
+        sum_x = sum_sq = count = batch_mean
+    else:
+        count = (weights.sum() * x3.shape[2]).reshape(1) if weights is not None else \
+            xp.full((1,), float(x3.shape[0] * x3.shape[2]), dtype=dtype)
+        sum_x = _gpu_sums(kernels, x3, weights)
+        sum_sq = _gpu_sums(kernels, x3, weights, (sum_x / xp.maximum(count, 1)).reshape(1, -1, 1))
+    args = (sum_x, sum_sq, count, run_mean.reshape(-1), run_var.reshape(-1), seen, scale.reshape(-1).astype(dtype),
+            mean_used, inv_std, gain, blend, batch_mean) + _doubles(ctx.training, update, use_running, cfg.time_constant,
+                                                                 cfg.blend_time_constant, cfg.epsilon, cells) + (np.int64(C),)
+    kernels.launch(BN_SOURCE, "statistics", dtype, C, args)
+    if update:
+        kernels.launch(BN_SOURCE, "count_samples", dtype, 1,
+                       (count, seen) + _doubles(cfg.time_constant, cfg.blend_time_constant, cells) + (np.int64(1),))
+    return DeviceStatistics(mean_used, inv_std, gain, blend, batch_mean, count, not use_running)
+
+
+def _gpu_bn_forward(ctx, xs, attrs):
+    x, scale, bias, run_mean, run_var = xs[:5]
+    cfg = _config(attrs)
+    dyn = ctx.dyn[0] if ctx.dyn else 0
+    x3 = ctx.xp.ascontiguousarray(_canonical(x, dyn, cfg.spatial))
+    seen = _gpu_seen(ctx, xs[5] if len(xs) > 5 else None)
+    stats = _gpu_statistics(ctx, x3, dyn, run_mean, run_var, seen, scale, cfg, update=ctx.training)
+    apply = ctx.backend.kernels.elementwise("T x, T m, T g, T b", "T y", "y = (x - m) * g + b", "bn_apply")
+    y = apply(x3, stats.mean.reshape(1, -1, 1), stats.gain.reshape(1, -1, 1),
+              bias.reshape(1, -1, 1).astype(x3.dtype)).reshape(x.shape)
+    ctx.saved["batch_norm"] = (y, stats)
+    return y
+
+
+def _gpu_bn_backward(ctx, xs, y, gy, attrs):
+    x, scale, bias = xs[:3]
+    xp, kernels = ctx.xp, ctx.backend.kernels
+    cfg = _config(attrs)
+    dyn = ctx.dyn[0] if ctx.dyn else 0
+    saved = ctx.saved.get("batch_norm")
+    if saved is None or saved[0] is not y:      # not this output's forward: recompute, updating nothing
+        saved = (y, _gpu_statistics(ctx, xp.ascontiguousarray(_canonical(x, dyn, cfg.spatial)), dyn, xs[3], xs[4],
+                                    _gpu_seen(ctx, xs[5] if len(xs) > 5 else None), scale, cfg, update=False))
+    stats: DeviceStatistics = saved[1]
+    x3 = xp.ascontiguousarray(_canonical(x, dyn, cfg.spatial))
+    g3 = xp.ascontiguousarray(_canonical(gy, dyn, cfg.spatial))
+    mean = stats.mean.reshape(1, -1, 1)
+    sum_g = kernels.reduction("T g", "T y", "g", "a + b", "y = a", "0", "bn_sum")(g3, axis=(0, 2))
+    sum_gc = kernels.reduction("T g, T x, T m", "T y", "g * (x - m)", "a + b", "y = a", "0",
+                               "bn_gc")(g3, x3, mean, axis=(0, 2))
+    C = x3.shape[1]
+    by_var, shift, gscale, gbias = (xp.empty(C, dtype=x3.dtype) for _ in range(4))
+    kernels.launch(BN_SOURCE, "backward_terms", x3.dtype, C,
+                   (sum_g, sum_gc, stats.count, stats.mean, stats.batch_mean, stats.inv_std, stats.gain, stats.blend,
+                    by_var, shift, gscale, gbias, np.float64(stats.batch_used), np.int64(C)))
+    weights = _gpu_weights(ctx, dyn, x3.dtype)
+    if weights is None:
+        weights = xp.ones((1, 1, 1), dtype=x3.dtype)
+    dx = kernels.elementwise("T g, T x, T m, T k, T v, T s, T w", "T gx", "gx = g * k - ((x - m) * v + s) * w",
+                             "bn_backward")
+    gx = dx(g3, x3, mean, stats.gain.reshape(1, -1, 1), by_var.reshape(1, -1, 1), shift.reshape(1, -1, 1), weights)
+    return [gx.reshape(x.shape), gscale.reshape(scale.shape).astype(scale.dtype),
+            gbias.reshape(bias.shape).astype(bias.dtype)] + [None] * (len(xs) - 3)
+
+
 # ---- layer normalisation -------------------------------------------------------------------------
 
 def _ln_normalised(ctx, x, attrs):
@@ -373,6 +596,7 @@ def _bn_inputs(x_shape, p_shape, dyn=1, count=True, seen=False):
 BATCH_NORMALIZATION = register(OpDef(
     name="BatchNormalization", arity=(5, 6), shape=_bn_shape, forward=_bn_forward, backward=_bn_backward,
     layout=_static_parameters("BatchNormalization"), stateful=True, signature=BATCH_NORM_SIGNATURE,
+    kernels={"cupy": (_gpu_bn_forward, _gpu_bn_backward)},
     doc="batch normalisation with running statistics (spatial, normalizationTimeConstant, blendTimeConstant, "
         "epsilon); training updates runMean/runVariance/runCount in place",
     checks=[

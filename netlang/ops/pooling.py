@@ -55,15 +55,7 @@ from netlang.ops.conv import (
     whole_axis,
     window_axis,
 )
-from netlang.ops.registry import (
-    InputSpec,
-    OpCheck,
-    OpDef,
-    Param,
-    ShapeMismatch,
-    Signature,
-    register,
-)
+from netlang.ops.registry import InputSpec, OpCheck, OpDef, Param, ShapeMismatch, Signature, register
 
 # Pooling's attributes (also MaxUnpooling's), spelled as for convolution.
 POOL_SIGNATURE = Signature((
@@ -316,6 +308,200 @@ def pool_backward(x, y, gy, geo: ConvGeometry, kind: str, include_pad: bool, xp)
     return average_windows_backward(gy, geo, include_pad, xp)
 
 
+# ---- the GPU kernels -----------------------------------------------------------------------------
+#
+# On the CuPy backend a pooling window is one thread's loop: forward computes each output from its
+# window (max also records where its first maximum is), backward gathers into each input cell the
+# gradients of the windows that picked (max) or contain (average) it, so nothing is scattered and
+# the result does not depend on thread order. Up to four sample axes (batch first, then the
+# row-major sample axes) are handled by one source; the geometry goes in as a small device table.
+# Global pooling stays a plain reduction, and deeper inputs take the kernels above.
+
+POOL_AXES = 4
+_FIELDS = 8        # size, out, kernel, stride, lower, dilation, first and last+1 cell a window counts
+
+POOL_SOURCE = r"""
+#define AXES 4
+#define G(j, f) g[(j) * 8 + (f)]
+
+__device__ long long cells(const long long* g, int field) {
+    long long n = 1;
+    for (int j = 0; j < AXES; ++j) n *= G(j, field);
+    return n;
+}
+
+// The row-major index within a sample of the cell that kernel offset kk of output oc reads; -1 in padding.
+__device__ long long window_cell(const long long* g, const long long* oc, long long kk) {
+    long long k[AXES];
+    for (int j = AXES - 1; j >= 0; --j) { k[j] = kk % G(j, 2); kk /= G(j, 2); }
+    long long index = 0;
+    for (int j = 0; j < AXES; ++j) {
+        long long c = oc[j] * G(j, 3) - G(j, 4) + k[j] * G(j, 5);
+        if (c < 0 || c >= G(j, 0)) return -1;
+        index = index * G(j, 0) + c;
+    }
+    return index;
+}
+
+// The output that kernel offset kk of input cell ic belongs to (row-major within a sample), or -1.
+__device__ long long window_of(const long long* g, const long long* ic, long long kk) {
+    long long k[AXES];
+    for (int j = AXES - 1; j >= 0; --j) { k[j] = kk % G(j, 2); kk /= G(j, 2); }
+    long long index = 0;
+    for (int j = 0; j < AXES; ++j) {
+        long long t = ic[j] + G(j, 4) - k[j] * G(j, 5);
+        if (t < 0 || t % G(j, 3) != 0) return -1;
+        t /= G(j, 3);
+        if (t >= G(j, 1)) return -1;
+        index = index * G(j, 1) + t;
+    }
+    return index;
+}
+
+__device__ long long split(const long long* g, long long flat, int field, long long* coords) {
+    for (int j = AXES - 1; j >= 0; --j) { coords[j] = flat % G(j, field); flat /= G(j, field); }
+    return flat;
+}
+
+// The cells an average window divides by: those within [first, last) on every axis.
+__device__ T window_count(const long long* g, const long long* oc) {
+    long long n = 1;
+    for (int j = 0; j < AXES; ++j) {
+        long long inside = 0;
+        for (long long k = 0; k < G(j, 2); ++k) {
+            long long c = oc[j] * G(j, 3) - G(j, 4) + k * G(j, 5);
+            inside += (c >= G(j, 6) && c < G(j, 7));
+        }
+        n *= inside;
+    }
+    return (T)n;
+}
+
+extern "C" __global__ void max_forward(const T* x, T* y, int* arg, const long long* g, long long total) {
+    const long long per_in = cells(g, 0), per_out = cells(g, 1), taps = cells(g, 2);
+    for (long long o = (long long)blockIdx.x * blockDim.x + threadIdx.x; o < total; o += (long long)blockDim.x * gridDim.x) {
+        long long oc[AXES];
+        const long long b = split(g, o, 1, oc);
+        T best = (T)0;
+        int at = -1;
+        for (long long kk = 0; kk < taps; ++kk) {
+            const long long c = window_cell(g, oc, kk);
+            if (c < 0) continue;
+            const T v = x[b * per_in + c];
+            if (at < 0 || v > best) { best = v; at = (int)c; }
+        }
+        y[o] = at < 0 ? (T)(-INFINITY) : best;
+        arg[o] = at;
+    }
+}
+
+extern "C" __global__ void max_backward(const T* gy, const int* arg, T* gx, const long long* g, long long total) {
+    const long long per_in = cells(g, 0), per_out = cells(g, 1), taps = cells(g, 2);
+    for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < total; i += (long long)blockDim.x * gridDim.x) {
+        long long ic[AXES];
+        const long long b = split(g, i, 0, ic);
+        const long long cell = i - b * per_in;
+        T acc = (T)0;
+        for (long long kk = 0; kk < taps; ++kk) {
+            const long long o = window_of(g, ic, kk);
+            if (o >= 0 && arg[b * per_out + o] == cell) acc += gy[b * per_out + o];
+        }
+        gx[i] = acc;
+    }
+}
+
+extern "C" __global__ void average_forward(const T* x, T* y, const long long* g, long long total) {
+    const long long per_in = cells(g, 0), taps = cells(g, 2);
+    for (long long o = (long long)blockIdx.x * blockDim.x + threadIdx.x; o < total; o += (long long)blockDim.x * gridDim.x) {
+        long long oc[AXES];
+        const long long b = split(g, o, 1, oc);
+        T sum = (T)0;
+        for (long long kk = 0; kk < taps; ++kk) {
+            const long long c = window_cell(g, oc, kk);
+            if (c >= 0) sum += x[b * per_in + c];
+        }
+        y[o] = sum / window_count(g, oc);
+    }
+}
+
+extern "C" __global__ void average_backward(const T* gy, T* gx, const long long* g, long long total) {
+    const long long per_in = cells(g, 0), per_out = cells(g, 1), taps = cells(g, 2);
+    for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < total; i += (long long)blockDim.x * gridDim.x) {
+        long long ic[AXES];
+        const long long b = split(g, i, 0, ic);
+        T acc = (T)0;
+        for (long long kk = 0; kk < taps; ++kk) {
+            const long long o = window_of(g, ic, kk);
+            if (o < 0) continue;
+            long long oc[AXES];
+            split(g, o, 1, oc);
+            acc += gy[b * per_out + o] / window_count(g, oc);
+        }
+        gx[i] = acc;
+    }
+}
+"""
+
+
+def kernel_geometry(geo: ConvGeometry, include_pad: bool) -> np.ndarray | None:
+    """The device table of `geo` (row-major axes, padded in front to four), or None if deeper."""
+    axes = geo.rm_axes
+    if len(axes) > POOL_AXES:
+        return None
+    rows = [[1, 1, 1, 1, 0, 1, 0, 1]] * (POOL_AXES - len(axes))
+    for a in axes:
+        low, high = (-a.declared_lower, a.size + a.declared_upper) if include_pad else (0, a.size)
+        rows.append([a.size, a.out, a.kernel, a.stride, a.lower, a.dilation, low, high])
+    return np.asarray(rows, dtype=np.int64).reshape(-1)
+
+
+def _gpu_table(ctx, geo: ConvGeometry, include_pad: bool):
+    if whole_axes(geo) is not None:
+        return None
+    table = kernel_geometry(geo, include_pad)
+    return None if table is None else ctx.backend.kernels.constant(("pooling", geo, include_pad), table)
+
+
+def _gpu_pooling_forward(ctx, xs, attrs):
+    geo, xb, lead, kind, include_pad = _pooling_setup(ctx, xs[0], attrs)
+    table = _gpu_table(ctx, geo, include_pad)
+    if table is None:
+        return _pooling_forward(ctx, xs, attrs)
+    xp, kernels = ctx.xp, ctx.backend.kernels
+    xb = xp.ascontiguousarray(xb)
+    yb = xp.empty((xb.shape[0],) + tuple(reversed(geo.out_shape)), dtype=xb.dtype)
+    count = np.int64(yb.size)
+    if kind == "max":
+        arg = xp.empty(yb.shape, dtype=np.int32)
+        kernels.launch(POOL_SOURCE, "max_forward", xb.dtype, yb.size, (xb, yb, arg, table, count))
+    else:
+        kernels.launch(POOL_SOURCE, "average_forward", xb.dtype, yb.size, (xb, yb, table, count))
+    y = yb.reshape(lead + yb.shape[1:])
+    if kind == "max":
+        ctx.saved["pooling"] = (y, arg)
+    return y
+
+
+def _gpu_pooling_backward(ctx, xs, y, gy, attrs):
+    geo, xb, lead, kind, include_pad = _pooling_setup(ctx, xs[0], attrs)
+    table = _gpu_table(ctx, geo, include_pad)
+    if table is None:
+        return _pooling_backward(ctx, xs, y, gy, attrs)
+    xp, kernels = ctx.xp, ctx.backend.kernels
+    gyb = xp.ascontiguousarray(gy).reshape((xb.shape[0],) + tuple(reversed(geo.out_shape)))
+    gx = xp.empty(xb.shape, dtype=gy.dtype)
+    count = np.int64(gx.size)
+    if kind == "max":
+        arg = _saved_windows(ctx, "pooling", y)
+        if arg is None:       # not this output's forward: find the maxima again
+            _gpu_pooling_forward(ctx, xs, attrs)
+            arg = ctx.saved["pooling"][1]
+        kernels.launch(POOL_SOURCE, "max_backward", gy.dtype, gx.size, (gyb, arg, gx, table, count))
+    else:
+        kernels.launch(POOL_SOURCE, "average_backward", gy.dtype, gx.size, (gyb, gx, table, count))
+    return [gx.reshape(xs[0].shape)]
+
+
 # ---- the ops -------------------------------------------------------------------------------------
 
 def _saved_windows(ctx, key: str, y):
@@ -405,15 +591,20 @@ def _legacy_attrs(kind: str, attrs: dict) -> dict:
             "imageLayout": LEGACY_SIGNATURE.value(attrs, "imageLayout")}
 
 
-def _legacy(kind: str):
+def _legacy(kind: str, forward_kernel=None, backward_kernel=None):
+    """Shape rule and kernels of a legacy op from Pooling's (`forward_kernel`/`backward_kernel`:
+    Pooling's kernels of one backend; default its NumPy ones)."""
+    forward_kernel = forward_kernel or _pooling_forward
+    backward_kernel = backward_kernel or _pooling_backward
+
     def shape(in_shapes, attrs):
         return _pooling_shape(in_shapes, _legacy_attrs(kind, attrs))
 
     def forward(ctx, xs, attrs):
-        return _pooling_forward(ctx, xs, _legacy_attrs(kind, attrs))
+        return forward_kernel(ctx, xs, _legacy_attrs(kind, attrs))
 
     def backward(ctx, xs, y, gy, attrs):
-        return _pooling_backward(ctx, xs, y, gy, _legacy_attrs(kind, attrs))
+        return backward_kernel(ctx, xs, y, gy, _legacy_attrs(kind, attrs))
 
     return shape, forward, backward
 
@@ -428,7 +619,7 @@ def _pool(kind, kernel, **more):
 
 POOLING = register(OpDef(
     name="Pooling", arity=(1, 1), shape=_pooling_shape, forward=_pooling_forward, backward=_pooling_backward,
-    signature=POOL_SIGNATURE,
+    signature=POOL_SIGNATURE, kernels={"cupy": (_gpu_pooling_forward, _gpu_pooling_backward)},
     doc="max or average pooling over every axis (poolKind, kernelShape, strideShape, autoPadding, lowerPad, "
         "upperPad, ceilOutDim, includePad); a 0 kernel dimension pools the whole axis (global pooling)",
     checks=[
@@ -467,9 +658,10 @@ MAX_UNPOOLING = register(OpDef(
 
 for _kind in POOL_KINDS:
     _rule, _forward, _backward = _legacy(_kind)
+    _, _gpu_forward, _gpu_backward = _legacy(_kind, _gpu_pooling_forward, _gpu_pooling_backward)
     register(OpDef(
         name=f"{_kind.capitalize()}Pooling", arity=(1, 1), shape=_rule, forward=_forward, backward=_backward,
-        signature=LEGACY_SIGNATURE,
+        signature=LEGACY_SIGNATURE, kernels={"cupy": (_gpu_forward, _gpu_backward)},
         doc=f"legacy 2-D {_kind} pooling (windowWidth, windowHeight, horizontalSubsample, verticalSubsample), "
             "no padding",
         checks=[OpCheck((_x((5, 4, 2)),), {"windowWidth": 2, "windowHeight": 3, "horizontalSubsample": 2,

@@ -13,15 +13,7 @@ from __future__ import annotations
 
 from netlang.errors import suggest
 from netlang.ir.shapes import format_shape, rm_axis
-from netlang.ops.registry import (
-    InputSpec,
-    OpCheck,
-    OpDef,
-    Param,
-    ShapeMismatch,
-    Signature,
-    register,
-)
+from netlang.ops.registry import InputSpec, OpCheck, OpDef, Param, ShapeMismatch, Signature, register
 
 REDUCTION_OPS = ("Sum", "LogSum", "Mean", "Max", "Min")
 # axis None (or 0): all static axes.

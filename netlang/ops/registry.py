@@ -194,6 +194,7 @@ class ArrayBackend(Protocol):
 
     def scatter_add(self, dest, index, values) -> None: ...
     def concatenate(self, arrays, axis: int = 0): ...
+    def to_host(self, array): ...    # a NumPy copy (for printing: the Trace op)
 
 
 class RandomStream(Protocol):
@@ -308,5 +309,6 @@ def apply_backward(op: OpDef, ctx: OpContext, xs: list, y, gy, attrs: dict, out_
     if op.elementwise:
         aligned = [_aligned(x, d, ctx.out_dyn, out_rank) for x, d in zip(xs, ctx.dyn)]
         grads = backward(ctx, aligned, y, gy, attrs)
-        return [None if g is None else unbroadcast(g, x.shape) for g, x in zip(grads, xs)]
+        # Sum back to the aligned shape (sample axes padded after the dynamic ones), then drop the padding.
+        return [None if g is None else unbroadcast(g, a.shape).reshape(x.shape) for g, a, x in zip(grads, aligned, xs)]
     return backward(ctx, xs, y, gy, attrs)

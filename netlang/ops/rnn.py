@@ -11,11 +11,14 @@ and, within a layer, for the forward then the backward direction, one block
 
     W (inputDim, G·H)   input weights; inputDim is the input's dim for layer 0, then H or 2H
     R (H, G·H)          recurrent weights
-    b (G·H)             bias
+    bW (G·H)            input bias
+    bR (G·H)            recurrent bias
 
 with G gates side by side: lstm 4 (i, f, g, o: input, forget, cell candidate, output — cuDNN's
 order), gru 3 (z, r, n: update, reset, candidate), rnnTanh / rnnReLU 1. Pre-activations are
-x·W + h·R + b. The parameter's BS shape is inferred: (P) for a rank-1 parameter, (H : P/H) for rank 2.
+x·W + h·R + bW + bR. The two bias vectors are cuDNN's, so a stack holds as many values as CNTK
+counts for it (G·H·(inputDim + H + 2) per block). The parameter's BS shape is inferred: (P) for a
+rank-1 parameter, (H : P/H) for rank 2.
 
 Math, per direction, with h and c at 0 before each sequence's first real step:
     lstm:    i, f, g, o = σ, σ, tanh, σ of the gate blocks;  c = f⊙c + i⊙g;  h = o⊙tanh(c)
@@ -27,23 +30,15 @@ A bidirectional layer splices its forward and backward outputs (forward first) i
 direction starts at each sequence's own last step. Outputs are 0 at padded steps.
 
 `lstm_block_from_layer` and `gru_block_from_layer` map the parameters of the composed layers into
-one (W, R, b) block; `pack_weights` concatenates blocks into the weights parameter.
+one (W, R, bW, bR) block (the layer's bias as bW, bR zero); `pack_weights` concatenates blocks into
+the weights parameter.
 """
 from __future__ import annotations
 
 import numpy as np
 
 from netlang.ir.shapes import num_elements
-from netlang.ops.registry import (
-    InputSpec,
-    OpCheck,
-    OpDef,
-    Param,
-    ShapeMismatch,
-    ShapeResult,
-    Signature,
-    register,
-)
+from netlang.ops.registry import InputSpec, OpCheck, OpDef, Param, ShapeMismatch, ShapeResult, Signature, register
 from netlang.ops.sequence import valid_steps
 
 GATES = {"lstm": 4, "gru": 3, "rnnTanh": 1, "rnnReLU": 1}
@@ -83,19 +78,19 @@ def block_sizes(input_dim: int, attrs) -> list[tuple[int, int, int]]:
 
 
 def num_parameters(input_dim: int, attrs) -> int:
-    return sum(g * h * (i + h + 1) for i, h, g in block_sizes(input_dim, attrs))
+    return sum(g * h * (i + h + 2) for i, h, g in block_sizes(input_dim, attrs))
 
 
 def _blocks(blob, input_dim: int, attrs) -> list:
-    """Views (W, R, b) into the flat weights, in storage order."""
+    """Views (W, R, bW, bR) into the flat weights, in storage order."""
     out, at = [], 0
     for i, h, g in block_sizes(input_dim, attrs):
         w = blob[at:at + i * g * h].reshape(i, g * h)
         at += i * g * h
         r = blob[at:at + h * g * h].reshape(h, g * h)
         at += h * g * h
-        out.append((w, r, blob[at:at + g * h]))
-        at += g * h
+        out.append((w, r, blob[at:at + g * h], blob[at + g * h:at + 2 * g * h]))
+        at += 2 * g * h
     return out
 
 
@@ -103,12 +98,12 @@ def _blocks(blob, input_dim: int, attrs) -> list:
 # of the arrays they are given (NumPy unless told otherwise).
 
 def pack_weights(blocks, xp=np):
-    """The flat weights parameter (run-time order) from (W, R, b) blocks in storage order."""
+    """The flat weights parameter (run-time order) from (W, R, bW, bR) blocks in storage order."""
     return xp.concatenate([xp.ravel(part) for block in blocks for part in block])
 
 
 def lstm_block_from_layer(W, H, b, xp=np):
-    """(W, R, b) of one direction from LSTMBlock's run-time parameters.
+    """(W, R, bW, bR) of one direction from LSTMBlock's run-time parameters (bR zero).
 
     W (inputDim, 4C), H (C, 4C) and b (4C) hold CNTK's gate order i, g, f, o (the composed layer's
     Slices); the fused order is i, f, g, o.
@@ -118,13 +113,13 @@ def lstm_block_from_layer(W, H, b, xp=np):
         i, g, f, o = (m[..., k * c:(k + 1) * c] for k in range(4))
         return xp.concatenate([i, f, g, o], axis=-1)
 
-    return reorder(W), reorder(H), reorder(b)
+    return reorder(W), reorder(H), reorder(b), xp.zeros_like(b)
 
 
 def gru_block_from_layer(W, H, Hc, b, xp=np):
-    """(W, R, b) of one direction from BS.RNNs.GRU's run-time parameters: W (inputDim, 3C) and
-    b (3C) in gate order z, r, n; H (C, 2C) for z and r; Hc (C, C) for the candidate."""
-    return W, xp.concatenate([H, Hc], axis=-1), b
+    """(W, R, bW, bR) of one direction from BS.RNNs.GRU's run-time parameters: W (inputDim, 3C) and
+    b (3C) in gate order z, r, n; H (C, 2C) for z and r; Hc (C, C) for the candidate; bR zero."""
+    return W, xp.concatenate([H, Hc], axis=-1), b, xp.zeros_like(b)
 
 
 # ---- shape rule --------------------------------------------------------------------------------
@@ -170,7 +165,7 @@ def _lstm_forward(xw, R, m, forward, xp):
     c_prev = xp.empty_like(cells)
     out = xp.empty_like(cells)
     for t in _times(forward, T):
-        a = xw[t] + h @ R
+        a = xw[t] + xp.matmul(h, R)
         act = gates[t]
         act[:, :2 * H] = _sigmoid(a[:, :2 * H], xp)
         act[:, 2 * H:3 * H] = xp.tanh(a[:, 2 * H:3 * H])
@@ -203,8 +198,8 @@ def _lstm_backward(gy, R, m, forward, cache, xp):
         da[:, 2 * H:3 * H] = dc * i * (1.0 - g * g)
         da[:, 3 * H:] = dh * tc * o * (1.0 - o)
         dc_next = dc * f
-        dh_next = da @ R.T
-    return dxw, _flat(h_prev).T @ _flat(dxw)
+        dh_next = xp.matmul(da, R.T)
+    return dxw, xp.matmul(_flat(h_prev).T, _flat(dxw))
 
 
 def _gru_forward(xw, R, m, forward, xp):
@@ -216,13 +211,13 @@ def _gru_forward(xw, R, m, forward, xp):
     reset_h = xp.empty_like(h_prev)
     out = xp.empty_like(h_prev)
     for t in _times(forward, T):
-        zr = xw[t, :, :2 * H] + h @ R[:, :2 * H]
+        zr = xw[t, :, :2 * H] + xp.matmul(h, R[:, :2 * H])
         act = gates[t]
         act[:, :2 * H] = _sigmoid(zr, xp)
         z, r = act[:, :H], act[:, H:2 * H]
         h_prev[t] = h
         reset_h[t] = r * h
-        act[:, 2 * H:] = xp.tanh(xw[t, :, 2 * H:] + reset_h[t] @ R[:, 2 * H:])
+        act[:, 2 * H:] = xp.tanh(xw[t, :, 2 * H:] + xp.matmul(reset_h[t], R[:, 2 * H:]))
         h = ((1.0 - z) * act[:, 2 * H:] + z * h) * m[t]
         out[t] = h
     return out, (gates, h_prev, reset_h)
@@ -240,12 +235,12 @@ def _gru_backward(gy, R, m, forward, cache, xp):
         dh = (gy[t] + dh_next) * m[t]
         da = dxw[t]
         da[:, 2 * H:] = dh * (1.0 - z) * (1.0 - n * n)
-        d_reset_h = da[:, 2 * H:] @ R[:, 2 * H:].T
+        d_reset_h = xp.matmul(da[:, 2 * H:], R[:, 2 * H:].T)
         da[:, :H] = dh * (h_prev[t] - n) * z * (1.0 - z)
         da[:, H:2 * H] = d_reset_h * h_prev[t] * r * (1.0 - r)
-        dh_next = dh * z + d_reset_h * r + da[:, :2 * H] @ R[:, :2 * H].T
-    d_r = xp.concatenate([_flat(h_prev).T @ _flat(dxw[:, :, :2 * H]),
-                          _flat(reset_h).T @ _flat(dxw[:, :, 2 * H:])], axis=1)
+        dh_next = dh * z + d_reset_h * r + xp.matmul(da[:, :2 * H], R[:, :2 * H].T)
+    d_r = xp.concatenate([xp.matmul(_flat(h_prev).T, _flat(dxw[:, :, :2 * H])),
+                          xp.matmul(_flat(reset_h).T, _flat(dxw[:, :, 2 * H:]))], axis=1)
     return dxw, d_r
 
 
@@ -256,7 +251,7 @@ def _rnn_forward(relu: bool):
         h_prev = xp.empty_like(xw)
         out = xp.empty_like(xw)
         for t in _times(forward_in_time, T):
-            a = xw[t] + h @ R
+            a = xw[t] + xp.matmul(h, R)
             h_prev[t] = h
             h = (xp.maximum(a, 0) if relu else xp.tanh(a)) * m[t]
             out[t] = h
@@ -274,8 +269,8 @@ def _rnn_backward(relu: bool):
             dh = (gy[t] + dh_next) * m[t]
             da = dxw[t]
             da[...] = dh * (out[t] > 0) if relu else dh * (1.0 - out[t] * out[t])
-            dh_next = da @ R.T
-        return dxw, _flat(h_prev).T @ _flat(dxw)
+            dh_next = xp.matmul(da, R.T)
+        return dxw, xp.matmul(_flat(h_prev).T, _flat(dxw))
     return backward
 
 
@@ -285,6 +280,105 @@ CELLS = {
     "rnnTanh": (_rnn_forward(False), _rnn_backward(False)),
     "rnnReLU": (_rnn_forward(True), _rnn_backward(True)),
 }
+
+
+# ---- the LSTM cell on the GPU ------------------------------------------------------------------
+#
+# One step is two launches: the recurrent product h·R (cuBLAS through the array module) and one
+# kernel that adds the input projection, applies the gates, updates c and h under the step mask and
+# keeps what backward needs. Backward per step: one kernel for the gate gradients, one product for
+# the gradient flowing to the previous h. The arithmetic is the NumPy cell's, operation by operation.
+
+LSTM_SOURCE = r"""
+__device__ __forceinline__ T sigmoid(T a) { return (T)0.5 * ((T)1 + tanh((T)0.5 * a)); }
+
+extern "C" __global__ void lstm_step(const T* xw, const T* hr, const T* m, T* gates, T* h, T* c, T* h_prev,
+                                     T* c_prev, T* cells, T* out, long long N, long long H) {
+    for (long long k = (long long)blockIdx.x * blockDim.x + threadIdx.x; k < N * H; k += (long long)blockDim.x * gridDim.x) {
+        const long long n = k / H, j = k % H, row = n * 4 * H;
+        const T i = sigmoid(xw[row + j] + hr[row + j]);
+        const T f = sigmoid(xw[row + H + j] + hr[row + H + j]);
+        const T g = tanh(xw[row + 2 * H + j] + hr[row + 2 * H + j]);
+        const T o = sigmoid(xw[row + 3 * H + j] + hr[row + 3 * H + j]);
+        gates[row + j] = i; gates[row + H + j] = f; gates[row + 2 * H + j] = g; gates[row + 3 * H + j] = o;
+        const T keep = m[n];
+        h_prev[k] = h[k];
+        c_prev[k] = c[k];
+        const T cn = (f * c[k] + i * g) * keep;
+        const T hn = o * tanh(cn) * keep;
+        c[k] = cn;
+        cells[k] = cn;
+        h[k] = hn;
+        out[k] = hn;
+    }
+}
+
+extern "C" __global__ void lstm_step_backward(const T* gy, const T* gates, const T* cells, const T* c_prev,
+                                              const T* m, const T* dh_next, T* dc_next, T* da, long long N, long long H) {
+    for (long long k = (long long)blockIdx.x * blockDim.x + threadIdx.x; k < N * H; k += (long long)blockDim.x * gridDim.x) {
+        const long long n = k / H, j = k % H, row = n * 4 * H;
+        const T i = gates[row + j], f = gates[row + H + j], g = gates[row + 2 * H + j], o = gates[row + 3 * H + j];
+        const T keep = m[n];
+        const T tc = tanh(cells[k]);
+        const T dh = (gy[k] + dh_next[k]) * keep;
+        const T dc = dc_next[k] * keep + dh * o * ((T)1 - tc * tc);
+        da[row + j] = dc * g * i * ((T)1 - i);
+        da[row + H + j] = dc * c_prev[k] * f * ((T)1 - f);
+        da[row + 2 * H + j] = dc * i * ((T)1 - g * g);
+        da[row + 3 * H + j] = dh * tc * o * ((T)1 - o);
+        dc_next[k] = dc * f;
+    }
+}
+"""
+
+
+def _gpu_lstm_forward(kernels):
+    def forward(xw, R, m, forward_in_time, xp):
+        T, N, G = xw.shape
+        H = G // 4
+        xw = xp.ascontiguousarray(xw)
+        m = xp.ascontiguousarray(m)
+        h = xp.zeros((N, H), dtype=xw.dtype)
+        c = xp.zeros_like(h)
+        hr = xp.empty((N, G), dtype=xw.dtype)
+        gates = xp.empty_like(xw)
+        cells, h_prev, c_prev, out = (xp.empty((T, N, H), dtype=xw.dtype) for _ in range(4))
+        for t in _times(forward_in_time, T):
+            xp.matmul(h, R, out=hr)
+            kernels.launch(LSTM_SOURCE, "lstm_step", xw.dtype, N * H,
+                           (xw[t], hr, m[t], gates[t], h, c, h_prev[t], c_prev[t], cells[t], out[t],
+                            np.int64(N), np.int64(H)))
+        return out, (gates, cells, h_prev, c_prev)
+    return forward
+
+
+def _gpu_lstm_backward(kernels):
+    def backward(gy, R, m, forward_in_time, cache, xp):
+        gates, cells, h_prev, c_prev = cache
+        T, N, G = gates.shape
+        H = G // 4
+        gy = xp.ascontiguousarray(gy)
+        m = xp.ascontiguousarray(m)
+        dxw = xp.empty_like(gates)
+        dh_next = xp.zeros((N, H), dtype=gy.dtype)
+        dc_next = xp.zeros_like(dh_next)
+        for t in reversed(list(_times(forward_in_time, T))):
+            kernels.launch(LSTM_SOURCE, "lstm_step_backward", gy.dtype, N * H,
+                           (gy[t], gates[t], cells[t], c_prev[t], m[t], dh_next, dc_next, dxw[t],
+                            np.int64(N), np.int64(H)))
+            xp.matmul(dxw[t], R.T, out=dh_next)
+        return dxw, xp.matmul(_flat(h_prev).T, _flat(dxw))
+    return backward
+
+
+def _gpu_cells(ctx) -> dict:
+    """The cells on the CuPy backend: the fused LSTM cell, the others as on the CPU."""
+    kernels = ctx.backend.kernels
+    return {**CELLS, "lstm": (_gpu_lstm_forward(kernels), _gpu_lstm_backward(kernels))}
+
+
+def _cpu_cells(ctx) -> dict:
+    return CELLS
 
 
 def _flat(a):
@@ -301,11 +395,11 @@ def _sequence_input(ctx, x):
     return x.reshape(x.shape[:2] + (-1,)), mask.astype(x.dtype)[..., None]
 
 
-def _rnn_stack_forward(ctx, xs, attrs):
+def _rnn_stack_forward(ctx, xs, attrs, cells=_cpu_cells):
     weights, x = xs
     xp = ctx.xp
     _, _, directions, kind = _config(attrs)
-    cell_forward = CELLS[kind][0]
+    cell_forward = cells(ctx)[kind][0]
     layer_in, m = _sequence_input(ctx, x)
     T, N = layer_in.shape[:2]
     blocks = _blocks(weights.reshape(-1), layer_in.shape[-1], attrs)
@@ -313,8 +407,8 @@ def _rnn_stack_forward(ctx, xs, attrs):
     for first in range(0, len(blocks), directions):
         outs = []
         for d in range(directions):
-            W, R, b = blocks[first + d]
-            xw = (_flat(layer_in) @ W + b).reshape(T, N, -1)
+            W, R, b_input, b_recurrent = blocks[first + d]
+            xw = (xp.matmul(_flat(layer_in), W) + b_input + b_recurrent).reshape(T, N, -1)
             out, cache = cell_forward(xw, R, m, d == 0, xp)
             outs.append(out)
             tape.append((layer_in, cache))
@@ -323,14 +417,14 @@ def _rnn_stack_forward(ctx, xs, attrs):
     return layer_in if ctx.dyn[1] == 2 else layer_in[0]
 
 
-def _rnn_stack_backward(ctx, xs, y, gy, attrs):
+def _rnn_stack_backward(ctx, xs, y, gy, attrs, cells=_cpu_cells):
     weights, x = xs
     xp = ctx.xp
     hidden, _, directions, kind = _config(attrs)
-    cell_backward = CELLS[kind][1]
+    cell_backward = cells(ctx)[kind][1]
     tape = ctx.saved.get("tape")
     if tape is None:
-        _rnn_stack_forward(ctx, xs, attrs)
+        _rnn_stack_forward(ctx, xs, attrs, cells)
         tape = ctx.saved["tape"]
     inputs, m = _sequence_input(ctx, x)
     grad_w = xp.zeros(weights.size, dtype=weights.dtype)
@@ -340,13 +434,14 @@ def _rnn_stack_backward(ctx, xs, y, gy, attrs):
         g_in = None
         for d in range(directions):
             layer_in, cache = tape[first + d]
-            W, R, _ = _blocks(weights.reshape(-1), inputs.shape[-1], attrs)[first + d]
+            W, R, _, _ = _blocks(weights.reshape(-1), inputs.shape[-1], attrs)[first + d]
             dxw, d_r = cell_backward(g_out[..., d * hidden:(d + 1) * hidden], R, m, d == 0, cache, xp)
-            gw, gr, gb = g_views[first + d]
-            gw[...] = _flat(layer_in).T @ _flat(dxw)
+            gw, gr, gb_input, gb_recurrent = g_views[first + d]
+            gw[...] = xp.matmul(_flat(layer_in).T, _flat(dxw))
             gr[...] = d_r
-            gb[...] = dxw.sum(axis=(0, 1))
-            g = (_flat(dxw) @ W.T).reshape(layer_in.shape)
+            gb_input[...] = dxw.sum(axis=(0, 1))
+            gb_recurrent[...] = gb_input
+            g = xp.matmul(_flat(dxw), W.T).reshape(layer_in.shape)
             g_in = g if g_in is None else g_in + g
         g_out = g_in
     g_x = g_out.reshape(x.shape) if ctx.dyn[1] == 2 else g_out[0].reshape(x.shape)
@@ -370,6 +465,8 @@ def _checks():
 register(OpDef(
     name="OptimizedRNNStack", arity=(2, 2), shape=_rnn_rule, forward=_rnn_stack_forward,
     backward=_rnn_stack_backward, layout=lambda inputs, attrs: getattr(inputs[1], "layout", inputs[1]),
+    kernels={"cupy": (lambda ctx, xs, attrs: _rnn_stack_forward(ctx, xs, attrs, _gpu_cells),
+                      lambda ctx, xs, y, gy, attrs: _rnn_stack_backward(ctx, xs, y, gy, attrs, _gpu_cells))},
     signature=SIGNATURE, whole_sequence=True,
     truncation_unsafe=(
         "truncated BPTT cannot carry the state of the fused OptimizedRNNStack '{name}' across minibatches",

@@ -20,8 +20,8 @@ maximum of several bins receives all their gradients. The ROIs get no gradient.
 
 The NumPy kernel loops over the cell offsets inside a bin (at most the largest bin's height × width),
 each a gather of one cell per bin for the whole batch, keeping a running maximum and its position;
-the backward adds the output gradient at those positions. The CuPy kernels (`_CUDA_SOURCE`) compute
-one bin per thread; they are written against CuPy's RawKernel API and are not imported on the CPU.
+the backward adds the output gradient at those positions. On a GPU the CUDA kernels of `ROI_SOURCE`
+do the same, one bin (forward) or one feature cell (backward) per thread.
 """
 from __future__ import annotations
 
@@ -169,101 +169,115 @@ def _roi_backward(ctx, xs, y, gy, attrs):
     return [unbroadcast(grad.reshape(lead + xs[0].shape[ctx.dyn[0]:]), xs[0].shape), None]
 
 
-# ---- CuPy kernels ----------------------------------------------------------------------------------
+# ---- CUDA kernels --------------------------------------------------------------------------------
+#
+# Run through the backend's kernel cache (runtime/gpu/kernels.py): grid-stride loops with element
+# type T. The forward computes one bin per thread and keeps the position of its first maximum; the
+# backward gathers, for each feature cell, the gradients of the bins that picked it (every region of
+# its image, only the bins whose window can contain the cell), so nothing is scattered and the sums
+# do not depend on thread order.
 
-_CUDA_SOURCE = r"""
-extern "C" __global__ void roi_max_forward(
-        const real* x, const real* rois, real* out, long long* best_at,
-        int batch, int channels, int height, int width, int regions, int grid_h, int grid_w, double scale) {
-    long long index = (long long)blockIdx.x * blockDim.x + threadIdx.x;
-    long long total = (long long)batch * regions * channels * grid_h * grid_w;
-    if (index >= total) return;
-    int pw = index % grid_w;
-    int ph = (index / grid_w) % grid_h;
-    int c = (index / ((long long)grid_w * grid_h)) % channels;
-    long long region = index / ((long long)grid_w * grid_h * channels);
-    int b = region / regions;
-    const real* box = rois + region * 4;
-    double x1 = floor((double)box[0] * scale + 0.5), y1 = floor((double)box[1] * scale + 0.5);
-    double x2 = floor((double)box[2] * scale + 0.5), y2 = floor((double)box[3] * scale + 0.5);
-    double roi_w = fmax(x2 - x1 + 1.0, 1.0), roi_h = fmax(y2 - y1 + 1.0, 1.0);
-    int w0 = (int)fmin(fmax(floor(pw * roi_w / grid_w) + x1, 0.0), (double)width);
-    int w1 = (int)fmin(fmax(ceil((pw + 1) * roi_w / grid_w) + x1, 0.0), (double)width);
-    int h0 = (int)fmin(fmax(floor(ph * roi_h / grid_h) + y1, 0.0), (double)height);
-    int h1 = (int)fmin(fmax(ceil((ph + 1) * roi_h / grid_h) + y1, 0.0), (double)height);
-    const real* map = x + ((long long)b * channels + c) * height * width;
-    real best = 0;
-    long long at = -1;
-    for (int h = h0; h < h1; ++h) {
-        for (int w = w0; w < w1; ++w) {
-            real v = map[h * width + w];
-            if (at < 0 || v > best) { best = v; at = h * width + w; }
-        }
-    }
-    out[index] = best;
-    best_at[index] = at;
+ROI_SOURCE = r"""
+__device__ void roi_window(const T* box, double scale, long long grid_h, long long grid_w,
+                           double* top, double* left, double* bin_h, double* bin_w) {
+    const double x1 = floor((double)box[0] * scale + 0.5), y1 = floor((double)box[1] * scale + 0.5);
+    const double x2 = floor((double)box[2] * scale + 0.5), y2 = floor((double)box[3] * scale + 0.5);
+    *top = y1;
+    *left = x1;
+    *bin_h = fmax(y2 - y1 + 1.0, 1.0) / (double)grid_h;
+    *bin_w = fmax(x2 - x1 + 1.0, 1.0) / (double)grid_w;
 }
 
-extern "C" __global__ void roi_max_backward(
-        const real* gy, const long long* best_at, real* grad,
-        int batch, int channels, int height, int width, int regions, int grid_h, int grid_w) {
-    long long index = (long long)blockIdx.x * blockDim.x + threadIdx.x;
-    long long total = (long long)batch * regions * channels * grid_h * grid_w;
-    if (index >= total || best_at[index] < 0) return;
-    int c = (index / ((long long)grid_w * grid_h)) % channels;
-    int b = index / ((long long)grid_w * grid_h * channels * regions);
-    atomicAdd(grad + ((long long)b * channels + c) * height * width + best_at[index], gy[index]);
+__device__ long long clip(double v, long long size) {
+    return (long long)fmin(fmax(v, 0.0), (double)size);
+}
+
+extern "C" __global__ void roi_max_forward(const T* x, const T* rois, T* y, long long* best_at,
+        long long channels, long long height, long long width, long long regions, long long grid_h,
+        long long grid_w, double scale, long long total) {
+    for (long long o = (long long)blockIdx.x * blockDim.x + threadIdx.x; o < total; o += (long long)blockDim.x * gridDim.x) {
+        const long long pw = o % grid_w, ph = (o / grid_w) % grid_h, c = (o / (grid_w * grid_h)) % channels;
+        const long long region = o / (grid_w * grid_h * channels), b = region / regions;
+        double top, left, bin_h, bin_w;
+        roi_window(rois + region * 4, scale, grid_h, grid_w, &top, &left, &bin_h, &bin_w);
+        const long long h0 = clip(floor(ph * bin_h) + top, height), h1 = clip(ceil((ph + 1) * bin_h) + top, height);
+        const long long w0 = clip(floor(pw * bin_w) + left, width), w1 = clip(ceil((pw + 1) * bin_w) + left, width);
+        const T* map = x + (b * channels + c) * height * width;
+        T best = (T)0;
+        long long at = -1;
+        for (long long h = h0; h < h1; ++h) {
+            for (long long w = w0; w < w1; ++w) {
+                const T v = map[h * width + w];
+                if (at < 0 || v > best) { best = v; at = h * width + w; }
+            }
+        }
+        y[o] = best;
+        best_at[o] = at;
+    }
+}
+
+extern "C" __global__ void roi_max_backward(const T* gy, const long long* best_at, const T* rois, T* gx,
+        long long channels, long long height, long long width, long long regions, long long grid_h,
+        long long grid_w, double scale, long long total) {
+    for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < total; i += (long long)blockDim.x * gridDim.x) {
+        const long long cell = i % (height * width), h = cell / width, w = cell % width;
+        const long long c = (i / (height * width)) % channels, b = i / (height * width * channels);
+        T acc = (T)0;
+        for (long long r = 0; r < regions; ++r) {
+            const long long region = b * regions + r;
+            double top, left, bin_h, bin_w;
+            roi_window(rois + region * 4, scale, grid_h, grid_w, &top, &left, &bin_h, &bin_w);
+            // The bins whose windows [floor(p·bin) + top, ceil((p+1)·bin) + top) may hold row h, column w.
+            const long long p0 = (long long)fmax(floor((h - top) / bin_h) - 1.0, 0.0);
+            const long long p1 = (long long)fmin(ceil((h - top + 1.0) / bin_h) + 1.0, (double)grid_h);
+            const long long q0 = (long long)fmax(floor((w - left) / bin_w) - 1.0, 0.0);
+            const long long q1 = (long long)fmin(ceil((w - left + 1.0) / bin_w) + 1.0, (double)grid_w);
+            const long long base = (region * channels + c) * grid_h * grid_w;
+            for (long long ph = p0; ph < p1; ++ph) {
+                for (long long pw = q0; pw < q1; ++pw) {
+                    if (best_at[base + ph * grid_w + pw] == cell) acc += gy[base + ph * grid_w + pw];
+                }
+            }
+        }
+        gx[i] = acc;
+    }
 }
 """
 
-_THREADS = 256
-_cuda_kernels: dict = {}
 
-
-def _cuda_kernel(cupy, name: str, dtype):
-    """The compiled kernel `name` for float32 or float64 (compiled once per process and type)."""
-    real = "float" if np.dtype(dtype) == np.float32 else "double"
-    if (name, real) not in _cuda_kernels:
-        _cuda_kernels[name, real] = cupy.RawKernel(f"typedef {real} real;\n" + _CUDA_SOURCE, name)
-    return _cuda_kernels[name, real]
-
-
-def _launch(ctx, name: str, total: int, args: tuple) -> None:
-    blocks = max((total + _THREADS - 1) // _THREADS, 1)
-    _cuda_kernel(ctx.xp, name, args[0].dtype)((blocks,), (_THREADS,), args)
-
-
-def _dims(x, rois, attrs):
+def _launch_arguments(x, rois, attrs) -> tuple:
+    """The geometry arguments both kernels take after their arrays (sizes as C long long)."""
     grid_w, grid_h = _output_grid(attrs)
-    batch, channels, height, width = x.shape
-    return tuple(np.int32(d) for d in (batch, channels, height, width, rois.shape[1], grid_h, grid_w))
+    _, channels, height, width = x.shape
+    sizes = tuple(np.int64(d) for d in (channels, height, width, rois.shape[1], grid_h, grid_w))
+    return sizes + (np.float64(ROI_SIGNATURE.value(attrs, "spatialScale")),)
 
 
-def _roi_forward_cupy(ctx, xs, attrs):
-    xp = ctx.xp
+def _gpu_roi_forward(ctx, xs, attrs):
+    xp, kernels = ctx.xp, ctx.backend.kernels
     x, rois, lead = _batched(ctx, xs)
     x, rois = xp.ascontiguousarray(x), xp.ascontiguousarray(rois, dtype=x.dtype)
-    dims = _dims(x, rois, attrs)
     grid_w, grid_h = _output_grid(attrs)
-    shape = (x.shape[0], rois.shape[1], x.shape[1], grid_h, grid_w)
-    out = xp.empty(shape, dtype=x.dtype)
-    best_at = xp.empty(shape, dtype=np.int64)
-    scale = np.float64(ROI_SIGNATURE.value(attrs, "spatialScale"))
-    _launch(ctx, "roi_max_forward", out.size, (x, rois, out, best_at) + dims + (scale,))
+    y = xp.empty((x.shape[0], rois.shape[1], x.shape[1], grid_h, grid_w), dtype=x.dtype)
+    best_at = xp.empty(y.shape, dtype=np.int64)
+    kernels.launch(ROI_SOURCE, "roi_max_forward", x.dtype, y.size,
+                   (x, rois, y, best_at) + _launch_arguments(x, rois, attrs) + (np.int64(y.size),))
     ctx.saved["best_at"] = best_at
-    return out.reshape(lead + _sample_shape(xs[1], ctx.dyn[1], out))
+    return y.reshape(lead + _sample_shape(xs[1], ctx.dyn[1], y))
 
 
-def _roi_backward_cupy(ctx, xs, y, gy, attrs):
-    xp = ctx.xp
+def _gpu_roi_backward(ctx, xs, y, gy, attrs):
+    xp, kernels = ctx.xp, ctx.backend.kernels
     x, rois, lead = _batched(ctx, xs)
+    rois = xp.ascontiguousarray(rois, dtype=gy.dtype)
     best_at = ctx.saved.get("best_at")
-    if best_at is None:
-        _roi_forward_cupy(ctx, xs, attrs)
+    if best_at is None:                      # not this output's forward: find the maxima again
+        _gpu_roi_forward(ctx, xs, attrs)
         best_at = ctx.saved["best_at"]
-    gy = xp.ascontiguousarray(gy.reshape(best_at.shape))
-    grad = xp.zeros(x.shape, dtype=gy.dtype)
-    _launch(ctx, "roi_max_backward", gy.size, (gy, best_at, grad) + _dims(x, rois, attrs))
+    gyb = xp.ascontiguousarray(gy).reshape(best_at.shape)
+    grad = xp.empty(x.shape, dtype=gy.dtype)
+    kernels.launch(ROI_SOURCE, "roi_max_backward", gy.dtype, grad.size,
+                   (gyb, best_at, rois, grad) + _launch_arguments(x, rois, attrs) + (np.int64(grad.size),))
     return [unbroadcast(grad.reshape(lead + xs[0].shape[ctx.dyn[0]:]), xs[0].shape), None]
 
 
@@ -279,7 +293,7 @@ def _boxes(shape, high, dyn=1):
 
 register(OpDef(
     name="ROIPooling", arity=(2, 2), shape=_roi_shape, forward=_roi_forward, backward=_roi_backward,
-    signature=ROI_SIGNATURE, kernels={"cupy": (_roi_forward_cupy, _roi_backward_cupy)},
+    signature=ROI_SIGNATURE, kernels={"cupy": (_gpu_roi_forward, _gpu_roi_backward)},
     doc="ROIPooling(input, ROIs, shape, spatialScale): max pooling of each region x1 y1 x2 y2 (input-image "
         "pixels, scaled by spatialScale onto the W:H:C map) to a w:h grid; output w:h:C:R",
     checks=[

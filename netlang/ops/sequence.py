@@ -27,16 +27,7 @@ from __future__ import annotations
 from netlang.errors import DataError
 from netlang.ir.graph import BATCH, SeqAxis
 from netlang.ir.shapes import broadcast_shapes, format_shape, num_elements
-from netlang.ops.registry import (
-    InputSpec,
-    OpCheck,
-    OpDef,
-    Param,
-    ShapeMismatch,
-    Signature,
-    register,
-    unbroadcast,
-)
+from netlang.ops.registry import InputSpec, OpCheck, OpDef, Param, ShapeMismatch, Signature, register, unbroadcast
 
 # ---- layouts -----------------------------------------------------------------------------------
 

@@ -6,16 +6,7 @@ op's own shape rule on the input's BS shape, so rule and kernel cannot disagree.
 from __future__ import annotations
 
 from netlang.ir.shapes import format_shape, num_elements, rm_axis, to_bs, to_runtime
-from netlang.ops.registry import (
-    InputSpec,
-    OpCheck,
-    OpDef,
-    Param,
-    ShapeMismatch,
-    Signature,
-    register,
-    unbroadcast,
-)
+from netlang.ops.registry import InputSpec, OpCheck, OpDef, Param, ShapeMismatch, Signature, register, unbroadcast
 
 
 def _bs_shape(x, dyn: int) -> tuple:

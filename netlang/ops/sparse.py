@@ -41,6 +41,7 @@ class SparseRows:
     lead: tuple                 # dynamic axes: (T, N) or (N,)
     sample: tuple               # run-time (row-major) sample shape
     most_per_row: int | None = None   # the most non-zeros of a row, when known without asking the device
+    nonzero_rows: Any = None          # the row of each non-zero, when counted on the host
     _dense: dict = field(default_factory=dict, repr=False)
 
     @property
@@ -56,6 +57,8 @@ class SparseRows:
         return tuple(self.lead) + tuple(self.sample)
 
     def row_of_nonzero(self, xp):
+        if self.nonzero_rows is not None:
+            return self.nonzero_rows
         return xp.repeat(xp.arange(self.rows), xp.diff(self.offsets))
 
     def dense(self, backend, dtype):

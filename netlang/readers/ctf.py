@@ -19,8 +19,13 @@ Reading happens in two stages, so files larger than memory work:
   `maxErrors`) the bad lines are skipped and the fast path runs again without them.
 
 Stricter than CNTK, on purpose: an unknown stream name is an error (CNTK skips it silently), a dense
-sample with too few values is an error (CNTK pads it with zeros), and an invalid line is skipped as
-a whole.
+sample with too few values is an error (CNTK pads it with zeros), a value that is not a finite number
+in the reader's precision (`nan`, `inf`, `1e39` in float) is an error, and an invalid line is skipped
+as a whole.
+
+Streams that a network reads as a distribution (the labels of CrossEntropyWithSoftmax) may be soft
+labels, but a row with a negative value or not summing to 1 cannot be one: the first such line is
+reported once as a warning (`expect_distributions`).
 """
 from __future__ import annotations
 
@@ -30,7 +35,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from netlang.errors import DataError, DataPosition, suggest
+from netlang.errors import RELATIVE_PATH_HINT, DataError, DataPosition, suggest
 from netlang.readers.batch import ChunkData, DenseChunk, SparseChunk, StreamInfo
 
 log = logging.getLogger("netlang.readers")
@@ -104,8 +109,7 @@ def _open(path: str):
         return open(path, "rb")
     except OSError as err:
         raise DataError(f"cannot open data file: {err.strerror or err}", DataPosition(path),
-                        hint="check the reader's 'file' path; a relative path is resolved against "
-                             "the directory of the config file") from None
+                        hint=f"check the reader's 'file' path; {RELATIVE_PATH_HINT}") from None
 
 
 def build_index(path: str, streams: list[CtfStream], *, chunk_size_bytes: int = DEFAULT_CHUNK_SIZE,
@@ -186,10 +190,12 @@ def _check_unique_ids(path: str, index: CtfIndex) -> None:
 # ---- the exact (slow) line checker -------------------------------------------------------------
 
 class _Streams:
-    """Stream lookup by name or alias, shared by the fast parser and the checker."""
+    """Stream lookup by name or alias, shared by the fast parser and the checker; `dtype` is the
+    precision values are read in (a value too large for it is not finite)."""
 
-    def __init__(self, streams: list[CtfStream]):
+    def __init__(self, streams: list[CtfStream], dtype=np.float32):
         self.list = list(streams)
+        self.dtype = np.dtype(dtype)
         self.by_name: dict[str, int] = {}
         for i, s in enumerate(self.list):
             self.by_name[s.name] = i
@@ -229,7 +235,7 @@ def check_line(text: str, path: str, line_no: int, streams: _Streams) -> DataErr
         seen.add(sid)
         # finditer positions are relative to the segment, which starts at text[pipe + 1].
         tokens = [(pipe + 2 + m.start(), m.group()) for m in _TOKEN_RE.finditer(segment, len(name))]
-        problem = (_check_sparse if spec.is_sparse else _check_dense)(tokens, spec, pipe + 1)
+        problem = (_check_sparse if spec.is_sparse else _check_dense)(tokens, spec, pipe + 1, streams.dtype)
         if problem is not None:
             return error(problem[0], problem[1], spec.name)
     if not seen:
@@ -237,16 +243,18 @@ def check_line(text: str, path: str, line_no: int, streams: _Streams) -> DataErr
     return None
 
 
-def _check_dense(tokens, spec: CtfStream, sample_col: int):
+def _check_dense(tokens, spec: CtfStream, sample_col: int, dtype):
     for col, token in tokens:
         if not _NUMBER_RE.fullmatch(token):
             return col, f"invalid number '{token}'"
+        if not _finite(token, dtype):
+            return col, f"'{token}' is not a finite number"
     if len(tokens) != spec.dim:
         return sample_col, f"expected {spec.dim} values, found {len(tokens)}"
     return None
 
 
-def _check_sparse(tokens, spec: CtfStream, sample_col: int):
+def _check_sparse(tokens, spec: CtfStream, sample_col: int, dtype):
     for col, token in tokens:
         match = _SPARSE_RE.fullmatch(token)
         if match is None:
@@ -255,7 +263,15 @@ def _check_sparse(tokens, spec: CtfStream, sample_col: int):
             return col, f"sparse index {int(match.group(1))} ≥ dim {spec.dim}"
         if not _NUMBER_RE.fullmatch(match.group(2)):
             return col + len(match.group(1)) + 1, f"invalid number '{match.group(2)}'"
+        if not _finite(match.group(2), dtype):
+            return col + len(match.group(1)) + 1, f"'{match.group(2)}' is not a finite number"
     return None
+
+
+def _finite(token: str, dtype) -> bool:
+    """Whether a number's text is finite once read in `dtype` (as the fast path reads it)."""
+    with np.errstate(over="ignore"):
+        return bool(np.isfinite(dtype.type(float(token))))
 
 
 # ---- the fast chunk parser ---------------------------------------------------------------------
@@ -315,9 +331,12 @@ def _dense_rows(values: list[str], dim: int, dtype) -> np.ndarray:
             array = None      # beyond int32, or malformed: the float parse decides
     if array is None:
         try:
-            array = np.loadtxt(values, dtype=dtype, comments=None, ndmin=2)
+            with np.errstate(over="ignore"):
+                array = np.loadtxt(values, dtype=dtype, comments=None, ndmin=2)
         except ValueError:
             raise _Malformed from None
+        if not np.isfinite(array).all():
+            raise _Malformed          # nan, inf, or too large for the precision: the checker says where
     if array.shape != (len(values), dim):
         raise _Malformed
     return array
@@ -340,7 +359,11 @@ def _sparse_rows(values: list[str], dim: int, dtype):
         if pairs.shape != (len(tokens), 2) or np.any(pairs[:, 0] >= dim):
             raise _Malformed
     row_offsets = np.concatenate([[0], np.cumsum(nnz)]).astype(np.int64)
-    return pairs[:, 0].astype(np.int32), pairs[:, 1].astype(dtype), row_offsets
+    with np.errstate(over="ignore"):
+        values_read = pairs[:, 1].astype(dtype)
+    if not np.isfinite(values_read).all():
+        raise _Malformed
+    return pairs[:, 0].astype(np.int32), values_read, row_offsets
 
 
 def parse_lines(lines: list[str], keep: list[int], seq_of: np.ndarray, num_seqs: int,
@@ -374,10 +397,11 @@ class CtfDeserializer:
             raise ValueError("a CTF deserializer needs at least one stream")
         self.path = path
         self.description = path
-        self._streams = _Streams(streams)
+        self._streams = _Streams(streams, dtype)
         self._max_errors = max_errors
         self._dtype = np.dtype(dtype)
         self._errors_by_chunk: dict[int, int] = {}
+        self._distributions: dict[str, str] = {}     # stream -> the criterion that reads it as one
         self.index = build_index(path, streams, chunk_size_bytes=chunk_size_bytes,
                                  skip_sequence_ids=skip_sequence_ids)
 
@@ -401,6 +425,12 @@ class CtfDeserializer:
         s0, s1 = self._seq_range(chunk)
         return self.index.sizes[s0:s1]
 
+    def expect_distributions(self, readers: dict[str, str]) -> None:
+        """`readers` maps stream names (or aliases) to the node that reads them as a distribution
+        (CrossEntropyWithSoftmax's labels): rows that cannot be one are reported once per stream."""
+        self._distributions = {self._streams.list[self._streams.by_name[name]].name: node
+                               for name, node in readers.items() if name in self._streams.by_name}
+
     def read_chunk(self, chunk: int) -> ChunkData:
         s0, s1 = self._seq_range(chunk)
         first_line = int(self.index.first_lines[s0])
@@ -417,6 +447,8 @@ class CtfDeserializer:
             line_errors = self._check_lines(lines, keep, first_line)
             streams = self._parse_without(lines, keep, seq_of, s1 - s0, {o for o, _ in line_errors}, first_line)
         bad = {o for o, _ in line_errors}
+        if self._distributions:
+            self._check_distributions(streams, [li for o, li in enumerate(keep) if o not in bad], lines, first_line)
         kept_lines = np.bincount(seq_of[[o for o in range(len(keep)) if o not in bad]], minlength=s1 - s0)
         touched = {int(seq_of[o]) for o in bad}
         valid, seq_errors = self._check_sequences(streams, s0, kept_lines, touched)
@@ -460,6 +492,18 @@ class CtfDeserializer:
             raise DataError("could not parse this part of the file", DataPosition(self.path, first_line),
                             hint="the line checker found no error here; please report this") from None
 
+    def _check_distributions(self, streams: dict, parsed: list[int], lines: list[str], first_line: int) -> None:
+        for name in list(self._distributions):
+            found = _first_non_distribution(streams[name])
+            if found is None:
+                continue
+            row, reason = found
+            node = self._distributions.pop(name)     # once per stream: the first line says enough
+            line = first_line + _line_of_row(lines, parsed, name, row, self._streams)
+            log.warning("%s:%d: warning: stream '%s': %s, so it is not a distribution, but %s reads it as one "
+                        "(soft labels are fine: non-negative values that sum to 1)", self.path, line, name,
+                        reason, node)
+
     def _check_sequences(self, streams: dict, s0: int, kept_lines: np.ndarray,
                          touched: set[int]) -> tuple[np.ndarray, list[DataError]]:
         """Every stream needs a sample in every sequence, and its lines may not outnumber its longest stream."""
@@ -501,3 +545,39 @@ class CtfDeserializer:
             log.warning("%s: skipped %d invalid line(s) or sequence(s) (maxErrors = %d)",
                         self.path, len(errors), self._max_errors)
         self._errors_by_chunk[chunk] = len(errors)
+
+
+# ---- label rows that cannot be a distribution -----------------------------------------------------
+
+DISTRIBUTION_TOLERANCE = 1e-3
+
+
+def _first_non_distribution(chunk) -> tuple[int, str] | None:
+    """(the first row with a negative value or a sum other than 1 within the tolerance, what is wrong
+    with it), or None."""
+    if isinstance(chunk, SparseChunk):
+        rows = len(chunk.row_offsets) - 1
+        row_of = np.repeat(np.arange(rows), np.diff(chunk.row_offsets))
+        sums = np.bincount(row_of, weights=chunk.values, minlength=rows)
+        negative = np.bincount(row_of, weights=chunk.values < 0, minlength=rows) > 0
+    else:
+        rows = chunk.values.reshape(len(chunk.values), int(np.prod(chunk.values.shape[1:])))
+        sums, negative = rows.sum(axis=1, dtype=np.float64), (rows < 0).any(axis=1)
+    bad = np.flatnonzero(negative | (np.abs(sums - 1.0) > DISTRIBUTION_TOLERANCE))
+    if not len(bad):
+        return None
+    row = int(bad[0])
+    return row, "a value is negative" if negative[row] else f"its values sum to {sums[row]:.6g}"
+
+
+def _line_of_row(lines: list[str], parsed: list[int], stream: str, row: int, streams: _Streams) -> int:
+    """The index (in `lines`) of the line that holds `row` of `stream` among the `parsed` lines."""
+    sid = streams.by_name[stream]
+    seen = -1
+    for li in parsed:
+        names = {segment.split(None, 1)[0] for segment in lines[li].split("|")[1:] if segment.split(None, 1)}
+        if any(streams.by_name.get(n) == sid for n in names):
+            seen += 1
+            if seen == row:
+                return li
+    return parsed[-1] if parsed else 0

@@ -10,12 +10,19 @@ validated either, and `ReaderSettings` (compiler/lang/settings.py) carries it he
 
 Deserializer types are looked up in a registry. A format module registers its builder with
 `register_deserializer`; the modules of known types are imported on first use (`_PLUGINS`), so the
-image deserializer plugs in by adding its module and one line there. A problem with a setting is
-reported at the line that sets it (`settings.error(key, …)`).
+image deserializer plugs in by adding its module and one line there. A builder makes one
+deserializer or a list of them (an HTK deserializer makes one per stream; the legacy HTKMLFReader
+configures features and labels). A problem with a setting is reported at the line that sets it
+(`settings.error(key, …)`).
+
+Two optional deserializer methods let the reader block reach its deserializers before the source is
+built: `set_frame_mode(on)` (`frameMode = true`: every frame a sequence of its own) and
+`align_with(deserializers)` (a deserializer checks itself against the others it is joined with).
 """
 from __future__ import annotations
 
 import importlib
+import logging
 import os
 from collections.abc import Mapping
 from typing import Callable
@@ -28,6 +35,8 @@ from netlang.readers.ctf import CtfDeserializer, CtfStream
 from netlang.readers.prefetch import PrefetchingSource
 from netlang.readers.source import Deserializer, MinibatchSource
 from netlang.readers.windows import TruncatedSource
+
+log = logging.getLogger("netlang.readers")
 
 # CNTKTextFormatReader's default window: 128 chunks of 32 MB, about 4 GB of text.
 CTF_DEFAULT_WINDOW_CHUNKS = 128
@@ -47,7 +56,7 @@ def data_file(settings: DeserializerSettings, base_dir: str) -> str:
 
 # ---- the registry ------------------------------------------------------------------------------
 
-DeserializerBuilder = Callable[[DeserializerSettings, str, object], Deserializer]
+DeserializerBuilder = Callable[[DeserializerSettings, str, object], Deserializer | list[Deserializer]]
 
 _builders: dict[str, tuple[str, DeserializerBuilder]] = {}   # lower-cased type -> (its spelling, builder)
 
@@ -55,11 +64,20 @@ _builders: dict[str, tuple[str, DeserializerBuilder]] = {}   # lower-cased type 
 _PLUGINS = {
     "imagedeserializer": ("ImageDeserializer", "netlang.readers.image"),
     "base64imagedeserializer": ("Base64ImageDeserializer", "netlang.readers.image"),
+    "htkfeaturedeserializer": ("HTKFeatureDeserializer", "netlang.readers.htk"),
+    "htkmlfdeserializer": ("HTKMLFDeserializer", "netlang.readers.htk"),
+    "htkmlfreader": ("HTKMLFReader", "netlang.readers.htk"),
 }
-_LEGACY_READERS = {        # lower-cased readerType -> (its spelling, the deserializer type it configures)
+_LEGACY_READERS = {        # lower-cased readerType -> (its spelling, the builder of what it configures)
     "cntktextformatreader": ("CNTKTextFormatReader", "CNTKTextFormatDeserializer"),
     "imagereader": ("ImageReader", "ImageDeserializer"),
+    "htkmlfreader": ("HTKMLFReader", "HTKMLFReader"),       # features and labels
 }
+
+
+# CNTK's other reader types: their blocks are accepted, reading them is not implemented yet.
+_CNTK_READERS_NOT_YET = {name.lower() for name in ("LMSequenceReader", "LUSequenceReader", "UCIFastReader",
+                                                  "CNTKBinaryReader", "HTKDataReader")}
 
 
 def register_deserializer(type_name: str, builder: DeserializerBuilder) -> None:
@@ -114,7 +132,8 @@ register_deserializer("CNTKTextFormatDeserializer", build_ctf)
 
 def create_source(reader: ReaderSettings, base_dir: str, *, epoch_size: int | None = None,
                   streams_wanted: Mapping[str, int] | None = None, randomize: bool | None = None,
-                  dtype=np.float32, prefetch: bool = False, truncation: tuple | None = None):
+                  dtype=np.float32, prefetch: bool = False, truncation: tuple | None = None,
+                  distributions: Mapping[str, str] | None = None):
     """The minibatch source a reader block describes.
 
     `epoch_size` (from SGD) overrides the reader's `epochSize`; `streams_wanted` maps the network's
@@ -122,7 +141,9 @@ def create_source(reader: ReaderSettings, base_dir: str, *, epoch_size: int | No
     carries just those streams, and a name or dimension that does not match the reader is an error.
     `randomize=False` forces file order (the `write` action). `truncation=(length, parallel)` cuts
     the sequences into windows for truncated BPTT (readers/windows.py). `prefetch=True` wraps the
-    source in a read-ahead thread.
+    source in a read-ahead thread. `distributions` maps streams the network reads as distributions
+    (CrossEntropyWithSoftmax's labels) to that node; deserializers that can tell warn about rows that
+    cannot be one.
     """
     deserializers, default_window = _deserializers(reader, base_dir, dtype)
     do_randomize, sample_window = (reader.randomizes, reader.sample_window) if randomize is None else (randomize, None)
@@ -135,6 +156,14 @@ def create_source(reader: ReaderSettings, base_dir: str, *, epoch_size: int | No
         configure = getattr(d, "set_randomization", None)
         if configure is not None:
             configure(do_randomize, reader.randomization_seed)
+        expect = getattr(d, "expect_distributions", None)
+        if expect is not None and distributions:
+            expect(dict(distributions))
+    _read_frames(reader, deserializers, truncation)
+    for d in deserializers:
+        align = getattr(d, "align_with", None)
+        if align is not None:
+            align(deserializers)
     source = MinibatchSource(
         deserializers,
         randomize=do_randomize,
@@ -149,21 +178,44 @@ def create_source(reader: ReaderSettings, base_dir: str, *, epoch_size: int | No
     return PrefetchingSource(source) if prefetch else source
 
 
+def _read_frames(reader: ReaderSettings, deserializers: list[Deserializer], truncation: tuple | None) -> None:
+    """`frameMode = true`: the deserializers that can make every frame a sequence of its own do so."""
+    if not reader.frame_mode:
+        return
+    if truncation is not None:
+        raise reader.error("frameMode", "frameMode = true reads single frames, but truncated BPTT needs whole "
+                                        "utterances", hint="set frameMode = false in the reader")
+    for d in deserializers:
+        set_frame_mode = getattr(d, "set_frame_mode", None)
+        if set_frame_mode is not None:
+            set_frame_mode(True)
+        else:
+            log.warning("frameMode = true: %s reads whole sequences (frame mode is an HTK reader's)", d.description)
+
+
+def _as_list(built) -> list[Deserializer]:
+    return list(built) if isinstance(built, (list, tuple)) else [built]
+
+
 def _deserializers(reader: ReaderSettings, base_dir: str, dtype) -> tuple[list[Deserializer], int | None]:
     """The deserializers and the default randomization window in chunks (None = the whole data)."""
     if reader.deserializers:
-        return [_builder(d.type, d, "type")(d, base_dir, dtype) for d in reader.deserializers], None
+        built = [_builder(d.type, d, "type")(d, base_dir, dtype) for d in reader.deserializers]
+        return [deserializer for each in built for deserializer in _as_list(each)], None
     if reader.reader_type is None:
         raise reader.block_error("the reader has neither readerType nor deserializers",
                                  hint="use readerType = \"CNTKTextFormatReader\" or a deserializers = ( … ) block")
     legacy = _LEGACY_READERS.get(reader.reader_type.lower())
+    if legacy is None and reader.reader_type.lower() in _CNTK_READERS_NOT_YET:
+        raise reader.error("readerType", f"reader type '{reader.reader_type}' is not supported by netlang yet",
+                           hint="CTF data: readerType = \"CNTKTextFormatReader\"; images: \"ImageReader\"")
     if legacy is None:
         raise reader.error("readerType", f"reader type '{reader.reader_type}' is not available",
                            hint=suggest(reader.reader_type, [name for name, _ in _LEGACY_READERS.values()]) or
                            "use readerType = \"CNTKTextFormatReader\" or a deserializers = ( … ) block")
-    built = _builder(legacy[1], reader, "readerType")(reader.legacy, base_dir, dtype)
-    default = CTF_DEFAULT_WINDOW_CHUNKS if isinstance(built, CtfDeserializer) else None
-    return [built], default
+    built = _as_list(_builder(legacy[1], reader, "readerType")(reader.legacy, base_dir, dtype))
+    default = CTF_DEFAULT_WINDOW_CHUNKS if isinstance(built[0], CtfDeserializer) else None
+    return built, default
 
 
 def _window(reader: ReaderSettings, sample_window: int | None, default_window: int | None) -> tuple[int | None, bool]:

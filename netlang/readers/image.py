@@ -38,8 +38,8 @@ otherwise crops are centred and unflipped and Color/Intensity are off (see trans
 `cropType = MultiView10` makes 10 samples per image (consecutive sequences, keys `10 * key + view`).
 
 Images are decoded and transformed in a thread pool: Pillow's decoders and resizers and NumPy's
-array operations release the GIL, so large images decode in parallel (by default one thread per core,
-at most 8); small ones are mostly Python work, so for samples under 96×96 pixels the default is one
+array operations release the GIL, so large images decode in parallel (by default one thread per core
+the process may use, at most 8; an MPI worker's share of the node, netlang/launcher.py); small ones are mostly Python work, so for samples under 96×96 pixels the default is one
 thread (`num_threads` overrides both).
 """
 from __future__ import annotations
@@ -59,7 +59,8 @@ import numpy as np
 from PIL import Image
 
 from netlang.compiler.lang.settings import DeserializerSettings, StreamSettings
-from netlang.errors import ConfigError, DataError, DataPosition, suggest
+from netlang.errors import RELATIVE_PATH_HINT, ConfigError, DataError, DataPosition, suggest
+from netlang.launcher import cores_per_worker
 from netlang.readers.batch import ChunkData, DenseChunk, StreamInfo
 from netlang.readers.factory import data_file, register_deserializer, resolve_path
 from netlang.readers.transforms import (
@@ -162,8 +163,7 @@ def _lines(path: str):
         fh = open(path, "rb")
     except OSError as err:
         raise DataError(f"cannot open the map file: {err.strerror or err}", DataPosition(path),
-                        hint="check the reader's 'file'; a relative path is resolved against the directory "
-                             "of the config file") from None
+                        hint=f"check the reader's 'file'; {RELATIVE_PATH_HINT}") from None
     with fh:
         offset = 0
         for line_no, raw in enumerate(fh, start=1):
@@ -457,7 +457,7 @@ class ImageDeserializer:
     def _default_threads(self) -> int:
         channels_last = not (self._transforms and isinstance(self._transforms[-1], Transpose))
         pixels = int(np.prod(self._shape[:2] if channels_last else self._shape[1:]))
-        return min(MAX_DEFAULT_THREADS, os.cpu_count() or 1) if pixels >= THREADED_MIN_PIXELS else 1
+        return min(MAX_DEFAULT_THREADS, cores_per_worker()) if pixels >= THREADED_MIN_PIXELS else 1
 
     def _check_labels(self, label_dim: int) -> None:
         too_big = np.flatnonzero(self._map.labels >= label_dim)

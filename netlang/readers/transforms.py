@@ -28,7 +28,7 @@ import numpy as np
 from PIL import Image
 
 from netlang.compiler.lang.settings import ImageSettings, TransformSettings
-from netlang.errors import DataError, DataPosition
+from netlang.errors import RELATIVE_PATH_HINT, DataError, DataPosition
 from netlang.readers.factory import resolve_path
 
 INTERPOLATIONS = {
@@ -59,8 +59,8 @@ class Crop:
     """Cut a window out of the image.
 
     The window is square with side `min(H, W) * sideRatio`, or has area `H * W * areaRatio`; an
-    `aspectRatio` below 1 then stretches it to that width/height ratio at the same area, landscape or
-    portrait with equal chance. Ranges `lo:hi` are jittered uniformly (`jitterType = UniRatio`;
+    `aspectRatio` other than 1 then stretches it to that width/height ratio at the same area, landscape
+    or portrait with equal chance (a range such as 0.75:1.3333 covers both by itself). Ranges `lo:hi` are jittered uniformly (`jitterType = UniRatio`;
     `UniArea` draws the area uniformly instead) or use `lo` (`None`). Center and MultiView10 place
     the window deterministically (MultiView10: four corners and the centre for views 0-4, the same
     flipped for views 5-9); the random types place it uniformly. With neither ratio the window is
@@ -78,7 +78,7 @@ class Crop:
     def is_random(self) -> bool:
         ranges = [r for r in (self.side_ratio, self.area_ratio, self.aspect_ratio) if r is not None]
         jittered = self.jitter != "none" and any(lo < hi for lo, hi in ranges)
-        return self.kind in ("randomside", "randomarea") or self.hflip or jittered or self.aspect_ratio[0] < 1
+        return self.kind in ("randomside", "randomarea") or self.hflip or jittered or self.aspect_ratio != (1.0, 1.0)
 
     def apply(self, image, rng, view):
         height, width = image.shape[:2]
@@ -365,7 +365,7 @@ def _read_xml(path: str) -> ElementTree.Element:
         return ElementTree.parse(path).getroot()
     except OSError as err:
         raise DataError(f"cannot open the file: {err.strerror or err}", DataPosition(path),
-                        hint="a relative path is resolved against the directory of the config file") from None
+                        hint=RELATIVE_PATH_HINT) from None
     except ElementTree.ParseError as err:
         line, col = err.position
         raise DataError(f"not a well-formed XML file ({err.msg if hasattr(err, 'msg') else err})",

@@ -5,13 +5,28 @@ learners and the trainer reach the array module and these services only through 
 this module is the one place that knows which library runs:
 
 * `xp`, `dtype`, `device`, `name`: the array module, the element type of the run, where it runs;
+* `compute`: how matrix products are computed (runtime/precision.py: float, double, bf16, fp16,
+  TF32); with bf16/fp16, and always on the GPU, `xp` is a `ComputeModule` whose `matmul` is the
+  backend's matrix-product service, so kernels' `xp.matmul` casts as the precision says (and on
+  the GPU runs through runtime/gpu/gemm.py's cuBLAS calls, which a CUDA graph can capture);
 * `from_host(array, dtype=None)` / `to_host(array)`: copies between host (NumPy) and device;
 * `scatter_add(dest, index, values)`: `dest[index] += values` with repeated indices adding up;
 * `concatenate(arrays, axis)`;
 * `random_stream(seed)`: a generator of the backend's own kind that draws on the device; its
   `state()` goes into checkpoints and `restore(state)` continues from there;
+* `array_module(array)` (a function): the module of an array of either kind, for code that is
+  handed arrays rather than a backend (the gradient quantiser);
 * `synchronize()`: wait for the device's queued work. Arrays stay on the device between steps;
-  the trainer reads numbers (and so waits) only where it reports.
+  the trainer reads numbers (and so waits) only where it reports;
+* `upload(key, array, dtype=None)`: a minibatch's host array on the device for this step (on a GPU
+  staged through pinned memory and copied on a side stream into one of two buffers per `key`, so
+  the copy overlaps the previous step; the result stays valid until the upload after next of the
+  same key); `upload_scalars(host)`: the same for a learner's per-step scalars.
+
+The CuPy backend also carries the GPU services the kernels use (runtime/gpu/): `kernels`, the
+compiled-kernel cache, and `cudnn`, the cuDNN frontend's convolution graphs (None when the frontend
+or its library is missing, or `NETLANG_CUDNN=0`: convolutions then run as im2col + GEMM on the GPU,
+and the backend says so once on stderr).
 
 `deviceId = -1` (or `cpu`) is NumPy; a GPU index or `auto` selects CuPy when it is importable and a
 device is present (`auto` falls back to the CPU, an explicit GPU index is an error without one).
@@ -22,13 +37,26 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import os
+import sys
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
 
 from netlang.errors import ConfigError
+from netlang.launcher import detect_launch
+from netlang.runtime.gpu.capture import CudaGraphs
+from netlang.runtime.gpu.cudnn import CudnnService
+from netlang.runtime.gpu.gemm import gemm_service
+from netlang.runtime.gpu.kernels import KernelCache
+from netlang.runtime.gpu.staging import CupyTransfers, StagingRing
+from netlang.runtime.precision import ComputeModule, ComputePrecision
 
-DTYPES = {"float": np.float32, "float32": np.float32, "double": np.float64, "float64": np.float64}
+# The storage type of parameters and activations per `precision`: bf16 and fp16 keep float32
+# master weights and activations and compute their matrix products in 16 bits.
+DTYPES = {"float": np.float32, "float32": np.float32, "double": np.float64, "float64": np.float64,
+          "bf16": np.float32, "fp16": np.float32}
 
 
 class Backend:
@@ -37,9 +65,17 @@ class Backend:
     name = ""
     xp: Any = None
 
-    def __init__(self, dtype=np.float32, device: str = "cpu"):
+    def __init__(self, dtype=np.float32, device: str = "cpu", compute: ComputePrecision | None = None):
         self.dtype = dtype
         self.device = device
+        self.compute = compute or ComputePrecision("double" if np.dtype(dtype) == np.float64 else "float")
+
+    def allow_tf32(self, allowed: bool) -> None:
+        """`allowTF32`: float32 matrix products may use TF32 tensor cores (GPU; the CPU computes as before)."""
+        self.compute = replace(self.compute, allow_tf32=bool(allowed) and self.compute.name == "float")
+        gemm = getattr(self, "gemm", None)
+        if gemm is not None:
+            gemm.compute = self.compute
 
     def with_dtype(self, dtype) -> Backend:
         """This backend with another element type (the arrays stay where they are)."""
@@ -49,10 +85,32 @@ class Backend:
 
     def from_host(self, array, dtype=None):
         """`array` on this backend's device (a copy unless it is there already), in `dtype` if given."""
+        self._host_touch("from_host")
         return self.xp.asarray(array, dtype=dtype)
 
     def to_host(self, array) -> np.ndarray:
         raise NotImplementedError
+
+    static_uploads = None     # runtime/stepgraph.StaticUploads while a step is warmed up, captured or replayed
+    graphs = None             # the CUDA-graph capture service (runtime/gpu/capture.py), where there is one
+
+    def upload(self, key, array, dtype=None):
+        """A minibatch's array on the device for this step (see the module doc); in a captured
+        step, the static buffer of `key` (runtime/stepgraph.py)."""
+        if self.static_uploads is not None:
+            return self.static_uploads.upload(key, array, dtype, self.upload_now)
+        return self.upload_now(key, array, dtype)
+
+    def upload_now(self, key, array, dtype=None):
+        return self.xp.asarray(array, dtype=dtype)
+
+    def _host_touch(self, what: str) -> None:
+        """A host read or write of device data: not allowed inside a captured step."""
+        if self.static_uploads is not None:
+            self.static_uploads.touched(what)
+
+    def upload_scalars(self, host):
+        return self.upload(("scalars",), host)
 
     def scatter_add(self, dest, index, values) -> None:
         self.xp.add.at(dest, index, values)     # NumPy's ufunc.at; CuPy's (which supersedes cupyx.scatter_add)
@@ -74,7 +132,13 @@ class NumpyBackend(Backend):
     name = "numpy"
     xp = np
 
+    def __init__(self, dtype=np.float32, device: str = "cpu", compute: ComputePrecision | None = None):
+        super().__init__(dtype, device, compute)
+        if self.compute.reduced:    # the products' casts, emulated exactly on the CPU
+            self.xp = ComputeModule(np, lambda a, b, out=None: self.compute.matmul(a, b, np, out))
+
     def to_host(self, array) -> np.ndarray:
+        self._host_touch("to_host")
         return np.asarray(array)
 
     def random_stream(self, seed) -> RandomStream:
@@ -84,18 +148,49 @@ class NumpyBackend(Backend):
 class CupyBackend(Backend):
     name = "cupy"
 
-    def __init__(self, cupy, dtype, device: str):
-        super().__init__(dtype, device)
-        self.xp = cupy
+    def __init__(self, cupy, dtype, device: str, cudnn=None, compute: ComputePrecision | None = None):
+        super().__init__(dtype, device, compute)
+        self.kernels = KernelCache(cupy)
+        self.cudnn = cudnn
+        self.gemm = gemm_service(cupy, self.compute, self.kernels)    # None: cuBLAS not loadable by ctypes
+        if self.gemm is not None:
+            self.xp = ComputeModule(cupy, self.gemm.matmul)
+        elif self.compute.reduced or self.compute.allow_tf32:
+            self.xp = ComputeModule(cupy, lambda a, b, out=None: self.compute.matmul(a, b, cupy, out))
+        else:
+            self.xp = cupy
+        self._staging = StagingRing(CupyTransfers(cupy))
+        self.graphs = CudaGraphs(cupy) if self.gemm is not None else None
+
+    def upload_now(self, key, array, dtype=None):
+        if not isinstance(array, np.ndarray):
+            return self.xp.asarray(array, dtype=dtype)
+        return self._staging.upload(key, array, dtype)
 
     def to_host(self, array) -> np.ndarray:
+        self._host_touch("to_host")
         return self.xp.asnumpy(array)
 
     def random_stream(self, seed) -> RandomStream:
         return DeviceRandom(self.xp, seed)
 
+    def nccl(self):
+        """CuPy's NCCL bindings, for the GPU workers' collectives (runtime/distributed/nccl.py)."""
+        from cupy.cuda import nccl
+
+        return nccl
+
     def synchronize(self) -> None:
+        self._host_touch("synchronize")
         self.xp.cuda.get_current_stream().synchronize()
+
+
+def array_module(array):
+    """NumPy or CuPy: the module of `array`, for code that works on arrays of either kind (CuPy is
+    imported already when a CuPy array exists, so this never imports it)."""
+    if type(array).__module__.startswith("cupy"):
+        return sys.modules["cupy"]
+    return np
 
 
 # ---- random streams ------------------------------------------------------------------------------
@@ -199,30 +294,63 @@ def gpu_available() -> bool:
 
 
 def cpu_backend(precision: str = "float") -> Backend:
-    return NumpyBackend(_dtype(precision), "cpu")
+    return NumpyBackend(_dtype(precision), "cpu", _compute(precision, False))
 
 
 def _dtype(precision):
     dtype = DTYPES.get(str(precision).lower())
     if dtype is None:
-        raise ConfigError(f"unknown precision '{precision}'", hint="use 'float' or 'double'")
+        raise ConfigError(f"unknown precision '{precision}'", hint="use 'float', 'double', 'bf16' or 'fp16'")
     return dtype
 
 
-def select_backend(device_id="cpu", precision: str = "float") -> Backend:
+def _compute(precision, allow_tf32: bool) -> ComputePrecision:
+    name = str(precision).lower()
+    name = {"float32": "float", "float64": "double"}.get(name, name)
+    return ComputePrecision(name, bool(allow_tf32) and name == "float")
+
+
+def select_backend(device_id="cpu", precision: str = "float", allow_tf32: bool = False) -> Backend:
     dtype = _dtype(precision)
+    compute = _compute(precision, allow_tf32)
     dev = str(device_id).lower()
     if dev in ("-1", "cpu", "-1.0"):
-        return NumpyBackend(dtype, "cpu")
+        return NumpyBackend(dtype, "cpu", compute)
     cupy = _cupy()
     if dev == "auto":
-        return _on_gpu(cupy, 0, dtype) if cupy is not None else NumpyBackend(dtype, "cpu")
+        if cupy is None:
+            return NumpyBackend(dtype, "cpu", compute)
+        # One GPU per MPI worker on a node: the worker's local rank picks it.
+        launch = detect_launch()
+        local_rank = launch.local_rank if launch is not None else 0
+        return _on_gpu(cupy, local_rank % max(cupy.cuda.runtime.getDeviceCount(), 1), dtype, compute)
     if cupy is None:
         raise ConfigError(f"deviceId = {device_id} asks for a GPU, but CuPy or a CUDA device is not available",
                           hint="use deviceId = -1 (CPU) or 'auto', or install netlang[gpu] on a machine with a GPU")
-    return _on_gpu(cupy, int(float(dev)), dtype)
+    return _on_gpu(cupy, int(float(dev)), dtype, compute)
 
 
-def _on_gpu(cupy, index: int, dtype) -> Backend:
+def _on_gpu(cupy, index: int, dtype, compute: ComputePrecision) -> Backend:
     cupy.cuda.Device(index).use()
-    return CupyBackend(cupy, dtype, f"gpu:{index}")
+    return CupyBackend(cupy, dtype, f"gpu:{index}", _cudnn_service(cupy), compute)
+
+
+_CUDNN_NOTE: list[str] = []
+
+
+def _cudnn_service(cupy):
+    """The cuDNN frontend's convolution service, or None (said once on stderr, with the reason)."""
+    if os.environ.get("NETLANG_CUDNN", "1") == "0":
+        reason = "NETLANG_CUDNN=0"
+    else:
+        try:
+            import cudnn
+
+            return CudnnService(cupy, cudnn)
+        except Exception as err:  # noqa: BLE001 - a missing frontend or library: run without it
+            reason = f"{type(err).__name__}: {err}"
+    if not _CUDNN_NOTE:
+        _CUDNN_NOTE.append(reason)
+        sys.stderr.write(f"netlang: cuDNN is not used ({reason}); convolutions run as im2col + GEMM "
+                         "on the GPU (pip install 'netlang[gpu]' brings the cuDNN frontend)\n")
+    return None

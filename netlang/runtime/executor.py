@@ -23,6 +23,11 @@ After a run, `output_masks[name]` is the `(T, N)` mask of each requested output 
 and `sample_counts[name]` says over how many samples each requested output (and the loss) summed:
 the real samples of its first input's layout — the labels of a criterion — so a per-sequence label
 (an intent) counts sequences and a label per word counts words, as CNTK counts "samples with labels".
+
+`hooks` (a `RunHooks`) hear from a run as it goes: when backward begins, and when a parameter's
+gradient is final (written into its destination, no later step adds to it) — in the order backward
+finishes them, so a data-parallel trainer can exchange the first gradients while backward computes
+the rest.
 """
 from __future__ import annotations
 
@@ -41,6 +46,16 @@ from netlang.runtime import recurrence
 from netlang.runtime.backend import Backend, cpu_backend
 from netlang.runtime.feeding import frame_rows
 from netlang.runtime.initializers import SeedSequence, initial_value
+
+
+class RunHooks:
+    """What a run tells its caller while it runs (by default: nothing is done with it)."""
+
+    def backward_begins(self) -> None:
+        pass
+
+    def gradient_ready(self, name: str) -> None:
+        """The gradient of parameter `name` is final and in its destination array."""
 
 
 def initial_parameters(network: Network, seed: int = 1) -> dict[str, np.ndarray]:
@@ -72,6 +87,7 @@ class Executor:
         self.output_masks: dict[str, object] = {}
         self.sample_counts: dict[str, int] = {}
         self._carry = None
+        self.step_timer = None                  # runtime/timing.StepTimer: times each step (netlang time)
 
     # ---- planning --------------------------------------------------------------------------------
     def plan(self, outputs: list[Node], loss: Node | None = None, wrt: list[Node] | None = None) -> Plan:
@@ -85,30 +101,40 @@ class Executor:
     # ---- running ---------------------------------------------------------------------------------
     def run(self, feeds: Mapping[str, object], outputs: list[Node], *, loss: Node | None = None,
             wrt: list[Node] | None = None, grads: Mapping[str, object] | None = None,
-            training: bool = False, accumulate: bool = False, carry=None):
+            training: bool = False, accumulate: bool = False, carry=None, hooks: RunHooks | None = None):
         """Forward (and backward when `loss` is given). Returns (output values, gradients by name).
 
         `grads` supplies destination arrays for parameter gradients (e.g. views of a flat gradient
         buffer); they are overwritten unless `accumulate`. `carry` (runtime/truncation.CarryOver) makes
-        the delays continue the sequences of the previous run (truncated BPTT).
+        the delays continue the sequences of the previous run (truncated BPTT). `hooks`: see the
+        module docstring.
         """
         self._carry = carry
         plan = self.plan(outputs, loss, wrt)
-        xp, dtype = self.xp, self.backend.dtype
+        dtype = self.backend.dtype
         values: dict[int, object] = {}
         masks = _Masks()              # (T, N) mask of each sequence axis
         for leaf in plan.leaves:
             values[leaf.id] = self._bind_leaf(leaf, feeds, masks)
         grad_values: dict[int, object] = {}
         saved: dict = {}              # what a forward kernel (or loop) stashed for its own backward
-        wrt_ids = {n.id for n in plan.wrt}
+        wrt_nodes = {n.id: n for n in plan.wrt}
+        wrt_ids = wrt_nodes.keys()
         counted = {n.id for n in plan.outputs} | ({plan.loss.id} if plan.loss is not None else set())
         self.sample_counts = {}
         run = recurrence.RunState(self.backend, dtype, values, grad_values, masks, saved,
                                   lambda node, stash: self._context(node, training, stash, masks.of(node)),
                                   carry, lambda node: self.state.setdefault(node.id, {}))
+        hooks = hooks or _NO_HOOKS
+        out_grads: dict = {}
+        backward = False
         for step in plan.steps:
+            if self.step_timer is not None:
+                self.step_timer.begin()
             node = step.node
+            if not backward and step.kind in ("backward", "loop_backward"):
+                backward = True
+                hooks.backward_begins()
             if step.kind == "loop":
                 recurrence.run_forward(step.loop, run)
             elif step.kind == "loop_backward":
@@ -126,7 +152,7 @@ class Executor:
                 ctx = self._context(node, training, saved.setdefault(node.id, {}), masks.of(node))
                 xs = self._operands(node, values)
                 if node.id == plan.loss.id and node.id not in grad_values:
-                    grad_values[node.id] = xp.ones_like(values[node.id])
+                    grad_values[node.id] = self._loss_seed(values[node.id])
                 gy = grad_values.get(node.id)
                 if gy is not None:
                     in_grads = apply_backward(op, ctx, xs, values[node.id], gy, node.attrs, len(node.shape))
@@ -142,26 +168,44 @@ class Executor:
             for nid in step.release_grads:
                 if nid not in wrt_ids:
                     grad_values.pop(nid, None)
+            if self.step_timer is not None:
+                self.step_timer.end(step)
+            for nid in step.grads_done:
+                self._finish_gradient(wrt_nodes[nid], grad_values, grads, accumulate, out_grads, hooks)
         out_values = {n.name: values[n.id] for n in plan.outputs}
         self.output_masks = {n.name: masks.axes[n.layout] for n in plan.outputs
                              if isinstance(n.layout, SeqAxis) and n.layout in masks.axes}
         if plan.loss is not None:
             out_values.setdefault(plan.loss.name, values[plan.loss.id])
-        out_grads = {}
-        for node in plan.wrt:
-            g = grad_values.get(node.id)
-            if g is None:
-                g = xp.zeros(to_runtime(node.shape), dtype=self.backend.dtype)
-            if grads is not None and node.name in grads:
-                dest = grads[node.name]
-                if accumulate:
-                    dest += g.reshape(dest.shape)
-                else:
-                    dest[...] = g.reshape(dest.shape)
-                out_grads[node.name] = dest
-            else:
-                out_grads[node.name] = g
+        for node in plan.wrt:    # those no backward step reached: a zero gradient
+            if node.name not in out_grads:
+                self._finish_gradient(node, grad_values, grads, accumulate, out_grads, hooks)
         return out_values, out_grads
+
+    def _loss_seed(self, loss):
+        """The gradient backward starts from: 1, or fp16's loss scale (runtime/precision.LossScaler)."""
+        seed = self.xp.ones_like(loss)
+        scale = self.options.get("lossScale")
+        if scale is not None:
+            seed *= scale
+        return seed
+
+    def _finish_gradient(self, node: Node, grad_values: dict, grads, accumulate: bool, out_grads: dict,
+                         hooks: RunHooks) -> None:
+        """Put `node`'s final gradient where the caller wants it, and say so."""
+        g = grad_values.get(node.id)
+        if g is None:
+            g = self.xp.zeros(to_runtime(node.shape), dtype=self.backend.dtype)
+        if grads is not None and node.name in grads:
+            dest = grads[node.name]
+            if accumulate:
+                dest += g.reshape(dest.shape)
+            else:
+                dest[...] = g.reshape(dest.shape)
+            out_grads[node.name] = dest
+        else:
+            out_grads[node.name] = g
+        hooks.gradient_ready(node.name)
 
     # ---- persistent node state (precomputed statistics …), for model and checkpoint files ----------
     def state_arrays(self) -> dict:
@@ -206,11 +250,11 @@ class Executor:
             raise DataError(f"no data given for input '{leaf.name}'",
                             hint=f"the inputs of this network are: {', '.join(n.name for n in self.network.inputs)}")
         value, mask = _split_feed(feeds[leaf.name])
-        if mask is not None:
-            mask = np.asarray(self.backend.to_host(mask), dtype=bool)   # kept on the host: no device reads
+        if mask is not None:   # kept on the host: no device reads
+            mask = np.asarray(mask if isinstance(mask, np.ndarray) else self.backend.to_host(mask), dtype=bool)
         if isinstance(value, SparseRows):
             return self._bind_sparse(leaf, value, mask, masks)
-        array = self.backend.from_host(value, self.backend.dtype)
+        array = self.backend.upload(leaf.name, value, self.backend.dtype)
         expected = to_runtime(leaf.shape)
         lead = dyn_rank(leaf.layout)
         if leaf.layout is BATCH and mask is not None:
@@ -235,13 +279,39 @@ class Executor:
             raise DataError(f"sparse input '{leaf.name}' is laid out over {len(rows.lead)} dynamic axes, "
                             f"the network expects {dyn_rank(leaf.layout)}")
         counts = np.diff(self.backend.to_host(rows.offsets))
-        backend = self.backend
-        rows = SparseRows(backend.from_host(rows.indices), backend.from_host(rows.values, backend.dtype),
-                          backend.from_host(rows.offsets), tuple(rows.lead), to_runtime(leaf.shape),
-                          most_per_row=int(counts.max()) if counts.size else 0)
+        backend, name = self.backend, leaf.name
+        # The row of each non-zero is counted here, on the host, so the device never has to.
+        nonzero_rows = np.repeat(np.arange(len(counts)), counts)
+        rows = SparseRows(backend.upload((name, "indices"), rows.indices),
+                          backend.upload((name, "values"), rows.values, backend.dtype),
+                          backend.upload((name, "offsets"), rows.offsets), tuple(rows.lead), to_runtime(leaf.shape),
+                          most_per_row=int(counts.max()) if counts.size else 0,
+                          nonzero_rows=backend.upload((name, "rows"), nonzero_rows))
         if len(rows.lead) == 2:
             masks.bind(leaf, tuple(rows.lead), mask, self.backend)
         return rows
+
+
+def host_sample_count(network: Network, node: Node, feeds: Mapping[str, object]) -> int | None:
+    """What `sample_counts[node.name]` of a run on `feeds` will be, from the host data alone (a
+    replayed CUDA graph runs no Python): the real steps of the mask of the input that gives the
+    axis of `node`'s first input, or the batch size; None when the inputs do not say (an axis an
+    op makes)."""
+    first = node.inputs[0] if node.inputs else node
+    if first.layout is not BATCH and not isinstance(first.layout, SeqAxis):
+        return 1
+    for leaf in network.inputs:
+        if leaf.layout != first.layout or leaf.name not in feeds:
+            continue
+        value, mask = _split_feed(feeds[leaf.name])
+        if mask is not None:
+            return int(np.asarray(mask).sum())
+        lead = value.lead if isinstance(value, SparseRows) else np.shape(value)
+        return int(np.prod(lead[:2])) if isinstance(first.layout, SeqAxis) else int(lead[0])
+    return None
+
+
+_NO_HOOKS = RunHooks()
 
 
 def _samples_in(node: Node, value, masks: "_Masks") -> int:
@@ -316,7 +386,7 @@ class _Masks:
         known = self.host.get(axis)
         if known is None:
             self.host[axis], self.owner[axis] = mask, leaf.name
-            self.axes[axis] = backend.from_host(mask)
+            self.axes[axis] = backend.upload((leaf.name, "mask"), mask)
         elif known.shape != mask.shape or not bool((known == mask).all()):
             raise DataError(f"inputs '{self.owner[axis]}' and '{leaf.name}' share the dynamic axis '{axis}', "
                             "but their sequences have different lengths",

@@ -12,6 +12,7 @@ import numpy as np
 from netlang.errors import DataError, NetworkError
 from netlang.ir.graph import Network, Node, dyn_rank
 from netlang.ir.shapes import to_runtime
+from netlang.ops.registry import op_of
 from netlang.ops.sparse import SparseRows
 
 
@@ -65,3 +66,29 @@ def frame_rows(mask: np.ndarray) -> np.ndarray:
     mode's order, which is the reader's)."""
     seq, step = np.nonzero(mask.T)
     return step * mask.shape[1] + seq
+
+
+def synthetic_feeds(network: Network, samples: int, sequence_length: int = 20, seed: int = 0,
+                    dtype=np.float32) -> dict:
+    """Random feeds for every input of `network`, without a reader (`netlang time`, export checks):
+    `samples` samples per minibatch (sequence inputs: `samples // sequence_length` sequences of
+    `sequence_length` steps, every step real), one-hot rows for labels and sparse inputs, values in
+    [0, 1) otherwise."""
+    rng = np.random.default_rng(seed)
+    labels = {n.id for n in network.groups.get("label", [])}
+    feeds = {}
+    for node in network.inputs:
+        lead = (samples,) if dyn_rank(node.layout) < 2 else (sequence_length, max(1, samples // sequence_length))
+        sample = to_runtime(node.shape)
+        width = int(np.prod(sample))
+        if op_of(node).leaf == "sparse_input":
+            rows = int(np.prod(lead))
+            feeds[node.name] = SparseRows(rng.integers(0, width, rows), np.ones(rows, dtype), np.arange(rows + 1),
+                                          lead, sample)
+        elif node.id in labels:
+            hot = np.zeros(lead + (width,), dtype)
+            np.put_along_axis(hot, rng.integers(0, width, lead + (1,)), 1.0, axis=-1)
+            feeds[node.name] = hot.reshape(lead + sample)
+        else:
+            feeds[node.name] = rng.random(lead + sample).astype(dtype)
+    return feeds

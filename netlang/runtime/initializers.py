@@ -38,6 +38,10 @@ def initial_value(recipe: dict, rng: np.random.Generator, span=None) -> np.ndarr
         return rng.uniform(-0.05 * scale, 0.05 * scale, rm)
     if kind == "gaussian":
         return rng.normal(0.0, 0.2 * scale / math.sqrt(fan_in), rm)
+    if kind == "normal":                   # CNTK: initValueScale is the standard deviation
+        return rng.normal(0.0, scale, rm)
+    if kind == "truncNormal":              # ... redrawn beyond two standard deviations
+        return _truncated_normal(rng, scale, rm)
     if kind == "xavier":
         r = scale * math.sqrt(3.0 / fan_in)
         return rng.uniform(-r, r, rm)
@@ -67,6 +71,15 @@ def initial_value(recipe: dict, rng: np.random.Generator, span=None) -> np.ndarr
     if kind == "bilinear":
         return _bilinear(shape)
     raise ConfigError(f"unknown init '{kind}'", span)
+
+
+def _truncated_normal(rng: np.random.Generator, stddev: float, shape: tuple) -> np.ndarray:
+    values = rng.normal(0.0, stddev, shape)
+    outside = np.abs(values) > 2 * stddev
+    while outside.any():
+        values[outside] = rng.normal(0.0, stddev, int(outside.sum()))
+        outside = np.abs(values) > 2 * stddev
+    return values
 
 
 def _matrix_as(matrix: np.ndarray, shape: tuple, span) -> np.ndarray:

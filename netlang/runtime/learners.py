@@ -42,6 +42,10 @@ trainable prefix). A per-parameter regularisation multiplier (CNTK's `regMultipl
 `disableRegInBatchNormalization`) scales L2 and L1 of that parameter.
 
 `step` consumes the gradient buffer (clipping and L2 are applied to it in place).
+
+On a backend with compiled kernels (the GPU) the same step runs as one fused kernel over the flat
+buffers (runtime/gpu/updates.py), with the host scalars each rule forms in `rule_scalars`, shared by
+both paths, so the two agree and a checkpoint written by one resumes on the other.
 """
 from __future__ import annotations
 
@@ -53,6 +57,7 @@ import numpy as np
 from netlang.compiler.lang.settings import SGDSettings
 from netlang.errors import ConfigError
 from netlang.runtime.flatbuffer import FlatParameters
+from netlang.runtime.gpu.updates import CLIP_NONE, CLIP_NORM, CLIP_TRUNCATE, FusedUpdate, UpdateConfig, hyper_values
 from netlang.runtime.schedules import LearningRateSchedule, MomentumSchedule
 
 
@@ -73,6 +78,9 @@ class Learner:
         self.state = {name: params.new_buffer() for name in self.state_names}
         self.scalars: dict[str, float] = {}
         self._lr_cache: tuple[float, Any] | None = None
+        kernels = getattr(params.backend, "kernels", None)
+        self.fused = None if kernels is None else FusedUpdate(self._update_config(), params, kernels,
+                                                               params.backend.upload_scalars)
 
     # ---- what the trainer asks --------------------------------------------------------------
 
@@ -87,7 +95,9 @@ class Learner:
         if mb_samples <= 0:
             raise ValueError(f"an update needs at least one sample, got {mb_samples}")
         n = self.params.num_trainable
-        if n > 0:
+        if n > 0 and self.fused is not None:
+            self._fused_step(epoch, mb_samples, n)
+        elif n > 0:
             w = self.params.data[:n]
             g = self.params.grad[:n]
             s = self.settings
@@ -106,6 +116,48 @@ class Learner:
     def update(self, w, g, lr, epoch: int, mb_samples: int) -> None:
         """The rule itself: update `w` (trainable prefix) from `g`; `lr` is per element or scalar."""
         raise NotImplementedError
+
+    def rule_scalars(self, epoch: int, mb_samples: int) -> dict:
+        """The host-side numbers of the rule for this step (advancing its counters), shared by the
+        NumPy update and the fused kernel."""
+        return {}
+
+    # ---- the fused kernel (GPU) ------------------------------------------------------------
+
+    uses_momentum = False         # the rule reads the momentum schedule
+
+    def _update_config(self) -> UpdateConfig:
+        s = self.settings
+        clip = CLIP_NONE if math.isinf(s.clipping_threshold_per_sample) else \
+            CLIP_TRUNCATE if s.gradient_clipping_with_truncation else CLIP_NORM
+        return UpdateConfig(self.name, clip, uniform_lr=self.params.uniform_lr,
+                            reg_multiplier=self.params.reg_multiplier is not None, l2=s.l2_reg_weight > 0,
+                            l1=s.l1_reg_weight > 0, noise=s.gaussian_noise_inject_std > 0,
+                            nesterov=s.use_nesterov, ave_multiplier=s.norm_with_ave_multiplier)
+
+    def _fused_step(self, epoch: int, mb_samples: int, n: int) -> None:
+        hyper = self.fused_hyper(epoch, mb_samples)
+        noise = self._noise(n) if self.settings.gaussian_noise_inject_std > 0 else None
+        self.fused.step([self.state[name] for name in self.state_names], hyper, noise)
+
+    def fused_hyper(self, epoch: int, mb_samples: int):
+        """The host half of a fused update: this step's hyper-parameter buffer (advancing the rule's
+        counters). A captured step uploads it and replays `apply_fused`."""
+        s = self.settings
+        mu = self.momentum_per_minibatch(epoch, mb_samples) if self.uses_momentum else 0.0
+        limit = 0.0 if math.isinf(s.clipping_threshold_per_sample) else s.clipping_threshold_per_sample * mb_samples
+        return hyper_values(self.name, self.learning_rate_per_sample(epoch), mu, limit,
+                            s.l2_reg_weight * mb_samples, s.l1_reg_weight * mb_samples,
+                            self.rule_scalars(epoch, mb_samples))
+
+    def apply_fused(self, hyper_on_device) -> None:
+        """The device half: the update kernels reading `hyper_on_device`."""
+        self.fused.launch([self.state[name] for name in self.state_names], hyper_on_device)
+
+    @property
+    def capturable(self) -> bool:
+        """The update can be part of a captured step: fused, and drawing no noise on the host."""
+        return self.fused is not None and self.settings.gaussian_noise_inject_std == 0
 
     # ---- checkpoints -----------------------------------------------------------------------
 
@@ -202,6 +254,7 @@ class SGDLearner(Learner):
 
     name = "none"
     state_names = ("smoothed_gradient",)
+    uses_momentum = True
 
     def update(self, w, g, lr, epoch, mb_samples):
         mu = self.momentum_per_minibatch(epoch, mb_samples)
@@ -239,11 +292,10 @@ class RmsPropLearner(Learner):
         mean_square = self.state["mean_square"][:n]
         previous_sign = self.state["previous_sign"][:n]
         step_size = self.state["step_size"][:n]
-        if not self.scalars.get("initialized"):
+        if self.rule_scalars(epoch, mb_samples)["first"]:
             # CNTK starts the average at the first squared gradient and every step size at 0.02.
             mean_square[...] = g * g
             step_size.fill(0.02)
-            self.scalars["initialized"] = 1.0
         moving_average(mean_square, s.rms_gamma, g * g)
         sign = xp.sign(g)
         same_direction = previous_sign * sign > 0
@@ -260,20 +312,33 @@ class RmsPropLearner(Learner):
             lr = lr / self._ave_multiplier(scale)
         w -= lr * g
 
+    def rule_scalars(self, epoch, mb_samples):
+        s = self.settings
+        first = not self.scalars.get("initialized")
+        self.scalars["initialized"] = 1.0
+        return {"first": first, "gamma": s.rms_gamma, "inc": s.rms_wgt_inc, "dec": s.rms_wgt_dec,
+                "max": s.rms_wgt_max, "min": s.rms_wgt_min}
+
 
 class FSAdaGradLearner(Learner):
     name = "fsadagrad"
     state_names = ("mean_square", "smoothed_gradient")
+    uses_momentum = True
 
-    def update(self, w, g, lr, epoch, mb_samples):
-        xp, s = self.xp, self.settings
-        n = w.size
-        mu = self.momentum_per_minibatch(epoch, mb_samples)
+    def rule_scalars(self, epoch, mb_samples):
+        s = self.settings
         tau = s.variance_time_constant
         nu = 0.0 if tau == 0 else math.exp(-mb_samples / tau)
         count = nu * self.scalars.get("smoothed_count", 0.0) + (1.0 - nu) * mb_samples
         self.scalars["smoothed_count"] = count
-        target = s.fsadagrad_target_av_denom * math.sqrt(count)
+        return {"nu": nu, "target": s.fsadagrad_target_av_denom * math.sqrt(count)}
+
+    def update(self, w, g, lr, epoch, mb_samples):
+        xp = self.xp
+        n = w.size
+        mu = self.momentum_per_minibatch(epoch, mb_samples)
+        scalars = self.rule_scalars(epoch, mb_samples)
+        nu, target = scalars["nu"], scalars["target"]
         mean_square = self.state["mean_square"][:n]
         moving_average(mean_square, nu, g * g)
         nonzero = mean_square != 0
@@ -290,15 +355,20 @@ class AdamLearner(Learner):
     name = "adam"
     state_names = ("mean", "mean_square")
 
+    def rule_scalars(self, epoch, mb_samples):
+        s = self.settings
+        beta1 = s.adam_beta1 if s.adam_beta1 is not None else \
+            self.momentum_per_minibatch(epoch, mb_samples)
+        t = self.scalars.get("t", 0.0) + 1.0
+        self.scalars["t"] = t
+        return {"beta1": beta1, "beta2": s.adam_beta2, "epsilon": s.adam_epsilon,
+                "correction": math.sqrt(1.0 - s.adam_beta2 ** t) / (1.0 - beta1 ** t)}
+
     def update(self, w, g, lr, epoch, mb_samples):
         xp, s = self.xp, self.settings
         n = w.size
-        beta1 = s.adam_beta1 if s.adam_beta1 is not None else \
-            self.momentum_per_minibatch(epoch, mb_samples)
-        beta2 = s.adam_beta2
-        t = self.scalars.get("t", 0.0) + 1.0
-        self.scalars["t"] = t
-        correction = math.sqrt(1.0 - beta2 ** t) / (1.0 - beta1 ** t)
+        scalars = self.rule_scalars(epoch, mb_samples)
+        beta1, beta2, correction = scalars["beta1"], scalars["beta2"], scalars["correction"]
         m = self.state["mean"][:n]
         v = self.state["mean_square"][:n]
         moving_average(m, beta1, g)
@@ -320,6 +390,9 @@ class AdaDeltaLearner(Learner):
         delta = -xp.sqrt(x + eps) / xp.sqrt(v + eps) * g
         moving_average(x, rho, delta * delta)
         w += lr * delta
+
+    def rule_scalars(self, epoch, mb_samples):
+        return {"rho": self.settings.adadelta_rho, "epsilon": self.settings.adadelta_epsilon}
 
 
 LEARNERS: dict[str, type[Learner]] = {

@@ -16,13 +16,26 @@ The hooks, in the order the trainer calls them:
     before_epoch(epoch, resumed)              the method is active from parallelizationStartEpoch
     reading() -> (rank, K)                    which share of every global minibatch to read
     any_rank(flag) -> bool                    a stop request (Ctrl-C, SIGTERM) seen on any worker
-    reduce_totals(crit, metrics, n)           criterion, metrics and samples summed over workers (the
-                                              sums come as device scalars; K > 1 reads them here)
-    after_backward(grad, n_local, n_global)   -> the sample count the learner step is for
-    after_update(n_local, n_global)           block methods: count samples, sync a full block
+    backward_begins() / gradient_ready(name)  the executor's RunHooks during a training step:
+                                              DataParallelSGD starts exchanging gradients here
+    after_backward(grad, n_local) -> n        the sample count the learner step is for (global
+                                              for DataParallelSGD: exchanged with the gradient)
+    after_update(n_local, n_reader_global)    block methods: count samples, sync a full block
+    sum_over_workers(values) -> values        the trainer's totals (samples, criterion, metrics)
+                                              summed over the workers where it reads them
     end_epoch()                               block methods: the final sync of the epoch
     checkpoint_arrays(mid_epoch) / restore_arrays(arrays) / barrier()
     log_fields()                              {"parallel": {...}} for the epoch's metrics record
+    gather(values) -> [values of every rank]  for the per-rank `--profile` table
+
+Nothing synchronises the workers every minibatch but what the method needs: DataParallelSGD's
+gradient exchange (with the step's sample count in it). The trainer adds its totals up on each
+worker and sums them over the workers only where it reports (every `numMBsToShowResult`
+minibatches and at the end of an epoch); a stop request is agreed on by a vote started every
+`STOP_VOTE_EVERY` minibatches and collected as many minibatches later, so the workers agree on
+the minibatch to stop at without waiting for each other; block methods count their block by the
+reader's global sample count, the same on every worker. So between their syncs BlockMomentumSGD
+and ModelAveragingSGD exchange only the vote and, where the trainer reports, its totals.
 
 Conventions (CNTK's where it has one):
 
@@ -59,7 +72,10 @@ Conventions (CNTK's where it has one):
   The per-worker parts are all-gathered (every worker briefly holds all of them): fine for the
   models netlang trains on CPU, to be replaced by a gather to rank 0 for very large models.
 * GPU buffers (CuPy) go through host memory for the collectives (reference/gpu.md §5.2's
-  fallback) until the NCCL communicator arrives behind the same interface.
+  fallback) until the NCCL communicator arrives behind the same interface; k-bit quantisation runs
+  on the device, so only the packed bytes travel.
+* The gradient exchange of DataParallelSGD goes bucket by bucket as backward finishes gradients
+  (distributed/aggregation.py), and is waited for just before the update.
 """
 from __future__ import annotations
 
@@ -69,21 +85,21 @@ import json
 import numpy as np
 
 from netlang.compiler.lang.settings import FULL_PRECISION_BITS, ParallelSettings
-from netlang.runtime.distributed import (
-    BlockMomentum,
-    GradientAggregator,
-    ModelAveraging,
-    resolve_block_size,
-)
+from netlang.runtime.backend import array_module
+from netlang.runtime.distributed import BlockMomentum, GradientAggregator, ModelAveraging, resolve_block_size
+from netlang.runtime.distributed.aggregation import BUCKET_BYTES
 from netlang.runtime.distributed.blockmomentum import (
     DEFAULT_BLOCK_SIZE_PER_WORKER_BMUF,
     DEFAULT_BLOCK_SIZE_PER_WORKER_MA,
 )
 from netlang.runtime.distributed.quantization import column_dims
+from netlang.runtime.executor import RunHooks
+from netlang.runtime.profile import StepProfile
 
 SUPPORTED_METHODS = ("none", "DataParallelSGD", "BlockMomentumSGD", "ModelAveragingSGD")
 QUANTIZED_BITS = (1, 2, 4, 8)     # gradientBits below FULL_PRECISION_BITS that k-bit aggregation runs
 MOMENTUM_STATES = ("smoothed_gradient", "mean")   # learner buffers resetSGDMomentum zeroes
+STOP_VOTE_EVERY = 8   # minibatches between the start of a stop vote and its count
 
 
 def check_supported(settings: ParallelSettings | None) -> None:
@@ -98,20 +114,26 @@ def check_supported(settings: ParallelSettings | None) -> None:
 
 
 def create_strategy(settings: ParallelSettings | None, comm, flat, learner, executor,
-                    seed: int) -> "ParallelStrategy":
+                    seed: int, profile: StepProfile | None = None) -> ParallelStrategy:
     """The strategy for this job: the no-op one unless K > 1 and a method is chosen."""
+    profile = profile or StepProfile(enabled=False)
     if settings is None or comm is None or comm.size <= 1 or settings.method == "none":
-        return ParallelStrategy()
+        return ParallelStrategy(profile)
     kinds = {"DataParallelSGD": DataParallel, "BlockMomentumSGD": BlockMomentumParallel,
              "ModelAveragingSGD": ModelAveragingParallel}
-    return kinds[settings.method](settings, comm, flat, learner, executor, seed)
+    return kinds[settings.method](settings, comm, flat, learner, executor, seed, profile)
 
 
-class ParallelStrategy:
-    """One worker: nothing to exchange; every hook leaves the single-process loop as it is."""
+class ParallelStrategy(RunHooks):
+    """One worker: nothing to exchange; every hook leaves the single-process loop as it is.
+
+    It is also the executor's RunHooks of a training step: backward begins in the step profile."""
 
     name = "none"
     workers = 1
+
+    def __init__(self, profile: StepProfile):
+        self.profile = profile
 
     def begin(self) -> None:
         pass
@@ -125,10 +147,13 @@ class ParallelStrategy:
     def any_rank(self, flag: bool) -> bool:
         return flag
 
-    def reduce_totals(self, crit: float, metrics: dict, samples: int) -> tuple[float, dict, int]:
-        return crit, metrics, samples
+    def sum_over_workers(self, values: list[float]) -> list[float]:
+        return values
 
-    def after_backward(self, grad, local_samples: int, global_samples: int) -> int:
+    def backward_begins(self) -> None:
+        self.profile.switch("backward")
+
+    def after_backward(self, grad, local_samples: int) -> int:
         return local_samples
 
     def after_update(self, local_samples: int, global_samples: int) -> None:
@@ -149,11 +174,16 @@ class ParallelStrategy:
     def log_fields(self) -> dict:
         return {}
 
+    def gather(self, values: list[float]) -> list[list[float]]:
+        return [values]
+
 
 class _Workers(ParallelStrategy):
     """What every method with K > 1 workers shares: reading, totals, stop requests, checkpoints."""
 
-    def __init__(self, settings: ParallelSettings, comm, flat, learner, executor, seed: int):
+    def __init__(self, settings: ParallelSettings, comm, flat, learner, executor, seed: int,
+                 profile: StepProfile):
+        super().__init__(profile)
         self.settings = settings
         self.comm = comm
         self.workers = comm.size
@@ -165,6 +195,10 @@ class _Workers(ParallelStrategy):
         self._restored: dict | None = None  # checkpoint parts waiting for begin()
         self._bytes = 0                     # bytes this worker sent to exchange gradients/models
         self._steps = 0                     # steps of this epoch
+        self._vote = None                   # the stop vote in flight, and the call that started it
+        self._vote_started = 0
+        self._calls = 0                     # calls of any_rank
+        self._decided = False               # a vote counted at the end of an epoch said stop
 
     # ---- the epoch -------------------------------------------------------------------------------
 
@@ -187,18 +221,42 @@ class _Workers(ParallelStrategy):
         return (self.comm.rank, self.comm.size) if self.active else (0, 1)
 
     def any_rank(self, flag: bool) -> bool:
-        buf = np.array([1.0 if flag else 0.0])
-        self.comm.allreduce_sum(buf)
-        return bool(buf[0] > 0)
+        """Whether any worker was asked to stop, agreed without waiting every minibatch: a vote
+        (this worker's flag, summed over the workers) starts and is counted STOP_VOTE_EVERY calls
+        later. Every worker makes the same calls, so all see the outcome at the same minibatch."""
+        self._calls += 1
+        decided, self._decided = self._decided, False
+        if self._vote is not None and self._calls - self._vote_started >= STOP_VOTE_EVERY:
+            decided = self._count_vote()
+        if self._vote is None and not decided:
+            self._vote = self.comm.iallreduce_sum(np.array([1.0 if flag else 0.0]))
+            self._vote_started = self._calls
+        elif self._vote is not None:
+            self._vote.test()
+        return decided
 
-    def reduce_totals(self, crit, metrics: dict, samples: int) -> tuple[float, dict, int]:
+    def _count_vote(self) -> bool:
+        with self.profile.phase("wait"):
+            stop = bool(self._vote.wait()[0] > 0)
+        self._vote = None
+        return stop
+
+    def end_epoch(self) -> None:
+        # The vote in flight is counted now (its outcome comes with the next call): no collective
+        # may be left open when the run ends.
+        if self._vote is not None:
+            self._decided = self._count_vote()
+
+    def sum_over_workers(self, values: list[float]) -> list[float]:
         if not self.active:    # warm start: every worker saw the same full minibatch
-            return crit, metrics, samples
-        names = list(metrics)
-        host = self.flat.backend.to_host
-        buf = np.array([samples, float(host(crit))] + [float(host(metrics[k])) for k in names], dtype=np.float64)
-        self.comm.allreduce_sum(buf)
-        return float(buf[1]), dict(zip(names, map(float, buf[2:]))), int(round(buf[0]))
+            return values
+        buf = np.array(values, dtype=np.float64)
+        with self.profile.phase("communicate"):
+            self.comm.allreduce_sum(buf)
+        return [float(v) for v in buf]
+
+    def gather(self, values: list[float]) -> list[list[float]]:
+        return self.comm.allgather(np.array(values, dtype=np.float64)).tolist()
 
     def log_fields(self) -> dict:
         fields = {"workers": self.workers, "method": self.name,
@@ -292,39 +350,53 @@ class WireLayout:
     7.4. With `longer_axis` (`quantizeAlongLongerAxis = true`, a netlang addition) a matrix whose
     columns are shorter than its rows is transposed into a wire buffer first, so it is quantised
     along its longer axis (200 columns of 784 values: 1.08 bits per value); the aggregate comes
-    back transposed. The residuals are kept in the wire layout.
+    back transposed. The residuals are kept in the wire layout. Segment by segment (`put`), so a
+    gradient enters the wire buffer as soon as backward has finished it.
     """
 
     def __init__(self, flat, longer_axis: bool):
-        self.segments, self.flipped = [], []
-        for name in flat.trainable_names:
+        self.segments, self.slices, self.flipped = [], [], {}
+        for index, name in enumerate(flat.trainable_names):
             shape = flat.shape(name)
             rows, cols = column_dims(shape)
+            self.slices.append(flat.segment(name))
             if longer_axis and rows < cols:
                 # run-time shape (rows, cols): the aggregator's columns are now the old rows
                 self.segments.append((flat.offset(name), (rows, cols)))
-                self.flipped.append((flat.segment(name), (cols, rows)))
+                self.flipped[index] = (cols, rows)
             else:
                 self.segments.append((flat.offset(name), shape))
         self._buffer = None
 
-    def pack(self, grad: np.ndarray) -> np.ndarray:
-        """The gradient in wire layout (`grad` itself when nothing is transposed)."""
+    def wire_for(self, grad):
+        """The buffer the aggregator works on: `grad` itself when nothing is transposed."""
         if not self.flipped:
             return grad
         if self._buffer is None:
-            self._buffer = np.empty_like(grad)
-        wire = self._buffer
-        wire[...] = grad
-        for segment, matrix in self.flipped:
-            wire[segment] = grad[segment].reshape(matrix).T.ravel()
+            self._buffer = array_module(grad).empty_like(grad)
+        return self._buffer
+
+    def put(self, index: int, grad, wire) -> None:
+        """Segment `index` of `grad` into the wire buffer."""
+        if wire is grad:
+            return
+        segment = self.slices[index]
+        matrix = self.flipped.get(index)
+        wire[segment] = grad[segment] if matrix is None else grad[segment].reshape(matrix).T.ravel()
+
+    def pack(self, grad):
+        """The whole gradient in wire layout."""
+        wire = self.wire_for(grad)
+        for index in range(len(self.slices)):
+            self.put(index, grad, wire)
         return wire
 
-    def unpack(self, wire: np.ndarray, grad: np.ndarray) -> None:
+    def unpack(self, wire, grad) -> None:
         if wire is grad:
             return
         grad[...] = wire
-        for segment, (cols, rows) in self.flipped:
+        for index, (cols, rows) in self.flipped.items():
+            segment = self.slices[index]
             grad[segment] = wire[segment].reshape(rows, cols).T.ravel()
 
 
@@ -337,38 +409,61 @@ class DataParallel(_Workers):
         flat = self.flat
         self.wire = WireLayout(flat, self.settings.longer_axis)
         self.aggregator = GradientAggregator(self.comm, self.wire.segments, flat.num_trainable, flat.dtype,
-                                             bits=QUANTIZED_BITS[0],
-                                             zero_threshold=self.settings.zero_threshold)
+                                             bits=FULL_PRECISION_BITS, zero_threshold=self.settings.zero_threshold,
+                                             backend=flat.backend, profile=self.profile)
+        self.segment_of = {name: index for index, name in enumerate(flat.trainable_names)}
         self.bits = FULL_PRECISION_BITS
+        self._grad = self._wire = None
+        self._bytes_before = 0
 
     def before_epoch(self, epoch: int, resumed: bool) -> None:
         super().before_epoch(epoch, resumed)
-        self.bits = self.settings.bits(epoch)
-        if self.bits < FULL_PRECISION_BITS:
-            self.aggregator.bits = self.bits
+        self.bits = self.aggregator.bits = self.settings.bits(epoch)
 
     def _start_parallel(self) -> None:
         super()._start_parallel()
         for buffer in self.learner.state.values():
             self._broadcast(buffer)
 
-    def after_backward(self, grad, local_samples: int, global_samples: int) -> int:
+    # ---- the step: gradients go out as backward finishes them ----------------------------------------
+
+    def backward_begins(self) -> None:
+        super().backward_begins()
+        if self.active:
+            self._open_step()
+
+    def gradient_ready(self, name: str) -> None:
+        if not self.active:
+            return
+        with self.profile.phase("communicate"):
+            index = self.segment_of[name]
+            self.wire.put(index, self._grad, self._wire)
+            self.aggregator.segment_ready(index)
+
+    def after_backward(self, grad, local_samples: int) -> int:
+        """Wait for the exchange (started by the hooks; all of it here when this worker had no
+        share of the minibatch) and return the global sample count, which came with it."""
         if not self.active:
             return local_samples
+        if not self.aggregator.in_step:
+            self._open_step()
+            for index in range(len(self.wire.slices)):
+                self.wire.put(index, self._grad, self._wire)
+        samples = self.aggregator.finish(local_samples)
+        self.wire.unpack(self._wire, self._grad)
+        self._bytes += self.comm.bytes_sent - self._bytes_before
         self._steps += 1
-        self._count_bytes(lambda: self._on_host(grad, self._sum))
-        return global_samples
+        return samples
 
-    def _sum(self, grad: np.ndarray) -> None:
-        if self.bits >= FULL_PRECISION_BITS:
-            self.comm.allreduce_sum(grad)
-            return
-        wire = self.wire.pack(grad)
-        self.aggregator.aggregate(wire, 0)   # the sample count is summed with the totals
-        self.wire.unpack(wire, grad)
+    def _open_step(self) -> None:
+        self._grad = self.flat.grad[self.flat.trainable]
+        self._wire = self.wire.wire_for(self._grad)
+        self._bytes_before = self.comm.bytes_sent
+        self.aggregator.begin(self._wire)
 
     def _info(self) -> dict:
-        return {**super()._info(), "longer_axis": self.settings.longer_axis}
+        # the k-bit stripes (who keeps which second residual) follow the buckets
+        return {**super()._info(), "longer_axis": self.settings.longer_axis, "bucket_bytes": BUCKET_BYTES}
 
     def log_fields(self) -> dict:
         fields = super().log_fields()
@@ -404,12 +499,13 @@ class _BlockParallel(_Workers):
     def _new_block(self, params: np.ndarray, block_size: int):
         raise NotImplementedError
 
-    def after_backward(self, grad, local_samples: int, global_samples: int) -> int:
+    def after_backward(self, grad, local_samples: int) -> int:
         if self.active:
             self._steps += 1
         return local_samples
 
     def after_update(self, local_samples: int, global_samples: int) -> None:
+        """`global_samples`: the reader's count for the global minibatch, the same on every worker."""
         if not self.active:
             return
         self.block.advance(local_samples)
@@ -418,12 +514,14 @@ class _BlockParallel(_Workers):
             self._sync()
 
     def end_epoch(self) -> None:
+        super().end_epoch()
         if self.active and self.since_sync > 0:
             self._sync()
 
     def _sync(self) -> None:
         params = self._trainable(self.flat.data)
-        self._count_bytes(lambda: self._on_host(params, self._sync_block))
+        with self.profile.phase("communicate"):
+            self._count_bytes(lambda: self._on_host(params, self._sync_block))
         self.since_sync = 0
 
     def _sync_block(self, params: np.ndarray) -> None:

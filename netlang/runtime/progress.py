@@ -4,6 +4,10 @@ Lines go to stderr (results and `--json` documents own stdout):
 
     Epoch[ 1 of 3]-Minibatch[   1- 500]: ce = 0.41230 * 32000; errs = 11.34% * 32000; lr = 0.00390625; 5123 samples/s
     Finished Epoch[ 1 of 3]: [Training] ce = 0.30123 * 60000; errs = 8.90%; 12.3 s; 4878 samples/s
+
+The plain lines average over the minibatches since the last line, as CNTK's do. The bar shows the
+epoch's percentage, elapsed and remaining time, and the averages over the epoch so far: the figures
+the epoch's summary line will show when it ends.
 """
 from __future__ import annotations
 
@@ -19,6 +23,29 @@ def _fmt_metric(name: str, value: float) -> str:
     return f"{name} = {value * 100:.2f}%" if _is_error_metric(name) else f"{name} = {value:.5f}"
 
 
+class EpochAverages:
+    """The criterion and metrics averaged over the samples of the epoch reported so far."""
+
+    def __init__(self):
+        self.samples = 0
+        self.sums: dict[str, float] = {}
+        self.criteria: list[str] = []
+
+    def add(self, report: dict) -> None:
+        n = report["samples"]
+        self.samples += n
+        for group in ("criterion", "metrics"):
+            for name, value in report[group].items():
+                self.sums[name] = self.sums.get(name, 0.0) + value * n
+        self.criteria = list(report["criterion"])
+
+    def text(self) -> str:
+        if not self.samples:
+            return ""
+        return "; ".join(f"{name} = {total / self.samples:.5f}" if name in self.criteria
+                         else _fmt_metric(name, total / self.samples) for name, total in self.sums.items())
+
+
 class Progress:
     def __init__(self, enabled: bool = True, console=None, bar: bool | None = None):
         self.enabled = enabled
@@ -30,18 +57,21 @@ class Progress:
         self.bar = console.is_terminal if bar is None else bar
         self._progress = None
         self._task = None
+        self._averages = EpochAverages()
 
     # ---- epoch boundaries ----------------------------------------------------------------------------
     def epoch_start(self, epoch: int, max_epochs: int, epoch_size: int) -> None:
         if not (self.enabled and self.bar):
             return
-        from rich.progress import BarColumn, TextColumn, TimeElapsedColumn
+        from rich.progress import BarColumn, TaskProgressColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
         from rich.progress import Progress as RichProgress
 
         self._close_bar()
-        self._progress = RichProgress(TextColumn(f"Epoch {epoch}/{max_epochs}"), BarColumn(),
+        self._averages = EpochAverages()
+        self._progress = RichProgress(TextColumn(f"Epoch {epoch}/{max_epochs}"), BarColumn(), TaskProgressColumn(),
                                       TextColumn("{task.completed} samples"), TextColumn("{task.fields[loss]}"),
-                                      TimeElapsedColumn(), console=self.console, transient=True)
+                                      TimeElapsedColumn(), TextColumn("remaining"), TimeRemainingColumn(),
+                                      console=self.console, transient=True)
         self._progress.start()
         self._task = self._progress.add_task("train", total=epoch_size or None, loss="")
 
@@ -53,8 +83,8 @@ class Progress:
 
     def report(self, report: dict, max_epochs: int, samples: int | None = None) -> None:
         if self._progress is not None:
-            loss = " ".join(f"{k} {v:.4f}" for k, v in report["criterion"].items())
-            self._progress.update(self._task, completed=samples, loss=loss)
+            self._averages.add(report)
+            self._progress.update(self._task, completed=samples, loss=self._averages.text())
         if not self.enabled:
             return
         first, last = report["minibatches"]

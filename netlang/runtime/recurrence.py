@@ -31,12 +31,7 @@ from netlang.ir.graph import Node, SeqAxis, dyn_rank
 from netlang.ir.shapes import to_runtime
 from netlang.ops import registry
 from netlang.ops.registry import OpContext, OpDef, apply_backward, apply_forward
-from netlang.ops.sequence import (
-    delay_valid,
-    initial_state,
-    initial_state_gradient,
-    time_step,
-)
+from netlang.ops.sequence import delay_valid, initial_state, initial_state_gradient, time_step
 from netlang.ops.sparse import densified
 
 # Where a loop node's input comes from at step t.

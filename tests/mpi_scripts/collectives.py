@@ -72,6 +72,21 @@ def main(out_dir: str) -> None:
             saved[f"agg_residual_{tag}"] = agg.residual
             saved[f"agg_stripe_residual_{tag}"] = agg.stripe_residual
 
+    # -- the same, overlapped: small buckets, the segments' gradients final in another order on
+    # each rank (rank 0 from the last, rank 1 from the first), as backward would announce them
+    for bits in BITS + (32,):
+        agg = GradientAggregator(comm, segments, size, np.float32, bits, bucket_bytes=64)
+        saved["bucketed_buckets"] = np.array(len(agg.buckets))
+        order = range(len(segments) - 1, -1, -1) if comm.rank == 0 else range(len(segments))
+        for step in range(STEPS):
+            grad = rng.standard_normal(size).astype(np.float32)
+            saved[f"bucketed_in_{bits}_{step}"] = grad.copy()
+            agg.begin(grad)
+            for index in order:
+                agg.segment_ready(index)
+            saved[f"bucketed_samples_{bits}_{step}"] = np.array(agg.finish(10 + comm.rank))
+            saved[f"bucketed_out_{bits}_{step}"] = grad
+
     # -- BMUF and model averaging over two blocks; "local training" adds a random step
     for name, make in (
             ("bmuf_nesterov", lambda p: BlockMomentum(comm, p, block_size=600)),

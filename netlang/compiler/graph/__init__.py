@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Sequence
 
 from netlang.compiler.graph.nodes import GRAPH_NODES
+from netlang.compiler.graph.user_ops import import_op_modules
 from netlang.compiler.lang import config as _config
 from netlang.compiler.lang import evaluator as _evaluator
 
@@ -29,5 +30,8 @@ def evaluate_expression(text: str, scope=None):
 
 
 def load_config(path: str, overrides: Sequence[str] = (), include_path: Sequence[str] = ()) -> "_config.Config":
-    """A validated config (compiler/lang/config.py) whose networks can be built."""
-    return _config.Config(evaluate_file(path, overrides, include_path), path, overrides)
+    """A validated config (compiler/lang/config.py) whose networks can be built; the modules of its
+    `opModules` are imported first, so their ops exist when a network is built."""
+    config = _config.Config(evaluate_file(path, overrides, include_path), path, overrides)
+    import_op_modules(config.top.opModules, config.top.span_of("opModules"))
+    return config

@@ -15,8 +15,8 @@ from netlang.ir.graph import DEFAULT_SEQ, LEGACY_TAGS, TAG_GROUPS, Node, SeqAxis
 from netlang.ops import registry
 from netlang.ops.registry import OpDef
 
-INIT_KINDS = ("uniform", "gaussian", "heNormal", "heUniform", "glorotNormal", "glorotUniform", "xavier",
-              "zero", "fixedValue", "fromLiteral", "fromFile", "bilinear")
+INIT_KINDS = ("uniform", "gaussian", "normal", "truncNormal", "heNormal", "heUniform", "glorotNormal",
+              "glorotUniform", "xavier", "zero", "fixedValue", "fromLiteral", "fromFile", "bilinear")
 
 
 def _shape_attr(op: OpDef, attrs: dict, ctx: BuildContext) -> tuple:

@@ -9,23 +9,18 @@
 """
 from __future__ import annotations
 
+import os
+import re
+from contextlib import contextmanager
+from contextvars import ContextVar
+
 import numpy as np
 
-from netlang.compiler.graph import loops, shapeinfer
+from netlang.compiler.graph import loops, modelcheck, shapeinfer
 from netlang.compiler.lang import values
 from netlang.compiler.lang.nodes import BuildContext
 from netlang.errors import DataError, EvalError, NetlangError, NetworkError
-from netlang.ir.graph import (
-    BATCH,
-    TAG_GROUPS,
-    CycleError,
-    Network,
-    Node,
-    SeqAxis,
-    depth_first,
-    layout_suffix,
-)
-from netlang.ir.modelfile import load_model
+from netlang.ir.graph import BATCH, TAG_GROUPS, CycleError, Network, Node, SeqAxis, depth_first, layout_suffix
 from netlang.ir.shapes import format_shape
 from netlang.ops import registry
 from netlang.ops.registry import is_delay, op_of
@@ -217,7 +212,7 @@ def _use_sparse_products(nodes: list[Node]) -> None:
     ops/sparse.py), not as a dense product with a mostly-zero matrix."""
     for node in nodes:
         sparse_form = op_of(node).sparse_form
-        if sparse_form and op_of(node.inputs[1]).leaf == "sparse_input":
+        if sparse_form and op_of(node.inputs[1]).leaf == "sparse_input" and node.inputs[0].layout is None:
             node.op = sparse_form
 
 
@@ -252,24 +247,78 @@ def build_action_network(ref) -> Network:
 
 
 def require_training_nodes(network: Network, span=None) -> None:
-    """A network that is trained needs a criterion and at least one input."""
+    """A network that is trained needs a criterion, one number per sample, and at least one input."""
     if not network.groups.get("criterion"):
         raise NetworkError("the network has no criterion node", span or network.span,
                            hint="declare criterionNodes = (ce) (exact spelling) or give the loss tag='criterion'")
+    for node in network.groups["criterion"]:
+        require_scalar_criterion(node)
     if not network.inputs:
         raise NetworkError("the network has no inputs", span or network.span,
                            hint="declare inputs with Input {dims} and list them in featureNodes/labelNodes")
 
 
+def require_scalar_criterion(node: Node) -> None:
+    """A criterion is summed over the samples and minimised: it must be one number per sample."""
+    if node.dim != 1:
+        raise NetworkError(f"the criterion '{node.name}' is not one number per sample: its value is "
+                           f"{format_shape(node.shape, layout_suffix(node.layout))}", node.span,
+                           hint="a criterion is a loss such as CrossEntropyWithSoftmax (labels, z) or "
+                                "SquareError (labels, z); ReduceSum makes one number of a vector")
+
+
 def summary(network: Network) -> dict:
-    """What `netlang check` reports: each node's name, op, shape (BS notation) and parameter count."""
+    """What `netlang check` reports: each node's name, op, shape (BS notation) and parameter count;
+    the total counts what the criterion trains, as CNTK does, and learnable parameters nothing of the
+    criterion uses are listed apart."""
     nodes = []
+    unused = {p.id for p in network.unused_parameters}
     for n in network.nodes:
         nodes.append({"name": n.name, "op": n.op, "shape": format_shape(n.shape, layout_suffix(n.layout)),
                       "parameters": n.dim if n.is_parameter and n.learning_rate_multiplier > 0 else 0,
-                      "tags": sorted(n.tags)})
+                      "tags": sorted(n.tags), **({"unused": True} if n.id in unused else {})})
     return {"parameters": network.parameter_count(), "nodes": nodes,
+            "unused_parameters": {p.name: p.dim for p in network.unused_parameters},
             "groups": {g: [n.name for n in ns] for g, ns in network.groups.items() if ns}}
+
+
+class ModelNotWrittenYet(NetworkError):
+    """`BS.Network.Load` of a model file that an earlier command block writes: `netlang check` does not
+    load it (the file there now, if any, is not the one the run will load)."""
+
+    def __init__(self, path: str, writer: str, span):
+        super().__init__(f"BS.Network.Load (\"{path}\") loads the model that block '{writer}' writes", span,
+                         hint=f"it is loaded when the block runs, after '{writer}'")
+        self.path = path
+        self.writer = writer
+
+
+# Model files that earlier command blocks write: normalised path -> the block that writes it.
+_written_earlier: ContextVar[dict | None] = ContextVar("models_written_earlier", default=None)
+
+
+@contextmanager
+def models_written_earlier(paths: dict):
+    """While building a network, treat these model files (path -> writing block) as not written yet."""
+    token = _written_earlier.set({_normalised(p): block for p, block in paths.items()})
+    try:
+        yield
+    finally:
+        _written_earlier.reset(token)
+
+
+def _normalised(path: str) -> str:
+    return os.path.normcase(os.path.abspath(path))
+
+
+def _writer_of(path: str) -> str | None:
+    """The earlier block that writes `path`: the model itself or one of its epoch files `<path>.<n>`."""
+    written = _written_earlier.get()
+    if not written:
+        return None
+    full = _normalised(path)
+    epoch_file = re.fullmatch(r"(.*)\.\d+", full)
+    return written.get(full) or (written.get(epoch_file.group(1)) if epoch_file else None)
 
 
 def load_network(record, ctx: BuildContext):
@@ -279,8 +328,11 @@ def load_network(record, ctx: BuildContext):
     path = record.find("pathName")
     if not isinstance(path, str):
         raise EvalError("BS.Network.Load needs a file name (pathName)", ctx.span)
+    writer = _writer_of(path)
+    if writer is not None:
+        raise ModelNotWrittenYet(path, writer, ctx.span)
     try:
-        model = load_model(path)
+        model = modelcheck.load_checked_model(path)
     except DataError as err:
         err.add_frame("BS.Network.Load", ctx.span)
         raise

@@ -25,6 +25,7 @@ class Step:
     release: tuple = ()  # node ids whose forward values die after this step
     release_grads: tuple = ()
     loop: Loop | None = None
+    grads_done: tuple = ()   # ids of `wrt` nodes whose gradient is complete after this step
 
 
 @dataclass
@@ -90,7 +91,7 @@ def make_plan(network: Network, outputs: list[Node], loss: Node | None = None,
                 steps.append(("loop_backward" if isinstance(unit, Loop) else "backward", unit))
 
     plan.steps = _with_lifetimes(steps, set(n.id for n in outputs) | ({loss.id} if loss else set()),
-                                 {n.id for n in plan.leaves})
+                                 {n.id for n in plan.leaves}, {n.id for n in wrt})
     return plan
 
 
@@ -113,8 +114,10 @@ def _touches(kind: str, unit: Node | Loop) -> tuple[list[Node], list[Node], list
     return inputs + made, [], inputs + made
 
 
-def _with_lifetimes(steps: list[tuple[str, Node | Loop]], keep: set[int], leaves: set[int]) -> list[Step]:
-    """Attach to each step the values (and gradients) that are not used by any later step."""
+def _with_lifetimes(steps: list[tuple[str, Node | Loop]], keep: set[int], leaves: set[int],
+                    wrt: set[int]) -> list[Step]:
+    """Attach to each step the values (and gradients) that are not used by any later step, and the
+    `wrt` gradients no later step adds to (a trainer exchanges those while backward goes on)."""
     last_use: dict[int, int] = {}
     last_grad_use: dict[int, int] = {}
     for index, (kind, unit) in enumerate(steps):
@@ -130,12 +133,16 @@ def _with_lifetimes(steps: list[tuple[str, Node | Loop]], keep: set[int], leaves
         if nid not in keep and nid not in leaves:
             dies.setdefault(index, []).append(nid)
     grad_dies: dict[int, list[int]] = {}
+    grads_done: dict[int, list[int]] = {}
     for nid, index in last_grad_use.items():
         if nid not in leaves:
             grad_dies.setdefault(index, []).append(nid)
+        if nid in wrt:
+            grads_done.setdefault(index, []).append(nid)
     out = []
     for i, (kind, unit) in enumerate(steps):
         loop = unit if isinstance(unit, Loop) else None
         node = unit.nodes[0] if loop is not None else unit
-        out.append(Step(kind, node, tuple(dies.get(i, ())), tuple(grad_dies.get(i, ())), loop))
+        out.append(Step(kind, node, tuple(dies.get(i, ())), tuple(grad_dies.get(i, ())), loop,
+                        tuple(grads_done.get(i, ()))))
     return out

@@ -3,7 +3,9 @@
 They live in the root scope, below the standard library, so the library and user files can use
 (or shadow) them: Length, Format, Substr, Replace, Chr, Mod, IntDiv, Min, Max, Sign, Fac,
 IsSameObject, IsArray, IsDouble, IsBool, Print, Fail, None, and the array helpers the library is
-built on (_AsArray, _ConcatArrays, _ForceResizeArray, Repeat).
+built on (_AsArray, _ConcatArrays, _ForceResizeArray, Repeat). `LANGUAGE_TYPES` gives the same helpers
+as CNTK.core.bs defines them, through `new NumericFunction [ … ]`, `new StringFunction [ … ]`,
+`new CompareFunction [ … ]`, `new PrintAction [ … ]` and `new FailAction [ … ]`.
 
 Each helper is a Python function `(args, span, path)` reading its arguments from the argument
 scope `args` (a Record), so arguments it does not need stay unevaluated.
@@ -248,6 +250,91 @@ def _repeat(args: Record, span, path):
     for _ in range(n):
         result = Array([Thunk.of(result), what], 0, span)
     return result
+
+
+# --- `new T [ … ]` of CNTK's helper types: how CNTK.core.bs itself defines the helpers above ----------
+# (`Length(x) = new NumericFunction [ what = 'Length' ; arg = x ]`). The record's values are found as
+# CNTK's C++ side finds them, in the record and its enclosing scopes (the calling function's arguments).
+
+def _helper_call(impl, named: dict, record: Record, span):
+    args = Record(None, "", span, is_arguments=True, nodes=record.nodes)
+    for name, value in named.items():
+        args.add(name, Thunk.of(value, name, span))
+    return impl(args, span, "")
+
+
+def _field(record: Record, name: str, span):
+    thunk = record.lookup(name)
+    if thunk is None:
+        raise EvalError(f"required parameter '{name}' not found", span)
+    return thunk.force()
+
+
+def _pair(record: Record, name: str, span) -> list:
+    value = _field(record, name, span)
+    items = value.items() if isinstance(value, Array) else [value]
+    if len(items) != 2:
+        raise EvalError(f"'{name}' must hold two values, got {len(items)}", span)
+    return items
+
+
+def _which(record: Record, table: dict, type_name_: str, span):
+    what = _field(record, "what", span)
+    if what not in table:
+        raise EvalError(f"{type_name_}: unknown function '{what}'", span, hint=f"one of {', '.join(table)}")
+    return table[what]
+
+
+def _new_numeric_function(record: Record, span):
+    def length():
+        return _helper_call(_length, {"x": _field(record, "arg", span)}, record, span)
+
+    def pair(impl):
+        return lambda: _helper_call(impl, dict(zip("xy", _pair(record, "args", span))), record, span)
+
+    return _which(record, {"Length": length, "Mod": pair(_mod), "IntDiv": pair(_int_div)}, "NumericFunction", span)()
+
+
+def _new_string_function(record: Record, span):
+    def get(name):
+        return _field(record, name, span)
+
+    table = {
+        "Format": lambda: _helper_call(_format, {"value": get("arg"), "format": get("how")}, record, span),
+        "Replace": lambda: _helper_call(_replace, {"s": get("arg"), "from": get("replacewhat"), "to": get("withwhat")},
+                                        record, span),
+        "Substr": lambda: _helper_call(_substr, {"s": get("arg"), "begin": get("pos"), "num": get("chars")}, record, span),
+        "Chr": lambda: _helper_call(_chr, {"c": get("arg")}, record, span),
+    }
+    return _which(record, table, "StringFunction", span)()
+
+
+def _new_compare_function(record: Record, span):
+    def one(impl):
+        return lambda: _helper_call(impl, {"a": _field(record, "args", span)}, record, span)
+
+    table = {"IsSameObject": lambda: _helper_call(_is_same_object, dict(zip("ab", _pair(record, "args", span))),
+                                                  record, span),
+             "IsArray": one(_is_array), "IsDouble": one(_is_double), "IsBool": one(_is_bool)}
+    return _which(record, table, "CompareFunction", span)()
+
+
+def _new_print_action(record: Record, span):
+    return _helper_call(_print, {"value": _field(record, "what", span), "format": ""}, record, span)
+
+
+def _new_fail_action(record: Record, span):
+    return _helper_call(_fail, {"what": _field(record, "what", span)}, record, span)
+
+
+# `new T` types of the language itself (all other types are the node factory's).
+LANGUAGE_TYPES = {
+    "NumericFunction": _new_numeric_function,
+    "StringFunction": _new_string_function,
+    "CompareFunction": _new_compare_function,
+    "PrintAction": _new_print_action,
+    "FailAction": _new_fail_action,
+}
 
 
 # name -> (positional parameters, optional parameters with defaults, implementation)

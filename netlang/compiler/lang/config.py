@@ -17,6 +17,7 @@ from netlang.compiler.lang.plain import format_plain, to_plain
 from netlang.compiler.lang.views import ValidationContext, View, own_names, referenced_names, validate
 from netlang.errors import SchemaError, suggest
 from netlang.grammar import ast
+from netlang.grammar.legacy import is_legacy_config
 
 
 class Config:
@@ -26,9 +27,15 @@ class Config:
         self.record = record
         self.path = path
         self.overrides = tuple(overrides)
-        self.context = ValidationContext(referenced_names(record) | _command_words(record), record)
+        self.context = ValidationContext(referenced_names(record) | _command_words(record), record,
+                                         legacy=is_legacy_config(path))
         self.top = validate(record, TOP_SCHEMA, context=self.context)
         self._actions: list | None = None
+
+    @property
+    def warnings(self) -> list:
+        """The warnings validation gave so far (ConfigWarnings; `.cntk` files only)."""
+        return list(self.context.warnings)
 
     def actions(self) -> list[tuple[str, ActionView]]:
         """The blocks named by `command`, in order, each validated."""
@@ -36,11 +43,25 @@ class Config:
             self._actions = [(name, self._action(name, span)) for name, span in self._commands()]
         return list(self._actions)
 
+    def explained_actions(self) -> list[tuple[str, ActionView]]:
+        """The blocks named by `command`, or none for a file of values alone (no `command` and no
+        `train` block, which the default command would run): such a file can be explained, not run."""
+        if not self.top.given("command") and self.record.find_ci("train") is None:
+            return []
+        return self.actions()
+
     def action(self, name: str) -> ActionView:
         for action_name, view in self.actions():
             if action_name.lower() == name.lower():
                 return view
         raise KeyError(name)
+
+    def is_library(self) -> bool:
+        """A file of definitions only (e.g. a Macros.bs that configs include): no `command`, no block of
+        CNTK's default command `train`, and no other block with an `action`."""
+        if self.top.given("command") or self.record.find_ci("train") is not None:
+            return False
+        return not any(_is_action_block(self.record.expr_of(n)) for n in own_names(self.record))
 
     def _commands(self):
         names = self.top.command
@@ -75,6 +96,10 @@ class Config:
         return out
 
 
+def _is_action_block(expr) -> bool:
+    return isinstance(expr, ast.Record) and any(m.name.lower() == "action" for m in expr.members)
+
+
 def _command_words(record) -> set:
     """Block names in a `command` written as a string ("train:test"), which refer to blocks too."""
     member = record.find_ci("command")
@@ -89,7 +114,7 @@ def resolved_config_dict(config: Config) -> dict:
     included) plus the user's variables, top level and each command block. The trainer saves it."""
     top = {**config.top.to_dict(), **config.variables()}
     actions = {}
-    for name, view in config.actions():
+    for name, view in config.explained_actions():
         actions[name] = {**view.to_dict(), **config.variables(view)}
     return {"config": top, "actions": actions}
 
@@ -108,7 +133,7 @@ def config_entries(config: Config) -> list[Entry]:
     """Every effective value of the config, top level first, then each command block; schema
     defaults included, the user's plain variables after each block's settings."""
     out = block_entries(config, config.top, "")
-    for name, view in config.actions():
+    for name, view in config.explained_actions():
         out += block_entries(config, view, name)
     return out
 

@@ -17,16 +17,18 @@ nodes get it through `nodes.BuildContext(path, span)`; the IR uses it as the nod
 """
 from __future__ import annotations
 
+import copy
+import os
 import sys
 from typing import Sequence
 
-from netlang.compiler.lang.builtins import format_value, root_scope
+from netlang.compiler.lang.builtins import LANGUAGE_TYPES, format_value, root_scope
 from netlang.compiler.lang.nodes import NO_NODES, NodeFactory
 from netlang.compiler.lang.operators import MAX_ARRAY_LENGTH, binary_operation, context, to_int, unary_operation
 from netlang.compiler.lang.overrides import apply_overrides
 from netlang.compiler.lang.values import NONE, Array, Lambda, Record, Thunk, join_path, type_name
-from netlang.errors import EvalError, Span, suggest
-from netlang.grammar import ast
+from netlang.errors import EvalError, NetlangError, Span, suggest
+from netlang.grammar import ast, legacy
 from netlang.grammar.library import load_stdlib
 from netlang.grammar.parser import parse_expression, parse_file, parse_text
 
@@ -263,6 +265,16 @@ def _element_thunk(fn: Lambda, index: int, path: str, span: Span | None) -> Thun
     return Thunk(lambda: fn.call([float(index)], {}, span, path), path, "element", span)
 
 
+# --- a value that could not be read (legacy configs: an undefined $name$, a network with a syntax error)
+
+def _eval_failure(node: ast.Failure, scope: Record, path):
+    if not isinstance(node.error, NetlangError):     # only the legacy reader makes these; be safe anyway
+        raise EvalError(str(node.error), node.span)
+    error = copy.copy(node.error)
+    error.call_chain = []
+    raise error
+
+
 # --- new ---------------------------------------------------------------------------------------
 
 def _eval_new(node: ast.New, scope: Record, path):
@@ -271,6 +283,9 @@ def _eval_new(node: ast.New, scope: Record, path):
     if not isinstance(arg, Record):
         raise EvalError("expected expression of type 'record'", node.arg.span,
                         hint=f"'new {node.type_name}' takes a record, e.g. new {node.type_name} [ ... ]")
+    language_type = LANGUAGE_TYPES.get(node.type_name)
+    if language_type is not None:
+        return language_type(arg, node.span)
     return scope.nodes.construct(node.type_name, arg, context(path, node.span))
 
 
@@ -292,6 +307,7 @@ _EVALUATORS = {
     ast.Lambda: _eval_lambda,
     ast.New: _eval_new,
     ast.ArrayCtor: _eval_array_ctor,
+    ast.Failure: _eval_failure,
 }
 _LITERALS = frozenset({ast.Number, ast.String, ast.Bool})
 _PATHLESS = _LITERALS | {ast.Ident}  # expressions that never create nodes, so need no path
@@ -311,7 +327,10 @@ def top_scope(file_ast: ast.Record, nodes: NodeFactory = NO_NODES) -> Record:
 
 def evaluate_text(text: str, name: str = "<string>", overrides: Sequence[str] = (),
                   include_path: Sequence[str] = (), nodes: NodeFactory = NO_NODES) -> Record:
-    """Parse `text` as a file, apply command-line overrides, and return its (lazy) top record."""
+    """Parse `text` as a file, apply command-line overrides, and return its (lazy) top record. A name
+    ending in `.cntk` is read by CNTK's legacy config rules (grammar/legacy.py)."""
+    if legacy.is_legacy_config(name):
+        return top_scope(_legacy_ast(legacy.read_legacy_text(text, name), name, overrides, include_path), nodes)
     file_ast = parse_text(text, name, tuple(include_path))
     if overrides:
         file_ast = apply_overrides(file_ast, overrides)
@@ -320,11 +339,34 @@ def evaluate_text(text: str, name: str = "<string>", overrides: Sequence[str] = 
 
 def evaluate_file(path: str, overrides: Sequence[str] = (), include_path: Sequence[str] = (),
                   nodes: NodeFactory = NO_NODES) -> Record:
-    """Read, parse and evaluate a config file; includes are also searched next to the file."""
-    file_ast = parse_file(path, tuple(include_path))
+    """Read, parse and evaluate a config file; includes are also searched next to the file. A `.cntk`
+    file is read by CNTK's legacy config rules (grammar/legacy.py)."""
+    if legacy.is_legacy_config(path):
+        file_ast = _legacy_ast(legacy.read_legacy_file(path), path, overrides, include_path)
+    else:
+        file_ast = parse_file(path, tuple(include_path))
+        if overrides:
+            file_ast = apply_overrides(file_ast, overrides)
+    top = top_scope(file_ast, nodes)
+    # Beside the library, so that a ConfigDir the file defines itself (CNTK configs often do) wins.
+    top.parent.add("ConfigDir", Thunk.of(config_directory(path), "ConfigDir"))
+    return top
+
+
+def config_directory(path: str) -> str:
+    """`$ConfigDir$`: the directory of the config file as the command line names it ("." for a file
+    in the working directory). Relative data paths resolve against the working directory, as in
+    CNTK; "$ConfigDir$/data.ctf" names a file next to the config wherever netlang runs."""
+    return os.path.dirname(path) or "."
+
+
+def _legacy_ast(file_ast: ast.Record, path: str, overrides: Sequence[str], include_path: Sequence[str]) -> ast.Record:
+    """A legacy config's AST: overrides act as more config lines, then `$name$` is substituted, so a
+    command-line value reaches every `$name$` that uses it, as in CNTK. `$ConfigDir$` is the config's
+    directory unless the file or the command line defines it."""
     if overrides:
-        file_ast = apply_overrides(file_ast, overrides)
-    return top_scope(file_ast, nodes)
+        file_ast = apply_overrides(file_ast, overrides, legacy=True)
+    return legacy.resolve(file_ast, include_path, defaults={"ConfigDir": config_directory(path)})
 
 
 def evaluate_expression(text: str, scope: Record | None = None, nodes: NodeFactory = NO_NODES):

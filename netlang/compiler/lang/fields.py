@@ -172,7 +172,7 @@ class Int(FieldType):
         number = value
         if isinstance(value, str):
             number = parse_float_text(value)
-        if not is_number(number) or math.isinf(number) or number != int(number):
+        if not is_number(number) or not math.isfinite(number) or number != int(number):
             raise slot.error(f"expected a whole number, got {describe_value(value)}",
                              hint=f"write {slot.name} = <integer>, e.g. {slot.name} = {self.min or 1}")
         number = int(number)
@@ -200,6 +200,8 @@ class Float(FieldType):
             raise slot.error(f"expected a number, got {describe_value(value)}",
                              hint="numbers are written without quotes; infinity is \"infinity\" or \"1#INF\"")
         number = float(number)
+        if math.isnan(number):
+            raise slot.error("the value is not a number (NaN, as 0/0 gives)", hint=f"write {slot.name} = <number>")
         _check_range(number, self.min, self.max, slot, self.max_exclusive)
         return number
 
@@ -327,7 +329,7 @@ class Device(FieldType):
                 return "auto"
             number = parse_float_text(word)
             value = number if number is not None else value
-        if is_number(value) and value == int(value) and value >= -1:
+        if is_number(value) and math.isfinite(value) and value == int(value) and value >= -1:
             return int(value)
         raise slot.error(f"{describe_value(value)} is not a device", hint="use -1 or \"cpu\", \"auto\", or a GPU index 0, 1, ...")
 
@@ -346,7 +348,7 @@ class Randomize(FieldType):
     def convert(self, value, slot):
         if isinstance(value, str) and value.strip().lower() in ("auto", "none"):
             return value.strip().lower()
-        if is_number(value) and value == int(value) and value > 1:
+        if is_number(value) and math.isfinite(value) and value == int(value) and value > 1:
             return int(value)
         return Bool().convert(value, slot)
 
@@ -457,7 +459,8 @@ class Scheduled(FieldType):
         items = expr.items if isinstance(expr, ast.ArrayLit) else [expr]
         entries = []
         for i, item in enumerate(items):
-            if isinstance(item, ast.BinOp) and item.op == "*":  # value*epochs, not a product
+            value_expr = item.left if isinstance(item, ast.BinOp) and item.op == "*" else item
+            if value_expr is not item:  # value*epochs, not a product
                 value = _evaluate_part(item.left, slot)
                 count = self._count(_evaluate_part(item.right, slot), slot, item.right.span)
             else:
@@ -465,6 +468,7 @@ class Scheduled(FieldType):
                 count = None if i == len(items) - 1 else 1
             if isinstance(value, str) and len(items) == 1:  # `lr = "0.1*2:0.01"` then `x = lr`
                 return self.convert(value, slot)
+            _check_finite(value, slot, value_expr.span)
             entries.append((value, count))
         return self._make(entries, slot)
 
@@ -475,6 +479,8 @@ class Scheduled(FieldType):
             raise slot.error(err.message, hint=err.hint, span=span) from None
 
     def _make(self, entries, slot) -> Schedule:
+        for value, _ in entries:
+            _check_finite(value, slot)
         typed = tuple((self.check.convert(v, slot), c) for v, c in entries)
         return Schedule(typed)
 
@@ -507,6 +513,13 @@ class Scheduled(FieldType):
 
     def text(self, value) -> str:
         return str(value)
+
+
+def _check_finite(value, slot, span: Span | None = None) -> None:
+    """A schedule's value must be a finite number: `1/0` (inf) and `0/0` (NaN) are errors at the value."""
+    if is_number(value) and not math.isfinite(value):
+        raise slot.error(f"a schedule value is {value}, not a finite number", span=span,
+                         hint="a division by zero gives inf or nan; write the value as a number, e.g. 0.01")
 
 
 def _evaluate_part(expr, slot):

@@ -8,7 +8,13 @@
 * The value is parsed as an expression. A record value (CNTK's block form `[k=v]`) is merged into
   an existing record member by member; any other value replaces. Later overrides win.
 * A value that does not parse, or that names identifiers defined nowhere (`out/model.dnn`,
-  `precision=float`), is taken as a string, with `$name$` interpolated as in the file.
+  `precision=float`), is taken as a string, with `$name$` interpolated as in the file — unless it
+  begins with a bracket (`train=[SGD=[maxEpochs=2`): that was meant as a record or an expression,
+  and its syntax error is reported on the override.
+
+For a legacy `.cntk` config (`legacy=True`) a value is read as CNTK reads one more config line:
+text (quoted or not), a `[ … ]` block, or the network's BrainScript (grammar/legacy.py); its
+`$name$` are substituted after all overrides are applied, like the file's own.
 
 Overridden members get `origin="override"` and spans in the pseudo-file `<command line>`, whose
 line N is the N-th override, so errors in an override point at the command line.
@@ -21,8 +27,9 @@ from typing import Sequence
 
 from netlang import sources
 from netlang.compiler.lang.builtins import HELPER_NAMES
-from netlang.errors import ConfigError, Span, UsageError
+from netlang.errors import ConfigError, ParseError, Span, UsageError
 from netlang.grammar import ast
+from netlang.grammar.legacy import parse_override_value
 from netlang.grammar.library import load_stdlib
 from netlang.grammar.parser import parse_expression
 
@@ -32,18 +39,27 @@ _KEY = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
 _INTERPOLATION = re.compile(r"\$([A-Za-z_]\w*)\$")
 
 
-def apply_overrides(file_ast: ast.Record, overrides: Sequence[str]) -> ast.Record:
-    """`file_ast` with every `key=value` of `overrides` applied in order (the input is not modified)."""
-    known = _known_names(file_ast)
+def apply_overrides(file_ast: ast.Record, overrides: Sequence[str], legacy: bool = False) -> ast.Record:
+    """`file_ast` with every `key=value` of `overrides` applied in order (the input is not modified);
+    `legacy`: the values are read by CNTK's legacy config rules."""
+    known = set() if legacy else _known_names(file_ast)
     result = file_ast
+    sources.register(COMMAND_LINE, "\n".join(overrides))     # for errors in legacy values
     for line, argument in enumerate(overrides, start=1):
         key, value_text, value_offset = _split(argument)
-        value = _parse_value(value_text, line, value_offset, known)
+        if legacy:
+            value = _legacy_value(key, value_text, line, value_offset)
+        else:
+            try:
+                value = _parse_value(value_text, line, value_offset, known)
+            except ParseError:
+                sources.register(COMMAND_LINE, "\n".join(overrides))   # the parse registered the value alone
+                raise
         name_span = Span(COMMAND_LINE, line, 1, line, len(key) + 1)
         member_span = Span(COMMAND_LINE, line, 1, line, len(argument) + 1)
         for keys in _routes(result, key.split(".")):
             result = _assign(result, keys, value, name_span, member_span)
-    sources.register(COMMAND_LINE, "\n".join(overrides))
+    sources.register(COMMAND_LINE, "\n".join(overrides))    # again: parsing a value registered it alone
     return result
 
 
@@ -73,11 +89,21 @@ def _split(argument: str) -> tuple[str, str, int]:
 
 # --- values ------------------------------------------------------------------------------------
 
+def _legacy_value(key: str, text: str, line: int, offset: int) -> ast.Node:
+    value = parse_override_value(key.split(".")[-1], text, COMMAND_LINE, line, offset + 1)
+    for inner in ast.walk(value):
+        if isinstance(inner, ast.Member):
+            inner.origin = "override"
+    return value
+
+
 def _parse_value(text: str, line: int, offset: int, known: set[str]) -> ast.Node:
     whole = Span(COMMAND_LINE, line, offset + 1, line, offset + len(text) + 1)
     try:
         node = parse_expression(text, COMMAND_LINE)
-    except ConfigError:
+    except ConfigError as err:
+        if _meant_as_expression(text):
+            raise _override_syntax_error(err, text, line, offset) from None
         return _string_value(text.strip(), whole)
     node = _strings_for_unknown_names(node, text, known)
     _relocate(node, line, offset)
@@ -85,6 +111,40 @@ def _parse_value(text: str, line: int, offset: int, known: set[str]) -> ast.Node
         if isinstance(inner, ast.Member):
             inner.origin = "override"
     return node
+
+
+_OPENERS, _CLOSERS = "([{", ")]}"
+
+
+def _meant_as_expression(text: str) -> bool:
+    """A value that begins with a bracket: a record (`[SGD=[…]]`, `{…}`) or a parenthesised expression,
+    never a file name or a word (`a b (` stays a string)."""
+    return text.lstrip()[:1] in tuple(_OPENERS)
+
+
+def _unbalanced(text: str) -> bool:
+    depth, quote = 0, None
+    for char in text:
+        if quote:
+            quote = None if char == quote else quote
+        elif char in "\"'":
+            quote = char
+        elif char in _OPENERS:
+            depth += 1
+        elif char in _CLOSERS:
+            depth -= 1
+            if depth < 0:
+                return True
+    return depth != 0
+
+
+def _override_syntax_error(err: ConfigError, text: str, line: int, offset: int) -> ParseError:
+    span = _moved(err.span, line, offset) if err.span is not None else Span(COMMAND_LINE, line, offset + 1)
+    hint = err.hint
+    if _unbalanced(text):
+        hint = ("close every bracket the value opens, e.g. train=[SGD=[maxEpochs=2]], and quote the whole "
+                "argument for the shell")
+    return ParseError(f"in override {line}: {err.message}", span, hint=hint)
 
 
 def _strings_for_unknown_names(node: ast.Node, text: str, known: set[str]) -> ast.Node:

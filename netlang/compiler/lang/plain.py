@@ -17,7 +17,7 @@ from netlang.errors import Span
 def format_number(value) -> str:
     if isinstance(value, float) and math.isinf(value):
         return "infinity" if value > 0 else "-infinity"
-    if isinstance(value, float) and value == int(value) and abs(value) < 1e15:
+    if isinstance(value, float) and abs(value) < 1e15 and value == int(value):   # NaN fails the first test
         return str(int(value))
     return repr(value) if isinstance(value, float) else str(value)
 
@@ -67,7 +67,7 @@ def to_plain(value):
         if isinstance(value, float):
             if math.isinf(value):
                 return "infinity" if value > 0 else "-infinity"
-            if value == int(value) and abs(value) < 1e15:
+            if abs(value) < 1e15 and value == int(value):                 # NaN fails the first test
                 return int(value)
         return value
     own = getattr(value, "to_plain", None)

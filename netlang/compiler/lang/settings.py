@@ -252,6 +252,7 @@ class TrainingSettings(Settings):
 
     model_path: str                                       # the action's modelPath
     make_mode: bool                                       # the action's makeMode
+    cuda_graph: bool = True                               # the action's cudaGraph (runtime/stepgraph.py)
     seed: int                                             # the top level's randomSeed + 1
     max_epochs: int = setting("maxEpochs")
     epoch_size: int = setting("epochSize")                # samples; 0 = one full sweep of the data
@@ -262,6 +263,8 @@ class TrainingSettings(Settings):
     truncated: bool = setting("truncated")                # the legacy spelling of truncated BPTT
     criterion: str | None = setting("trainCriterionNodeName")
     evaluation: tuple[str, ...] | None                    # evalCriterionNodeName
+    tensorboard_log_dir: str | None = setting("tensorBoardLogDir")
+    tensorboard_mbs_to_log: int | None = setting("tensorBoardNumMBsToLogResult")   # None: numMBsToShowResult
     sgd: SGDSettings
     auto_adjust: AutoAdjustSettings | None
     parallel: ParallelSettings | None
@@ -291,8 +294,10 @@ def training_settings(config, name: str, action: View) -> TrainingSettings:
     evaluation = (sgd.evalCriterionNodeName,) if sgd.evalCriterionNodeName else None
     sources = {"modelPath": _source(action, "modelPath"), "makeMode": _source(action, "makeMode"),
                "randomSeed": _source(config.top, "randomSeed"),
-               "evalCriterionNodeName": _source(sgd, "evalCriterionNodeName")}
+               "evalCriterionNodeName": _source(sgd, "evalCriterionNodeName"),
+               "cudaGraph": _source(action, "cudaGraph")}
     return _read(TrainingSettings, sgd, sources=sources, model_path=action.modelPath, make_mode=action.makeMode,
+                 cuda_graph=action.cudaGraph,
                  seed=top_seed(config.top), evaluation=evaluation, sgd=sgd_settings(sgd),
                  auto_adjust=auto_adjust_settings(sgd.AutoAdjust), parallel=parallel_settings(config.top, sgd),
                  config_path=config.path, action=name)
@@ -347,6 +352,15 @@ class StreamSettings(ImageSettings):
     alias: str | None = setting("alias")
     defines_mb_size: bool = setting("definesMBSize")
     transforms: tuple[TransformSettings, ...] | None
+    # HTK features (HTKFeatureDeserializer) and MLF labels (HTKMLFDeserializer), readers/htk.py
+    scp_file: str | None = setting("scpFile")
+    context_window: tuple | None = setting("contextWindow")      # (n,) or (left, right)
+    prefix_path_in_scp: str | None = setting("prefixPathInSCP")
+    mlf_file: str | None = setting("mlfFile")
+    mlf_file_list: str | None = setting("mlfFileList")
+    label_mapping_file: str | None = setting("labelMappingFile")
+    phone_boundaries: bool = setting("phoneBoundaries")
+    label_type: str | None = setting("labelType")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -378,6 +392,7 @@ class ReaderSettings(Settings):
     truncated: bool = setting("truncated")
     truncation_length: int = setting("truncationLength")
     parallel_sequences: int = setting("nbruttsineachrecurrentiter")
+    frame_mode: bool = setting("frameMode")              # every frame its own sample (HTK)
 
     @property
     def randomizes(self) -> bool:

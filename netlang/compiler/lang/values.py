@@ -248,6 +248,10 @@ class Record:
         self._thunk(name)
         return "file"
 
+    def definition(self, name: str):
+        """The ast.Member that defines member `name` in source, or None for computed members."""
+        return self._defs.get(name)
+
     def expr_of(self, name: str):
         """The unevaluated expression of member `name` (an ast.Node), or None for computed values."""
         return self._thunk(name).expr

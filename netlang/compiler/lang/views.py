@@ -5,19 +5,23 @@ and returns a `View`: typed attribute access plus, for each field, where its val
 
 Unknown keys: a closed block (SGD, a reader, a stream) rejects any key that is not in its schema, with
 a "did you mean". An open block (the top level, an action block) also holds the user's own variables,
-so there a non-schema key is an error only when nothing in the config references it. A key missing
-in a block may be found in the enclosing blocks (CNTK's parent lookup) when its field inherits.
+so there a non-schema key is an error only when nothing in the config references it and it is a near
+miss of a setting. A legacy `.cntk` config follows CNTK's policy instead: CNTK ignores keys it does not
+read, so there such a key is a warning (file:line:col, "did you mean"), and validation goes on.
+A key missing in a block may be found in the enclosing blocks (CNTK's parent lookup) when its field
+inherits.
 """
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 from netlang.compiler.lang import values
 from netlang.compiler.lang.fields import DEFAULT, FieldType, Origin, Slot
 from netlang.compiler.lang.plain import describe_value
 from netlang.compiler.lang.schema import REQUIRED, Field, Schema
-from netlang.errors import SchemaError, Span, suggest
+from netlang.errors import ConfigWarning, SchemaError, Span, format_error, suggest
 from netlang.grammar import ast
 
 
@@ -34,15 +38,33 @@ def ancestors(record):
         parent = parent.parent
 
 
+log = logging.getLogger("netlang.config")
+
+
+def log_warning(warning: ConfigWarning) -> None:
+    log.warning("%s", format_error(warning, with_kind=True))
+
+
 @dataclass
 class ValidationContext:
-    """What open blocks need to tell a user variable from a typo: every name the config refers to."""
+    """What open blocks need to tell a user variable from a typo: every name the config refers to.
+    `legacy`: the config is a `.cntk` file, where an unknown key is a warning (`on_warning` gets it,
+    once), not an error."""
 
     referenced: set = field(default_factory=set)
     top_record: Any = None
+    legacy: bool = False
+    warnings: list = field(default_factory=list)
+    on_warning: Callable[[ConfigWarning], None] = log_warning
 
     def is_referenced(self, name: str) -> bool:
         return name in self.referenced
+
+    def warn(self, warning: ConfigWarning) -> None:
+        if any(w.span == warning.span and w.message == warning.message for w in self.warnings):
+            return
+        self.warnings.append(warning)
+        self.on_warning(warning)
 
 
 class View:
@@ -62,6 +84,7 @@ class View:
         self._members: dict[str, str] = {}       # canonical field name -> member name in the record
         self._user_names: list[str] = []         # open blocks: the user's own variables
         self._extra_blocks: dict[str, View] = {}  # closed blocks with extra_blocks (legacy streams)
+        self._context: ValidationContext | None = None
 
     # --- typed access
     def __getattr__(self, name: str):
@@ -112,6 +135,11 @@ class View:
     @property
     def span(self) -> Span | None:
         return self._span
+
+    @property
+    def context(self) -> "ValidationContext | None":
+        """The validation context of the config this block belongs to."""
+        return self._context
 
     @property
     def user_names(self) -> list[str]:
@@ -209,7 +237,8 @@ def validate(record, schema: Schema, path: str = "", span: Span | None = None,
     if context is None:  # validating a record on its own: it is the top of its config
         context = ValidationContext(referenced_names(record), record)
     view = (view_class or schema.view_class or View)(schema, record, path, span, origin)
-    members = _match_members(record, schema, path)
+    view._context = context
+    members = _match_members(record, schema, path, context)
     _check_unknown_keys(view, record, members, context)  # first: a typo explains a missing key
     for f in schema.fields:
         _read_field(view, f, members.get(f.name), record, path, context)
@@ -231,8 +260,9 @@ def defaults(schema: Schema, path: str, span: Span | None = None) -> View:
     return view
 
 
-def _match_members(record, schema: Schema, path: str) -> dict[str, str]:
-    """Canonical field name -> the record member that sets it; two spellings of one key are an error."""
+def _match_members(record, schema: Schema, path: str, context: ValidationContext) -> dict[str, str]:
+    """Canonical field name -> the record member that sets it; two spellings of one key are an error
+    (in a `.cntk` file a warning, and the later one counts: CNTK reads each spelling on its own)."""
     members: dict[str, str] = {}
     for name in own_names(record):
         f = schema.field(name)
@@ -240,10 +270,13 @@ def _match_members(record, schema: Schema, path: str) -> dict[str, str]:
             continue
         if f.name in members:
             first = members[f.name]
-            raise SchemaError(f"'{name}' and '{first}' are the same setting, given twice",
-                              record.span_of(name), key=_join(path, name),
-                              hint=f"keep one of them (keys are case-insensitive; aliases of '{f.name}': "
-                                   f"{', '.join(f.aliases) or 'none'})")
+            message = f"'{name}' and '{first}' are the same setting, given twice"
+            hint = (f"keep one of them (keys are case-insensitive; aliases of '{f.name}': "
+                    f"{', '.join(f.aliases) or 'none'})")
+            if not context.legacy:
+                raise SchemaError(message, record.span_of(name), key=_join(path, name), hint=hint)
+            context.warn(ConfigWarning(f"{message}; netlang uses '{name}'", record.span_of(name),
+                                       key=_join(path, name), hint=hint))
         members[f.name] = name
     return members
 
@@ -298,15 +331,16 @@ def _check_unknown_keys(view: View, record, members: dict, context: ValidationCo
     known = set(members.values())
     also = {k.lower() for k in schema.also_known()} if schema.also_known else set()
     for name in own_names(record):
-        if name in known or name.lower() in also:
+        if name in known or name.lower() in also or schema.field(name) is not None:
             continue
         if schema.closed:
             if schema.extra_blocks is not None and _is_record_member(record, name):
                 view._extra_blocks[name] = Block(schema.extra_blocks).read(
                     Slot(record, name, _join(view.path, name), context))
                 continue
-            raise SchemaError(f"unknown key '{name}' in {schema.name}", record.span_of(name),
-                              key=_join(view.path, name), hint=_key_hint(name, schema))
+            _unknown_key(context, f"unknown key '{name}' in {schema.name}", record.span_of(name),
+                         _join(view.path, name), _key_hint(name, schema))
+            continue
         near = suggest(name, [k for f in schema.fields for k in f.keys()])
         if context.is_referenced(name) or _is_unrun_action_block(view, record, name) or near is None:
             # A variable of the user's own: used by name or as $name$, or at least not a near miss
@@ -314,8 +348,17 @@ def _check_unknown_keys(view: View, record, members: dict, context: ValidationCo
             view._user_names.append(name)
             continue
         where = f" in {view.path}" if view.path else ""
-        raise SchemaError(f"unknown key '{name}'{where} (not a setting and never used)", record.span_of(name),
-                          key=_join(view.path, name), hint=_key_hint(name, schema))
+        _unknown_key(context, f"unknown key '{name}'{where} (not a setting and never used)", record.span_of(name),
+                     _join(view.path, name), _key_hint(name, schema))
+        if context.legacy:
+            view._user_names.append(name)
+
+
+def _unknown_key(context: ValidationContext, message: str, span: Span | None, key: str, hint: str) -> None:
+    """An error in a `.net` file; in a `.cntk` file a warning, since CNTK ignores keys it does not read."""
+    if not context.legacy:
+        raise SchemaError(message, span, key=key, hint=hint)
+    context.warn(ConfigWarning(message + " — CNTK ignores it, and so does netlang", span, key=key, hint=hint))
 
 
 def _key_hint(name: str, schema: Schema) -> str:
@@ -339,13 +382,14 @@ def _is_unrun_action_block(view: View, record, name: str) -> bool:
 
 
 def referenced_names(record) -> set[str]:
-    """Every name the config's source refers to: identifiers, `$name$` interpolations, `.member`."""
+    """Every name the config's source refers to: identifiers, `$name$` interpolations (and the `$name$`
+    a legacy config substituted, kept on its members), `.member`."""
     names: set[str] = set()
     for member in own_names(record):
-        expr = record.expr_of(member)
-        if expr is None:
+        definition = record.definition(member)
+        if definition is None:
             continue
-        for node in ast.walk(expr):
+        for node in ast.walk(definition):
             if isinstance(node, ast.Ident):
                 names.add(node.name)
             elif isinstance(node, ast.Dot):

@@ -10,10 +10,11 @@
 Formulas: reference/gpu.md §5.5 (k-bit quantisation with error feedback) and §5.6 (BMUF).
 Importing this package does not import mpi4py; only `get_communicator` does, when it is needed.
 """
+from netlang.launcher import detect_launch
 from netlang.runtime.distributed.aggregation import GradientAggregator
 from netlang.runtime.distributed.blockmomentum import BlockMomentum, ModelAveraging, resolve_block_size
 from netlang.runtime.distributed.comm import Communicator, LocalCommunicator, MPICommunicator, get_communicator
-from netlang.runtime.distributed.launch import detect_launch, failure_guard, install_failure_handlers
+from netlang.runtime.distributed.launch import failure_guard, install_failure_handlers
 
 __all__ = [
     "BlockMomentum", "Communicator", "GradientAggregator", "LocalCommunicator", "MPICommunicator",

@@ -52,7 +52,6 @@ from typing import Sequence
 
 import numpy as np
 
-from netlang.errors import ConfigError
 from netlang.runtime.distributed.comm import Communicator
 
 DEFAULT_BLOCK_SIZE_PER_WORKER_BMUF = 120_000
@@ -62,18 +61,12 @@ DEFAULT_BLOCK_SIZE_PER_WORKER_MA = 40_000
 def resolve_block_size(workers: int, block_size: int | None = None,
                        block_size_per_worker: int | None = None,
                        default_per_worker: int = DEFAULT_BLOCK_SIZE_PER_WORKER_BMUF) -> int:
-    """The block size in samples summed over all workers, from `blockSize` or `blockSizePerWorker`."""
-    if block_size is not None and block_size_per_worker is not None:
-        raise ConfigError("give either blockSize or blockSizePerWorker, not both", key="blockSize",
-                          hint="blockSize counts samples over all workers; blockSizePerWorker = "
-                               "blockSize / number of workers")
-    if block_size is None:
-        per_worker = default_per_worker if block_size_per_worker is None else block_size_per_worker
-        block_size = int(per_worker) * workers
-    if block_size <= 0:
-        raise ConfigError(f"the block size must be a positive number of samples, not {block_size}",
-                          key="blockSize")
-    return int(block_size)
+    """The block size in samples summed over all workers, from `blockSize` or `blockSizePerWorker`
+    (positive, and at most one of them: the schema's checks, compiler/lang/blocks.py)."""
+    if block_size is not None:
+        return int(block_size)
+    per_worker = default_per_worker if block_size_per_worker is None else block_size_per_worker
+    return int(per_worker) * workers
 
 
 class _BlockSync:
@@ -173,19 +166,11 @@ class ModelAveraging(_BlockSync):
 
 def _time_constant(workers: int, block_size: int, per_sync: float | None,
                    time_constant: float | None) -> float:
-    """tau in samples: given, or converted from eta (default 1 - 1/N) by tau = -blockSize / ln(eta)."""
-    if per_sync is not None and time_constant is not None:
-        raise ConfigError("give either blockMomentumPerSync or blockMomentumAsTimeConstant, not both",
-                          key="blockMomentumPerSync")
+    """tau in samples: given, or converted from eta (default 1 - 1/N) by tau = -blockSize / ln(eta).
+    (The schema allows one of the two, tau >= 0 and eta in [0, 1).)"""
     if time_constant is not None:
-        if time_constant < 0:
-            raise ConfigError(f"blockMomentumAsTimeConstant must be >= 0, not {time_constant}",
-                              key="blockMomentumAsTimeConstant")
         return float(time_constant)
     eta = 1.0 - 1.0 / workers if per_sync is None else float(per_sync)
-    if not 0.0 <= eta < 1.0:
-        raise ConfigError(f"blockMomentumPerSync must be in [0, 1), not {eta}",
-                          key="blockMomentumPerSync")
     return 0.0 if eta == 0.0 else -block_size / math.log(eta)
 
 

@@ -13,16 +13,34 @@ array-based, so that a NCCL communicator for GPU buffers can implement it too:
     abort(message, code)           end the whole job now, with `message` on stderr
     bytes_sent                     payload bytes this rank has put on the wire
 
+and the non-blocking forms the gradient exchange overlaps with backward; each returns a `Request`
+whose `test()` lets the exchange progress without blocking and whose `wait()` returns the result:
+
+    iallreduce_sum(buf)                               -> buf, summed in place
+    iallgatherv(array, counts)                        -> the concatenation
+    ialltoallv(send, send_counts, recv_counts)        -> what every rank sent here, in rank order
+
+All ranks must start collectives in the same order (MPI's rule, also for non-blocking ones).
+
 `bytes_sent` counts what a bandwidth-optimal algorithm sends, so that 32-bit and quantised
 aggregation compare honestly: an all-reduce of n bytes sends 2(K-1)/K * n (ring: reduce-scatter
 plus all-gather); an all-gather sends the rank's own part to each of the K-1 peers; an all-to-all
 sends every chunk except the one addressed to itself; a broadcast costs the root n * (K-1).
 
-`MPICommunicator` uses mpi4py's buffer-based, non-blocking collectives and waits for them with a
-watchdog: while waiting it checks every `LIVENESS_INTERVAL_S` that the peers on this host are still
-alive and, when one is gone (or an optional timeout passed), aborts the job with a message naming
-the lost rank, instead of hanging. (MPICH's launcher normally tears the job down itself when a
-process dies; the watchdog covers launchers that do not, e.g. `mpiexec -disable-auto-cleanup`.)
+`MPICommunicator` uses mpi4py's buffer-based, non-blocking collectives and waits for them itself,
+with a watchdog: while waiting it checks every `LIVENESS_INTERVAL_S` that the peers on this host
+are still alive and, when one is gone (or an optional timeout passed), aborts the job with a
+message naming the lost rank, instead of hanging. (MPICH's launcher normally tears the job down
+itself when a process dies; the watchdog covers launchers that do not, e.g. `mpiexec
+-disable-auto-cleanup`.)
+
+Waiting does not keep a core busy for long: a waiting rank polls (MPI_Test, which also drives
+MPICH's progress engine; MPICH runs no progress thread of its own unless MPIR_CVAR_ASYNC_PROGRESS
+asks for one, which would need a spare core) for `SPIN_S`, about the time a peer of the same step
+takes to arrive, then sleeps between polls, in naps growing to `MAX_NAP_S`. So a rank waiting for
+a slower peer, or for rank 0 writing a checkpoint, gives its core back to whatever else runs
+there. On a node with more ranks than cores a waiting rank does not spin at all: there the core
+it would spin on is a computing rank's.
 """
 from __future__ import annotations
 
@@ -36,10 +54,12 @@ from typing import Any, Sequence
 import numpy as np
 
 from netlang.errors import EXIT_INTERNAL, ConfigError
-from netlang.runtime.distributed.launch import detect_launch
+from netlang.launcher import detect_launch, usable_cores
 
 LIVENESS_INTERVAL_S = 0.5  # how often a waiting rank checks that its local peers still exist
-SPIN_S = 0.002             # busy-poll this long before yielding the CPU between polls
+SPIN_S = 0.002             # busy-poll this long, then sleep between polls
+FIRST_NAP_S = 0.00005      # the first sleep between polls; each next one is twice as long …
+MAX_NAP_S = 0.001          # … up to this
 TIMEOUT_ENV = "NETLANG_MPI_TIMEOUT"  # seconds a collective may wait before the job is aborted
 ABORT_GRACE_S = 0.2  # between printing why the job is aborted and aborting it
 
@@ -49,20 +69,36 @@ class Communicator:
 
     rank: int = 0
     size: int = 1
+    device_buffers = False     # collectives take host (NumPy) arrays; see nccl.NcclCommunicator
 
     def __init__(self) -> None:
         self.bytes_sent = 0
 
     def allreduce_sum(self, buf: np.ndarray) -> None:
+        self.iallreduce_sum(buf).wait()
+
+    def allgatherv(self, array: np.ndarray, counts: Sequence[int]) -> np.ndarray:
+        return self.iallgatherv(array, counts).wait()
+
+    def alltoallv(self, chunks: Sequence[np.ndarray], recv_counts: Sequence[int]) -> list[np.ndarray]:
+        if len(chunks) != self.size or len(recv_counts) != self.size:
+            raise ValueError(f"alltoallv takes one chunk and one count per rank ({self.size})")
+        dtype = chunks[0].dtype
+        send = np.concatenate([np.ascontiguousarray(c, dtype=dtype).ravel() for c in chunks])
+        recv = self.ialltoallv(send, [int(c.size) for c in chunks], recv_counts).wait()
+        starts = _displacements(recv_counts)
+        return [recv[s:s + int(c)] for s, c in zip(starts, recv_counts)]
+
+    def iallreduce_sum(self, buf: np.ndarray) -> Request:
+        raise NotImplementedError
+
+    def iallgatherv(self, array: np.ndarray, counts: Sequence[int]) -> Request:
+        raise NotImplementedError
+
+    def ialltoallv(self, send: np.ndarray, send_counts: Sequence[int], recv_counts: Sequence[int]) -> Request:
         raise NotImplementedError
 
     def allgather(self, array: np.ndarray) -> np.ndarray:
-        raise NotImplementedError
-
-    def allgatherv(self, array: np.ndarray, counts: Sequence[int]) -> np.ndarray:
-        raise NotImplementedError
-
-    def alltoallv(self, chunks: Sequence[np.ndarray], recv_counts: Sequence[int]) -> list[np.ndarray]:
         raise NotImplementedError
 
     def bcast(self, value: Any, root: int = 0) -> Any:
@@ -82,23 +118,47 @@ class Communicator:
         return f"{type(self).__name__}(rank={self.rank}, size={self.size})"
 
 
+class Request:
+    """A collective in flight: `test()` (True once done; never blocks), `wait()` -> its result."""
+
+    def test(self) -> bool:
+        raise NotImplementedError
+
+    def wait(self):
+        raise NotImplementedError
+
+
+class Done(Request):
+    """A collective that completed when it was started (one rank)."""
+
+    def __init__(self, result):
+        self.result = result
+
+    def test(self) -> bool:
+        return True
+
+    def wait(self):
+        return self.result
+
+
 class LocalCommunicator(Communicator):
     """A job of one rank: reductions are the identity and nothing goes on the wire."""
 
-    def allreduce_sum(self, buf: np.ndarray) -> None:
+    def iallreduce_sum(self, buf: np.ndarray) -> Request:
         _check_flat(buf, "allreduce_sum")
+        return Done(buf)
 
     def allgather(self, array: np.ndarray) -> np.ndarray:
         return np.array(array)[None]
 
-    def allgatherv(self, array: np.ndarray, counts: Sequence[int]) -> np.ndarray:
+    def iallgatherv(self, array: np.ndarray, counts: Sequence[int]) -> Request:
         _check_counts(array, counts, 0)
-        return np.array(array)
+        return Done(np.array(array))
 
-    def alltoallv(self, chunks: Sequence[np.ndarray], recv_counts: Sequence[int]) -> list[np.ndarray]:
-        if len(chunks) != 1 or len(recv_counts) != 1 or chunks[0].size != recv_counts[0]:
+    def ialltoallv(self, send: np.ndarray, send_counts: Sequence[int], recv_counts: Sequence[int]) -> Request:
+        if len(send_counts) != 1 or len(recv_counts) != 1 or not send.size == send_counts[0] == recv_counts[0]:
             raise ValueError("alltoallv on one rank takes one chunk of the expected size")
-        return [np.array(chunks[0])]
+        return Done(np.array(send))
 
     def bcast(self, value: Any, root: int = 0) -> Any:
         return value
@@ -114,6 +174,8 @@ class LocalCommunicator(Communicator):
 class MPICommunicator(Communicator):
     """K ranks over mpi4py (MPI_COMM_WORLD unless another communicator is given)."""
 
+    spin_s = SPIN_S    # how long a wait polls before it naps (0 on an oversubscribed node)
+
     def __init__(self, mpi_comm=None, timeout_s: float | None = None):
         super().__init__()
         from mpi4py import MPI
@@ -127,13 +189,17 @@ class MPICommunicator(Communicator):
         self.timeout_s = timeout_s
         # Who runs where, for the watchdog and for messages that name a failed rank.
         self.peers: list[tuple[int, str]] = self._comm.allgather((os.getpid(), socket.gethostname()))
+        host = socket.gethostname()
+        if sum(peer_host == host for _, peer_host in self.peers) > usable_cores():
+            self.spin_s = 0.0
 
     # ---- collectives ---------------------------------------------------------------------------
 
-    def allreduce_sum(self, buf: np.ndarray) -> None:
+    def iallreduce_sum(self, buf: np.ndarray) -> Request:
         _check_flat(buf, "allreduce_sum")
-        self._wait(self._comm.Iallreduce(self._mpi.IN_PLACE, buf, op=self._mpi.SUM), "allreduce")
         self.bytes_sent += 2 * (self.size - 1) * buf.nbytes // self.size
+        return _MPIRequest(self, self._comm.Iallreduce(self._mpi.IN_PLACE, buf, op=self._mpi.SUM),
+                           "allreduce", buf)
 
     def allgather(self, array: np.ndarray) -> np.ndarray:
         send = np.ascontiguousarray(array)
@@ -142,31 +208,27 @@ class MPICommunicator(Communicator):
         self.bytes_sent += send.nbytes * (self.size - 1)
         return out
 
-    def allgatherv(self, array: np.ndarray, counts: Sequence[int]) -> np.ndarray:
+    def iallgatherv(self, array: np.ndarray, counts: Sequence[int]) -> Request:
         send = np.ascontiguousarray(array)
         _check_counts(send, counts, self.rank)
         counts = [int(c) for c in counts]
         out = np.empty(sum(counts), dtype=send.dtype)
         recv = [out, (counts, _displacements(counts)), self._mpi.Datatype.fromcode(send.dtype.char)]
-        self._wait(self._comm.Iallgatherv(send, recv), "allgatherv")
         self.bytes_sent += send.nbytes * (self.size - 1)
-        return out
+        return _MPIRequest(self, self._comm.Iallgatherv(send, recv), "allgatherv", out)
 
-    def alltoallv(self, chunks: Sequence[np.ndarray], recv_counts: Sequence[int]) -> list[np.ndarray]:
-        if len(chunks) != self.size or len(recv_counts) != self.size:
+    def ialltoallv(self, send: np.ndarray, send_counts: Sequence[int], recv_counts: Sequence[int]) -> Request:
+        if len(send_counts) != self.size or len(recv_counts) != self.size:
             raise ValueError(f"alltoallv takes one chunk and one count per rank ({self.size})")
-        dtype = chunks[0].dtype
-        mpi_type = self._mpi.Datatype.fromcode(dtype.char)
-        send_counts = [int(c.size) for c in chunks]
-        send = np.concatenate([np.ascontiguousarray(c, dtype=dtype).ravel() for c in chunks])
+        send = np.ascontiguousarray(send)
+        mpi_type = self._mpi.Datatype.fromcode(send.dtype.char)
+        send_counts = [int(c) for c in send_counts]
         recv_counts = [int(c) for c in recv_counts]
-        recv = np.empty(sum(recv_counts), dtype=dtype)
-        self._wait(self._comm.Ialltoallv([send, (send_counts, _displacements(send_counts)), mpi_type],
-                                         [recv, (recv_counts, _displacements(recv_counts)), mpi_type]),
-                   "alltoallv")
-        self.bytes_sent += (send.size - send_counts[self.rank]) * dtype.itemsize
-        starts = _displacements(recv_counts)
-        return [recv[s:s + c] for s, c in zip(starts, recv_counts)]
+        recv = np.empty(sum(recv_counts), dtype=send.dtype)
+        self.bytes_sent += (send.size - send_counts[self.rank]) * send.dtype.itemsize
+        request = self._comm.Ialltoallv([send, (send_counts, _displacements(send_counts)), mpi_type],
+                                        [recv, (recv_counts, _displacements(recv_counts)), mpi_type])
+        return _MPIRequest(self, request, "alltoallv", recv)
 
     def bcast(self, value: Any, root: int = 0) -> Any:
         if isinstance(value, np.ndarray):
@@ -205,17 +267,19 @@ class MPICommunicator(Communicator):
         """Complete `request`, aborting the job if a local peer dies or the timeout passes.
 
         Polling (rather than a blocking Wait) keeps Python in control: MPICH busy-polls in Wait as
-        well, so this costs nothing extra, and after a short spin the CPU is yielded between polls,
-        which keeps oversubscribed machines (more ranks than cores) moving.
+        well, so the spin costs nothing extra; after it, naps between polls give the core back
+        (see the module docstring).
         """
         if request.Test():
             return
         start = time.monotonic()
         next_check = start + LIVENESS_INTERVAL_S
+        nap = FIRST_NAP_S
         while not request.Test():
             now = time.monotonic()
-            if now - start > SPIN_S:
-                time.sleep(0)
+            if now - start > self.spin_s:
+                time.sleep(nap)
+                nap = min(2 * nap, MAX_NAP_S)
             if now >= next_check:
                 self._check_peers(what)
                 next_check = now + LIVENESS_INTERVAL_S
@@ -234,6 +298,25 @@ class MPICommunicator(Communicator):
         host = socket.gethostname()
         return [peer for peer, (pid, peer_host) in enumerate(self.peers)
                 if peer != self.rank and peer_host == host and not _process_alive(pid)]
+
+
+class _MPIRequest(Request):
+    """A non-blocking MPI collective, completed through the communicator's watchdog wait."""
+
+    def __init__(self, comm: MPICommunicator, request, what: str, result):
+        self._comm, self._request, self._what, self._result = comm, request, what, result
+        self._done = False
+
+    def test(self) -> bool:
+        if not self._done:
+            self._done = bool(self._request.Test())
+        return self._done
+
+    def wait(self):
+        if not self._done:
+            self._comm._wait(self._request, self._what)
+            self._done = True
+        return self._result
 
 
 def _seconds_from_env(name: str) -> float:

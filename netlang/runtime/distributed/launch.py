@@ -1,6 +1,6 @@
-"""Detecting an MPI launch, and making a failed rank end the whole job instead of hanging it.
+"""Making a failed rank end the whole job instead of hanging it. (Detecting an MPI launch is
+netlang/launcher.py's: it must run before NumPy is imported.)
 
-    detect_launch() -> LaunchInfo | None      rank/size from the launcher's environment (no MPI init)
     install_failure_handlers(comm)            excepthook that aborts all ranks; announces pid → rank
     failure_guard(comm)                       context manager around a rank's work (the trainer's body)
 
@@ -24,39 +24,8 @@ import os
 import socket
 import sys
 import traceback
-from dataclasses import dataclass
 
 from netlang.errors import EXIT_INTERNAL, EXIT_INTERRUPTED, NetlangError, format_error
-
-# Environment variables launchers set for every process: (rank variable, size variable).
-_LAUNCHER_VARIABLES = (
-    ("PMI_RANK", "PMI_SIZE"),                            # MPICH hydra, Intel MPI, slurm --mpi=pmi2
-    ("OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE"),    # Open MPI
-    ("MV2_COMM_WORLD_RANK", "MV2_COMM_WORLD_SIZE"),      # MVAPICH2
-)
-
-
-@dataclass(frozen=True)
-class LaunchInfo:
-    rank: int
-    size: int
-    launcher: str  # the variable that told us, e.g. "PMI_RANK"
-
-
-def detect_launch(environ=None) -> LaunchInfo | None:
-    """Rank and size if this process was started by an MPI launcher, else None.
-
-    Reads the environment only, so it is cheap and does not initialise MPI (importing mpi4py.MPI
-    would, and would start a singleton MPI job in a plain `netlang train`).
-    """
-    env = os.environ if environ is None else environ
-    for rank_var, size_var in _LAUNCHER_VARIABLES:
-        if rank_var in env and size_var in env:
-            try:
-                return LaunchInfo(int(env[rank_var]), int(env[size_var]), rank_var)
-            except ValueError:
-                continue
-    return None
 
 
 def install_failure_handlers(comm, announce: bool = True) -> None:

@@ -4,6 +4,7 @@
     quantize(values, residual, bits, zero_threshold) -> QuantizedColumns   (residual updated in place)
     dequantize(q) -> (cols, rows) array
     packed_size(rows, cols, bits, dtype) -> bytes on the wire
+    QuantizedColumns.write_records(region) / QuantizedColumns.from_records(region, rows, bits, dtype)
     QuantizedColumns.to_bytes() / QuantizedColumns.from_bytes(...)
 
 The matrix view. CNTK quantises a gradient *matrix* column by column, and its matrices are
@@ -33,11 +34,20 @@ Numerics, so that a reference of these formulas reproduces the result bit for bi
 are accumulated in float64 and the two per-column values are rounded once to the gradient's dtype
 (that is what is transmitted); codes and reconstructions are computed in float64 from those
 rounded values and rounded to the dtype at the end. V and the residual are in the gradient's dtype.
+A 1-bit reconstruction is one of the column's two values, picked by integer bit operations on
+their bit patterns (a select without branches: NumPy's `where` on random bits is several times
+slower).
 
-Wire format of one quantised matrix: the per-column value pairs (cols x 2 x itemsize bytes: for
-1 bit the values of bit 0 and bit 1, for k bits lower and upper), then the codes, k bits each,
-packed little-endian into bytes, ceil(rows * k / 8) bytes per column. A 1-bit column of n values
-therefore costs ceil(n/8) bytes + two floats.
+Speed: every step runs over whole matrices as array operations — no Python loop per column, per
+value or per stripe — on NumPy arrays or, for gradients on a GPU, CuPy arrays: the functions take
+the array module of their arguments (runtime/backend.array_module), and use only what both
+provide (bit packing over a flattened array, `view`, shifts, masks, reductions with a dtype).
+
+Wire format of one quantised matrix: one record per column, `cols` records of
+2 x itemsize + ceil(rows * k / 8) bytes: the column's two values (for 1 bit the values of bit 0
+and bit 1, for k bits lower and upper), then its codes, k bits each, packed little-endian into
+bytes. A 1-bit column of n values therefore costs ceil(n/8) bytes + two floats. Records of
+consecutive columns are consecutive bytes, so a range of columns (a stripe) is a range of bytes.
 """
 from __future__ import annotations
 
@@ -45,11 +55,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from netlang.runtime.backend import array_module
+
 SUPPORTED_BITS = (1, 2, 4, 8)
 RANGE_STDDEVS = 5.0  # k > 1: the quantisation range is mean -+ this many standard deviations
+_BIT_PATTERN = {4: np.int32, 8: np.int64}   # float itemsize -> the integer type of its bits
 
 
-def columns_of(array: np.ndarray) -> np.ndarray:
+def columns_of(array):
     """The `(cols, rows)` view of a parameter array: row c is CNTK column c (see module docstring)."""
     rows = array.shape[-1] if array.ndim else 1
     return array.reshape(-1, rows)
@@ -68,9 +81,14 @@ def bytes_per_column(rows: int, bits: int) -> int:
     return (rows * bits + 7) // 8
 
 
+def record_size(rows: int, bits: int, dtype) -> int:
+    """Bytes of one column on the wire: its two values and its packed codes."""
+    return 2 * np.dtype(dtype).itemsize + bytes_per_column(rows, bits)
+
+
 def packed_size(rows: int, cols: int, bits: int, dtype) -> int:
     """Bytes of a quantised rows x cols matrix on the wire: codes plus two values per column."""
-    return cols * (bytes_per_column(rows, bits) + 2 * np.dtype(dtype).itemsize)
+    return cols * record_size(rows, bits, dtype)
 
 
 @dataclass
@@ -79,8 +97,8 @@ class QuantizedColumns:
 
     bits: int
     rows: int
-    levels: np.ndarray  # (cols, 2), gradient dtype
-    codes: np.ndarray   # (cols, bytes_per_column(rows, bits)), uint8
+    levels: object  # (cols, 2), gradient dtype
+    codes: object   # (cols, bytes_per_column(rows, bits)), uint8 (may be a view into records)
 
     @property
     def cols(self) -> int:
@@ -88,25 +106,41 @@ class QuantizedColumns:
 
     @property
     def nbytes(self) -> int:
-        return self.levels.nbytes + self.codes.nbytes
+        return self.cols * (self.levels.shape[1] * self.levels.itemsize + self.codes.shape[1])
 
-    def to_bytes(self) -> np.ndarray:
-        return np.concatenate([self.levels.reshape(-1).view(np.uint8), self.codes.reshape(-1)])
+    def write_records(self, region) -> None:
+        """Write the records into `region`, a (cols, record size) uint8 array."""
+        width = 2 * self.levels.itemsize
+        region[:, :width] = self.levels.view(np.uint8)
+        region[:, width:] = self.codes
+
+    def to_bytes(self):
+        xp = array_module(self.codes)
+        region = xp.empty((self.cols, record_size(self.rows, self.bits, self.levels.dtype)), dtype=np.uint8)
+        self.write_records(region)
+        return region.reshape(-1)
 
     @classmethod
-    def from_bytes(cls, buf: np.ndarray, rows: int, cols: int, bits: int, dtype) -> "QuantizedColumns":
+    def from_records(cls, region, rows: int, bits: int, dtype) -> QuantizedColumns:
+        """The matrix whose records are `region`, a (cols, record size) uint8 array (not copied
+        but for the values)."""
         dtype = np.dtype(dtype)
-        n_levels = cols * 2 * dtype.itemsize
+        width = 2 * dtype.itemsize
+        if region.shape[1] != record_size(rows, bits, dtype):
+            raise ValueError(f"a {rows}-row column at {bits} bits takes {record_size(rows, bits, dtype)} "
+                             f"bytes, the records have {region.shape[1]}")
+        levels = array_module(region).ascontiguousarray(region[:, :width]).view(dtype)
+        return cls(bits, rows, levels, region[:, width:])
+
+    @classmethod
+    def from_bytes(cls, buf, rows: int, cols: int, bits: int, dtype) -> QuantizedColumns:
         if buf.size != packed_size(rows, cols, bits, dtype):
             raise ValueError(f"a quantised {rows}x{cols} matrix at {bits} bits takes "
                              f"{packed_size(rows, cols, bits, dtype)} bytes, got {buf.size}")
-        levels = buf[:n_levels].copy().view(dtype).reshape(cols, 2)
-        codes = buf[n_levels:].reshape(cols, bytes_per_column(rows, bits))
-        return cls(bits, rows, levels, codes)
+        return cls.from_records(buf.reshape(cols, record_size(rows, bits, dtype)), rows, bits, dtype)
 
 
-def quantize(values: np.ndarray, residual: np.ndarray, bits: int,
-             zero_threshold: bool = True) -> QuantizedColumns:
+def quantize(values, residual, bits: int, zero_threshold: bool = True) -> QuantizedColumns:
     """Quantise `values + residual` per column; `residual` becomes the new quantisation error.
 
     `values` and `residual` are `(cols, rows)` arrays of the same float dtype (see `columns_of`).
@@ -116,106 +150,135 @@ def quantize(values: np.ndarray, residual: np.ndarray, bits: int,
     if values.ndim != 2 or values.shape != residual.shape or values.dtype != residual.dtype:
         raise ValueError(f"quantize takes (cols, rows) values and a residual of the same shape and "
                          f"dtype, got {values.shape} {values.dtype} and {residual.shape} {residual.dtype}")
-    v = values + residual
+    xp = array_module(values)
+    v = residual
+    v += values                      # V, formed in the residual's memory: it is overwritten below
     if bits == 1:
-        codes, levels = _one_bit(v, zero_threshold)
-    else:
-        codes, levels = _k_bits(v, bits)
-    q = QuantizedColumns(bits, v.shape[1], levels, _pack(codes, bits))
-    np.subtract(v, _reconstruct(codes, levels, bits, v.dtype), out=residual)
-    return q
+        ones, levels = _one_bit(xp, v, zero_threshold)
+        v -= _select(xp, ones, levels)
+        return QuantizedColumns(1, v.shape[1], levels, _pack(xp, ones, 1))
+    codes, levels = _k_bits(xp, v, bits)
+    packed = _pack(xp, codes.astype(np.uint8), bits)
+    v -= _k_bit_values(xp, codes, levels, bits, v.dtype)
+    return QuantizedColumns(bits, v.shape[1], levels, packed)
 
 
-def dequantize(q: QuantizedColumns) -> np.ndarray:
+def dequantize(q: QuantizedColumns):
     """The `(cols, rows)` values a quantised matrix stands for."""
-    return _reconstruct(_unpack(q.codes, q.bits, q.rows), q.levels, q.bits, q.levels.dtype)
+    xp = array_module(q.codes)
+    codes = _unpack(xp, q.codes, q.bits, q.rows)
+    if q.bits == 1:
+        return _select(xp, codes, q.levels)
+    return _k_bit_values(xp, codes.astype(np.float64), q.levels, q.bits, q.levels.dtype)
 
 
 # ---- the two quantisers ------------------------------------------------------------------------
 
 
-def _one_bit(v: np.ndarray, zero_threshold: bool):
+def _one_bit(xp, v, zero_threshold: bool):
+    """(bits as a bool array, per-column values (cols, 2)) of 1-bit quantisation."""
     rows = v.shape[1]
     if zero_threshold:
         ones = v >= 0
-        n1 = np.count_nonzero(ones, axis=1)
+        n1 = ones.sum(axis=1, dtype=np.int32)
         # max(V, 0) / min(V, 0) hold exactly the non-negative / negative entries (and zeros,
         # which do not change a sum): cheaper than masking, same values.
-        mean1 = np.maximum(v, 0).sum(axis=1, dtype=np.float64) / np.maximum(n1, 1)
-        mean0 = np.minimum(v, 0).sum(axis=1, dtype=np.float64) / np.maximum(rows - n1, 1)
-        levels = np.stack([mean0, mean1], axis=1)
+        mean1 = xp.maximum(v, 0).sum(axis=1, dtype=np.float64) / xp.maximum(n1, 1)
+        mean0 = xp.minimum(v, 0).sum(axis=1, dtype=np.float64) / xp.maximum(rows - n1, 1)
+        levels = xp.stack([mean0, mean1], axis=1)
     else:
         mean = v.sum(axis=1, dtype=np.float64) / rows
         deviation = v - mean[:, None]  # float64
         ones = deviation >= 0
-        radius = np.abs(deviation).sum(axis=1) / rows
-        levels = np.stack([mean - radius, mean + radius], axis=1)
-    return ones.view(np.uint8), levels.astype(v.dtype)
+        radius = xp.abs(deviation).sum(axis=1) / rows
+        levels = xp.stack([mean - radius, mean + radius], axis=1)
+    return ones, levels.astype(v.dtype)
 
 
-def _k_bits(v: np.ndarray, bits: int):
+def _select(xp, ones, levels):
+    """levels[c, 1] where `ones[c, i]` else levels[c, 0], exactly, as (cols, rows) values.
+
+    On the bit patterns: low ^ (bit * (low ^ high)) is `low` for bit 0 and `high` for bit 1."""
+    pattern = _BIT_PATTERN[levels.itemsize]
+    bits = levels.view(pattern)
+    low = bits[:, 0:1]
+    picked = xp.multiply(ones, low ^ bits[:, 1:2], dtype=pattern)
+    picked ^= low
+    return picked.view(levels.dtype)
+
+
+def _k_bits(xp, v, bits: int):
+    """(codes as float64 bin numbers, per-column [lower, upper]) of k-bit quantisation."""
     rows = v.shape[1]
     v64 = v.astype(np.float64)
     mean = v64.sum(axis=1) / rows
-    stddev = np.sqrt(np.square(v64 - mean[:, None]).sum(axis=1) / rows)
-    levels = np.stack([mean - RANGE_STDDEVS * stddev, mean + RANGE_STDDEVS * stddev],
+    stddev = xp.sqrt(xp.square(v64 - mean[:, None]).sum(axis=1) / rows)
+    levels = xp.stack([mean - RANGE_STDDEVS * stddev, mean + RANGE_STDDEVS * stddev],
                       axis=1).astype(v.dtype)
     lower, width = _range(levels)
     n_bins = 1 << bits
     # An empty range (all values equal) gets scale 0: every value takes code 0 (CNTK does the same).
-    scale = np.divide(n_bins, width, out=np.zeros_like(width), where=width > 0)
-    scaled = v64
-    scaled -= lower
-    scaled *= scale
-    np.floor(scaled, out=scaled)
-    np.clip(scaled, 0, n_bins - 1, out=scaled)
-    with np.errstate(invalid="ignore"):  # NaN gradients stay garbage, but quietly
-        return scaled.astype(np.uint8), levels
+    scale = xp.where(width > 0, n_bins / xp.where(width > 0, width, 1.0), 0.0)
+    codes = v64
+    codes -= lower
+    codes *= scale
+    xp.floor(codes, out=codes)
+    xp.fmax(codes, 0, out=codes)          # fmax, not maximum: a NaN gradient becomes code 0
+    xp.minimum(codes, n_bins - 1, out=codes)
+    return codes, levels
 
 
-def _range(levels: np.ndarray):
+def _k_bit_values(xp, codes, levels, bits: int, dtype):
+    """lower + (q + 1/2) * (width / L) per value, from float64 codes (overwritten)."""
+    lower, width = _range(levels)
+    values = codes
+    values += 0.5
+    values *= width / (1 << bits)
+    values += lower
+    return values.astype(dtype)
+
+
+def _range(levels):
     lower = levels[:, :1].astype(np.float64)
     return lower, levels[:, 1:].astype(np.float64) - lower
-
-
-def _reconstruct(codes: np.ndarray, levels: np.ndarray, bits: int, dtype) -> np.ndarray:
-    """Value of every code: a per-column table of the 2^bits values, then a gather (exact)."""
-    if bits == 1:
-        table = levels
-    else:
-        lower, width = _range(levels)
-        n_bins = 1 << bits
-        table = (lower + (np.arange(n_bins) + 0.5) * (width / n_bins)).astype(dtype)
-    index = codes + table.shape[1] * np.arange(codes.shape[0], dtype=np.int32)[:, None]
-    return table.reshape(-1)[index].astype(dtype, copy=False)
 
 
 # ---- bit packing -----------------------------------------------------------------------------
 
 
-def _pack(codes: np.ndarray, bits: int) -> np.ndarray:
-    """(cols, rows) codes < 2^bits → (cols, ceil(rows*bits/8)) bytes, first code in the low bits."""
+def _pack(xp, codes, bits: int):
+    """(cols, rows) codes < 2^bits → (cols, ceil(rows*bits/8)) bytes, first code in the low bits.
+
+    Each column is padded to whole bytes, so packing the flattened array packs every column on
+    its own (CuPy packs only flattened arrays)."""
+    cols, rows = codes.shape
+    per_byte = 8 // bits
+    width = bytes_per_column(rows, bits)
+    if rows != width * per_byte:
+        padded = xp.zeros((cols, width * per_byte), dtype=codes.dtype)
+        padded[:, :rows] = codes
+        codes = padded
     if bits == 8:
         return codes
     if bits == 1:
-        return np.packbits(codes, axis=1, bitorder="little")
-    per_byte = 8 // bits
-    cols, rows = codes.shape
-    padded = np.zeros((cols, bytes_per_column(rows, bits) * per_byte), dtype=np.uint8)
-    padded[:, :rows] = codes
-    packed = padded[:, 0::per_byte].copy()
-    for i in range(1, per_byte):
-        packed |= padded[:, i::per_byte] << np.uint8(bits * i)
+        return xp.packbits(codes.reshape(-1), bitorder="little").reshape(cols, width)
+    packed = codes[:, 0::per_byte].copy()
+    for lane in range(1, per_byte):        # 2 or 4 lanes: one shift per code position in a byte
+        packed |= codes[:, lane::per_byte] << np.uint8(bits * lane)
     return packed
 
 
-def _unpack(packed: np.ndarray, bits: int, rows: int) -> np.ndarray:
+def _unpack(xp, packed, bits: int, rows: int):
+    """(cols, bytes) packed codes → (cols, rows) uint8 codes (a view when nothing was packed)."""
     if bits == 8:
-        return packed
+        return packed[:, :rows]
+    cols, width = packed.shape
     if bits == 1:
-        return np.unpackbits(packed, axis=1, count=rows, bitorder="little")
+        return xp.unpackbits(xp.ascontiguousarray(packed).reshape(-1),
+                             bitorder="little").reshape(cols, width * 8)[:, :rows]
     per_byte = 8 // bits
-    codes = np.empty((packed.shape[0], packed.shape[1] * per_byte), dtype=np.uint8)
-    for i in range(per_byte):
-        codes[:, i::per_byte] = (packed >> np.uint8(bits * i)) & np.uint8((1 << bits) - 1)
+    codes = xp.empty((cols, width * per_byte), dtype=np.uint8)
+    mask = np.uint8((1 << bits) - 1)
+    for lane in range(per_byte):
+        codes[:, lane::per_byte] = (packed >> np.uint8(bits * lane)) & mask
     return codes[:, :rows]
