@@ -197,7 +197,11 @@ def _lines(path: str):
 
 def read_stream_rows(path: str, stream: str) -> list[np.ndarray]:
     """The values of stream `stream` on every line of a CTF file without sequence ids (one per image)."""
-    rows = []
+    return [values for _, values in _stream_rows(path, stream)]
+
+
+def _stream_rows(path: str, stream: str):
+    """(line number, values of `stream`) of every non-blank line."""
     for line_no, line in _lines(path):
         if not line.strip():
             continue
@@ -206,16 +210,15 @@ def read_stream_rows(path: str, stream: str) -> list[np.ndarray]:
             raise DataError(f"the line has no '|{stream}' stream", DataPosition(path, line_no),
                             hint="give the regions file the network read (e.g. test.rois.txt)")
         try:
-            rows.append(np.array((fields[stream] or [""])[0].split(), dtype=np.float64))
+            yield line_no, np.array((fields[stream] or [""])[0].split(), dtype=np.float64)
         except ValueError:
             raise DataError(f"the values of '|{stream}' are not numbers", DataPosition(path, line_no)) from None
-    return rows
 
 
 def read_regions(path: str, stream: str = "rois") -> list[np.ndarray]:
     """The regions (R, 4) of every image (one CTF line each) of stream `stream`."""
     regions = []
-    for line_no, values in enumerate(read_stream_rows(path, stream), start=1):
+    for line_no, values in _stream_rows(path, stream):
         if len(values) % 4:
             raise DataError(f"{len(values)} values are not regions of four numbers", DataPosition(path, line_no))
         regions.append(values.reshape(-1, 4))

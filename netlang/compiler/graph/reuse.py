@@ -82,7 +82,7 @@ def clone_function(record, ctx: BuildContext) -> values.Lambda:
                         ctx.span, hint=suggest(str(mode), PARAMETER_MODES))
     output_nodes = _output_nodes(outputs, ctx)
     body = _function_body(inputs, list(output_nodes.values()), ctx)
-    params = [f"input{i}" if len(inputs) > 1 else "input" for i in range(len(inputs))]
+    params = ["input"] if len(inputs) == 1 else [f"input{i}" for i in range(len(inputs))]
 
     def call(args, span, caller_path):
         actual = [_argument(args.get(p), p, span) for p in params]
