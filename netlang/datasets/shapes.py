@@ -382,7 +382,8 @@ def _write_set(out_dir: str, name: str, seed: list, count: int, hue_bands, backg
 
 
 def prepare_shapes(out_dir: str, *, seed: int = 0, train_images: int = 1500, test_images: int = 250) -> dict:
-    """Write the data set (see the module docstring); returns {file: count} and writes shapes.json."""
+    """Write the data set (see the module docstring) and shapes.json (its settings and counts); returns
+    {map file: images or crops}."""
     if train_images < 1 or test_images < 1:
         raise UsageError("--train-images and --test-images must be at least 1")
     if seed < 0:
@@ -401,4 +402,4 @@ def prepare_shapes(out_dir: str, *, seed: int = 0, train_images: int = 1500, tes
             "test backgrounds": list(TEST_BACKGROUNDS), "grid proposals": len(grid), "sets": sets}
     _write_text(os.path.join(out_dir, "shapes.json"), [json.dumps(info, indent=1) + "\n"])
     return {"train.txt": train_images, "test.txt": test_images, "crops.train.txt": sets["train"]["crops"],
-            "crops.test.txt": sets["test"]["crops"], "shapes.json": 1}
+            "crops.test.txt": sets["test"]["crops"]}
