@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import settings_of
 from PIL import Image
 
 from netlang.errors import DataError
 from netlang.readers.factory import create_source
-
-import settings_of
 
 COUNT = 7
 

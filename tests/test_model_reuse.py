@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import json
 from contextlib import redirect_stderr, redirect_stdout
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -149,14 +150,14 @@ def test_constant_copies_do_not_change_during_training(tmp_path, source, data_di
 
 def test_learnable_copies_change_and_the_source_model_stays_unchanged(tmp_path, source, data_dir):
     path, params = source
-    before = open(path, "rb").read()
+    before = Path(path).read_bytes()
     trained = train(tmp_path, path, data_dir, """
         net = BS.Network.CloneFunction (m.features, m.z, parameters = "learnable")
         features = Input {2} ; labels = Input {3}
         z = net (features)""")
     for name in ("h.W", "h.b", "z.W", "z.b"):
         assert not np.allclose(copy_of(trained, name), params[name]), name
-    assert open(path, "rb").read() == before
+    assert Path(path).read_bytes() == before
     for name, value in load_model(path).parameters.items():
         np.testing.assert_array_equal(value, params[name])
 
@@ -223,7 +224,7 @@ def test_a_cloned_convolution_takes_a_larger_image(tmp_path):
 # ---- Edit ----------------------------------------------------------------------------------------
 
 def test_edit_replaces_a_node_and_relinks_its_readers(source):
-    path, params = source
+    path, _ = source
     net = build(f"""
         m = BS.Network.Load ("{path}")
         newT = ReLU (LinearLayer {{8}} (m.features))

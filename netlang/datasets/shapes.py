@@ -188,8 +188,8 @@ def shape_mask(label: int, box) -> np.ndarray:
 def _random_box(rng) -> tuple:
     side = math.exp(rng.uniform(*np.log(SIZE_RANGE)))
     aspect = rng.uniform(*ASPECT_RANGE)
-    w = int(round(min(side * math.sqrt(aspect), IMAGE_SIZE - 2)))
-    h = int(round(min(side / math.sqrt(aspect), IMAGE_SIZE - 2)))
+    w = round(min(side * math.sqrt(aspect), IMAGE_SIZE - 2))
+    h = round(min(side / math.sqrt(aspect), IMAGE_SIZE - 2))
     x1, y1 = int(rng.integers(0, IMAGE_SIZE - w + 1)), int(rng.integers(0, IMAGE_SIZE - h + 1))
     return (x1, y1, x1 + w - 1, y1 + h - 1)
 
@@ -241,8 +241,8 @@ def grid_proposals() -> np.ndarray:
     PROPOSAL_STRIDE of the side apart, covering the image from edge to edge."""
     boxes = []
     for side in PROPOSAL_SIDES:
-        w = int(round(side))
-        count = int(math.ceil((IMAGE_SIZE - w) / max(side * PROPOSAL_STRIDE, 1))) + 1
+        w = round(side)
+        count = math.ceil((IMAGE_SIZE - w) / max(side * PROPOSAL_STRIDE, 1)) + 1
         for y in np.linspace(0, IMAGE_SIZE - w, count).round():
             for x in np.linspace(0, IMAGE_SIZE - w, count).round():
                 boxes.append((x, y, x + w - 1, y + w - 1))

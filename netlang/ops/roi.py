@@ -28,16 +28,7 @@ from __future__ import annotations
 import numpy as np
 
 from netlang.ir.shapes import format_shape
-from netlang.ops.registry import (
-    InputSpec,
-    OpCheck,
-    OpDef,
-    Param,
-    ShapeMismatch,
-    Signature,
-    register,
-    unbroadcast,
-)
+from netlang.ops.registry import InputSpec, OpCheck, OpDef, Param, ShapeMismatch, Signature, register, unbroadcast
 
 ROI_SIGNATURE = Signature((
     Param("roiOutputShape", aliases=("shape", "outputShape")),
