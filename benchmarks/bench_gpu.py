@@ -23,6 +23,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import traceback
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
@@ -189,6 +190,9 @@ def bench_resnet20(steps: int) -> None:
 
 # ---- HKBU dlbench shapes, ResNet-50 precisions, torch.compile -----------------------------------------
 
+TORCH_MODES = [("eager", False), ("compile", True)]    # the PyTorch references compare() measures
+
+
 def torch_reference(net, batch, shape, classes, compiled: bool):
     import torch
     if compiled:
@@ -211,7 +215,7 @@ def compare(name: str, config: str, batch: int, shape: tuple, classes: int, torc
     graphed = timed(*netlang_trainer(config, batch, feeds, precision, tf32, graphs=True), steps)
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if precision == "bf16" else None
     results = {}
-    for label, compiled in (("eager", False), ("compile", True)):
+    for label, compiled in TORCH_MODES:
         try:
             made = torch_reference(torch_net(), batch, shape, classes, compiled)
             if made is None:
@@ -325,7 +329,10 @@ def main(argv=None) -> None:
     parser.add_argument("--only", default="dlbench,precisions,resnet50,resnet20,mnist,atis")
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--data", default=os.path.join(REPO, "data"))
+    parser.add_argument("--no-torch-compile", action="store_true",
+                        help="leave torch.compile out (it compiles each network for a minute or more)")
     args = parser.parse_args(argv)
+    TORCH_MODES[:] = [("eager", False)] if args.no_torch_compile else [("eager", False), ("compile", True)]
     wanted = set(args.only.split(","))
     print(f"netlang vs PyTorch eager, float32, same GPU; NETLANG_CUDNN={os.environ.get('NETLANG_CUDNN', '1')}",
           flush=True)
@@ -341,6 +348,7 @@ def main(argv=None) -> None:
                 run()
             except Exception as err:     # noqa: BLE001 - report and go on to the next workload
                 print(f"{name}: failed: {type(err).__name__}: {err}", flush=True)
+                traceback.print_exc()
 
 
 if __name__ == "__main__":

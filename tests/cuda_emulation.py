@@ -30,6 +30,14 @@ SHIM = r"""
 #include <cstdint>
 #include <cfloat>
 #include <algorithm>
+#include <cstring>
+// NVRTC, which compiles the kernels on a GPU, has no host headers: keep their macros out here too.
+#undef INFINITY
+#undef NAN
+#undef HUGE_VAL
+#undef HUGE_VALF
+static inline float __int_as_float(int i) { float f; std::memcpy(&f, &i, sizeof f); return f; }
+static inline double __longlong_as_double(long long i) { double d; std::memcpy(&d, &i, sizeof d); return d; }
 struct emu_dim3 { unsigned int x, y, z; };
 static emu_dim3 threadIdx = {0, 0, 0}, blockIdx = {0, 0, 0}, blockDim = {1, 1, 1}, gridDim = {1, 1, 1};
 extern "C" void emu_set_block(unsigned int b, unsigned int g) { blockIdx.x = b; gridDim.x = g; }

@@ -184,7 +184,7 @@ EPS = 1e-6
 def numeric_gradient(case, weights, i):
     """Central differences of sum(y * weights) with respect to every element of input i."""
     xs = case.copies()
-    grad = np.zeros_like(xs[i])
+    grad = np.zeros(xs[i].shape)              # on the host, whatever backend the inputs live on
     flat, gflat = xs[i].reshape(-1), grad.reshape(-1)
     for k in range(flat.size):
         keep = flat[k]

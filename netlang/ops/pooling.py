@@ -390,7 +390,7 @@ extern "C" __global__ void max_forward(const T* x, T* y, int* arg, const long lo
             const T v = x[b * per_in + c];
             if (at < 0 || v > best) { best = v; at = (int)c; }
         }
-        y[o] = at < 0 ? (T)(-INFINITY) : best;
+        y[o] = at < 0 ? (T)__int_as_float((int)0xff800000) : best;   // -inf: NVRTC has no INFINITY macro
         arg[o] = at;
     }
 }

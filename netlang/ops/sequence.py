@@ -469,8 +469,9 @@ def _sliced_steps(ctx, x, attrs):
     xp = ctx.xp
     begin, end = _slice_bounds(attrs)
     lengths = _lengths(valid_steps(ctx, x))
-    lo = xp.clip(begin if begin >= 0 else lengths + begin, 0, lengths)
-    hi = xp.clip(end if end > 0 else lengths + end, 0, lengths)
+    # Bounds per sequence as arrays: CuPy's clip takes no Python number as its array.
+    lo = xp.clip(xp.full_like(lengths, begin) if begin >= 0 else lengths + begin, 0, lengths)
+    hi = xp.clip(xp.full_like(lengths, end) if end > 0 else lengths + end, 0, lengths)
     new_lengths = xp.maximum(hi - lo, 0)
     steps = max(int(new_lengths.max()), 1) if x.shape[1] else 1
     t = xp.arange(steps)[:, None]

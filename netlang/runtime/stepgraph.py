@@ -176,7 +176,8 @@ class CompiledStep:
             return None if self.graphs is None else "CUDA graphs are off (cudaGraph = false or --no-cuda-graph)"
         if self.graphs is None:
             return None
-        return buckets.bucketable(feeds)
+        why = buckets.bucketable(feeds)
+        return None if why is None else f"steps of these inputs are not captured: {why}; they run eagerly"
 
     def note(self, line: str) -> None:
         if line is None or line in self.notes:
