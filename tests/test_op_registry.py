@@ -187,7 +187,7 @@ def numeric_gradient(case, weights, i):
     grad = np.zeros(xs[i].shape)              # on the host, whatever backend the inputs live on
     flat, gflat = xs[i].reshape(-1), grad.reshape(-1)
     for k in range(flat.size):
-        keep = flat[k]
+        keep = flat[k].item()                  # a number, not a view of the element it restores
         flat[k] = keep + EPS
         up = np.sum(case.backend.to_host(case.forward(xs)[1]) * weights)
         flat[k] = keep - EPS

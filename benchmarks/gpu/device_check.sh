@@ -12,6 +12,7 @@
 #           beside them the MNIST ConvNet trains two epochs on the GPU and is tested (mnist.log)
 #   probes  benchmarks/gpu/probes.py: cuDNN NCHW/NHWC plans and times, frontend execute and random
 #           draws inside a stream capture (probes.log)
+#   profile netlang time of ResNet-50 (minibatch 64) and ResNet-20: each node's share of a step (profile.log)
 #   bench   benchmarks/bench_gpu.py, netlang against PyTorch in the same run: ResNet-50, ResNet-20,
 #           the MNIST and ATIS epochs, the dlbench shapes and ResNet-50 fp32/TF32/bf16 (bench.log);
 #           BENCH_ONLY and BENCH_ARGS narrow it (e.g. BENCH_ARGS=--no-torch-compile)
@@ -73,6 +74,13 @@ if has probes; then
     stamp probes
     timeout 60 python3 benchmarks/gpu/probes.py > "$OUT/probes.log" 2>&1
     cat "$OUT/probes.log"
+fi
+
+if has profile; then
+    stamp "per-node step times"
+    { timeout 40 python3 -m netlang time configs/vision/resnet50_imagenet.net deviceId=0 -n 3 train.SGD.minibatchSize=64
+      timeout 30 python3 -m netlang time configs/vision/resnet20_cifar10.net deviceId=0 -n 5; } > "$OUT/profile.log" 2>&1
+    head -40 "$OUT/profile.log"
 fi
 
 if has bench; then

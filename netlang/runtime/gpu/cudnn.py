@@ -7,7 +7,7 @@ CuPy 14 has no cuDNN; the frontend (`nvidia-cudnn-frontend`, pinned in the `gpu`
   frontend skips the call when the stream is unchanged);
 * one single-operation graph per (operation, shapes, strides, dtype, padding, stride, dilation):
   forward (`conv_fprop`), backward-data (`conv_dgrad`) and backward-filter (`conv_wgrad`), built
-  once with heuristics A then FALLBACK and cached; tensors are declared with explicit dims,
+  once with heuristics A then FALLBACK, deterministic engines preferred, and cached; tensors are declared with explicit dims,
   strides and types (never inferred from arrays), outputs with the strides we allocate;
 * buffers go to `execute` as raw device pointers (`.data.ptr`), the workspace is one CuPy array
   from CuPy's memory pool, grown to the largest graph's need — no DLPack, no host synchronisation,
@@ -90,7 +90,7 @@ class CudnnService:
             if not self.supports(conv, out.dtype):
                 return False
             try:
-                entry = self._graphs[key] = self._build(kind, conv, a, b, out)
+                entry = self._graphs[key] = self._deterministic_or_any(kind, conv, a, b, out)
             except Exception as err:      # noqa: BLE001 - any frontend failure: no plan for this shape
                 self._unsupported[(np.dtype(out.dtype).name, conv)] = f"{kind}: {type(err).__name__}: {err}"
                 return False
@@ -106,7 +106,17 @@ class CudnnService:
         types = self._cudnn.data_type
         return types.DOUBLE if np.dtype(dtype) == np.float64 else types.FLOAT
 
-    def _build(self, kind: str, conv, a, b, out):
+    def _deterministic_or_any(self, kind: str, conv, a, b, out):
+        # Engines that reduce with atomics (split-K backward-filter, mostly) give a different sum on
+        # every run, so the same seeds would not give the same losses and a replayed CUDA graph
+        # could not be checked against the eager step. Deterministic engines first; any engine only
+        # where cuDNN has no deterministic one for the shape.
+        try:
+            return self._build(kind, conv, a, b, out, deterministic=True)
+        except Exception:                 # noqa: BLE001 - no deterministic plan: take what cuDNN has
+            return self._build(kind, conv, a, b, out, deterministic=False)
+
+    def _build(self, kind: str, conv, a, b, out, deterministic: bool):
         cudnn = self._cudnn
         io = self._data_type(out.dtype)
         graph = cudnn.pygraph(io_data_type=io, intermediate_data_type=io, compute_data_type=io,
@@ -122,5 +132,7 @@ class CudnnService:
         else:
             result = graph.conv_wgrad(first, second, out_dims=list(out.shape), **geometry)
         result.set_output(True).set_data_type(io).set_dim(list(out.shape)).set_stride(strides_of(out))
+        if deterministic:
+            graph.deselect_numeric_notes([cudnn.numerical_note.NONDETERMINISTIC])
         graph.build([getattr(cudnn.heur_mode, mode) for mode in HEURISTICS])
         return graph, (first, second, result), int(graph.get_workspace_size())
