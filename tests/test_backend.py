@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from cuda_emulation import EmulatedKernels, have_gxx
 
 from netlang.actions import common
 from netlang.api import load_text
@@ -22,6 +23,7 @@ from netlang.errors import ConfigError
 from netlang.ops import registry
 from netlang.ops.registry import OpContext, OpDef
 from netlang.runtime.backend import DeviceRandom, NumpyBackend, cpu_backend, gpu_available, select_backend
+from netlang.runtime.gpu.random import reference_uniform, stream_key
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -43,18 +45,37 @@ def test_a_restored_host_stream_continues_exactly():
     np.testing.assert_array_equal(again.random((4, 4)), expected)
 
 
-def test_a_device_stream_is_keyed_by_its_seed_and_draws():
-    # NumPy stands in for CuPy: the key bookkeeping is the same.
-    stream = DeviceRandom(np, [5, 2])
-    stream.random(3)
-    stream.random(3)
+@pytest.mark.skipif(not have_gxx(), reason="g++ is needed to run CUDA sources on the CPU")
+def test_a_device_stream_draws_by_key_and_device_counter_and_resumes_exactly():
+    # The CUDA source runs on the CPU (tests/cuda_emulation.py); NumPy arrays stand in for CuPy's.
+    kernels = EmulatedKernels()
+    stream = DeviceRandom(np, kernels, [5, 2])
+    first, second = stream.random(3), stream.random((2, 3))
+    key = stream_key([5, 2])
+    np.testing.assert_array_equal(first, reference_uniform(key, 0, 3))
+    np.testing.assert_array_equal(second.reshape(-1), reference_uniform(key, 1, 6))
     state = stream.state()
-    assert state == {"generator": "cupy", "key": [5, 2], "draws": 2}
-    resumed, other = DeviceRandom(np, 0), DeviceRandom(np, 0)
+    assert state == {"generator": "counter", "key": key, "counter": 2}
+    expected = stream.random((4, 4))
+    resumed = DeviceRandom(np, kernels, 0)
     resumed.restore(state)
-    other.restore(state)
-    np.testing.assert_array_equal(resumed.random(4), other.random(4))       # reproducible
-    np.testing.assert_array_equal(resumed.random(4), np.random.default_rng([5, 2, 2]).random(8)[4:])
+    np.testing.assert_array_equal(resumed.random((4, 4)), expected)          # the same numbers, resumed
+    host = cpu_backend().random_stream(0)
+    host.restore(state)                                                       # a GPU checkpoint on a CPU
+    assert host.random(2).shape == (2,)
+
+
+@pytest.mark.skipif(not have_gxx(), reason="g++ is needed to run CUDA sources on the CPU")
+def test_device_draws_are_uniform_and_normal_in_distribution():
+    stream = DeviceRandom(np, EmulatedKernels(), 11)
+    u = stream.random(200_000)
+    assert 0.0 <= u.min() and u.max() < 1.0
+    assert abs(u.mean() - 0.5) < 0.005 and abs(u.var() - 1 / 12) < 0.002
+    assert np.histogram(u, bins=10, range=(0, 1))[0].min() > 19_000          # no empty or thin decile
+    z = stream.standard_normal(200_000, np.float32)
+    assert z.dtype == np.float32
+    assert abs(z.mean()) < 0.01 and abs(z.std() - 1.0) < 0.01
+    assert abs(np.mean(np.abs(z) < 1.0) - 0.6827) < 0.005
 
 
 def test_scatter_add_adds_repeated_indices(backend):

@@ -737,3 +737,20 @@ def test_cublas_products_equal_cupy_products_in_and_out_of_a_capture():
     cupy.testing.assert_allclose(out, expected, rtol=1e-5)
     bf16 = select_backend(0, "bf16")
     cupy.testing.assert_allclose(bf16.xp.matmul(a, b), expected, rtol=2e-2)
+
+
+@needs_gpu
+def test_device_draws_move_on_in_eager_steps_and_in_every_replay_of_a_captured_graph():
+    from netlang.runtime.gpu.random import reference_uniform, stream_key
+
+    backend = select_backend(0, "float")
+    stream = backend.random_stream(7)
+    key = stream_key(7)
+    np.testing.assert_array_equal(backend.to_host(stream.random(1024)), reference_uniform(key, 0, 1024))
+    np.testing.assert_array_equal(backend.to_host(stream.random(1024)), reference_uniform(key, 1, 1024))
+    with backend.graphs.scope():
+        handle = backend.graphs.capture(lambda: stream.random(1024))
+    replays = [backend.to_host(backend.graphs.launch(handle)) for _ in range(2)]
+    np.testing.assert_array_equal(replays[0], reference_uniform(key, 2, 1024))   # the capture drew nothing
+    np.testing.assert_array_equal(replays[1], reference_uniform(key, 3, 1024))
+    assert stream.state()["counter"] == 4

@@ -447,17 +447,26 @@ def _gpu_weights(ctx, dyn: int, dtype):
     return ctx.mask.reshape(-1, 1, 1).astype(dtype)
 
 
+def _per_channel(kernel, *operands):
+    """Σ over axes 0 and 2 of a (L, C, R) map, in two passes: along the contiguous R first (one
+    output per (l, c), so every multiprocessor has rows to reduce), then over L. A single reduction
+    over axes (0, 2) hands each channel's strided sum to one thread block: on an H200 that took
+    36 ms of ResNet-50's first batch norm (batch 64), 84 % of the whole step."""
+    return kernel(*operands, axis=2).sum(axis=0)
+
+
 def _gpu_sums(kernels, x3, weights, mean=None):
     """Σ over L and R of x (or of (x - mean)², with mean shaped (1, C, 1)), weighted by steps."""
     if mean is None:
         if weights is None:
-            return kernels.reduction("T x", "T y", "x", "a + b", "y = a", "0", "bn_sum")(x3, axis=(0, 2))
-        return kernels.reduction("T x, T w", "T y", "x * w", "a + b", "y = a", "0", "bn_wsum")(x3, weights, axis=(0, 2))
+            return _per_channel(kernels.reduction("T x", "T y", "x", "a + b", "y = a", "0", "bn_sum"), x3)
+        return _per_channel(kernels.reduction("T x, T w", "T y", "x * w", "a + b", "y = a", "0", "bn_wsum"),
+                            x3, weights)
     if weights is None:
-        return kernels.reduction("T x, T m", "T y", "(x - m) * (x - m)", "a + b", "y = a", "0",
-                                 "bn_sq")(x3, mean, axis=(0, 2))
-    return kernels.reduction("T x, T m, T w", "T y", "(x - m) * (x - m) * w", "a + b", "y = a", "0",
-                             "bn_wsq")(x3, mean, weights, axis=(0, 2))
+        return _per_channel(kernels.reduction("T x, T m", "T y", "(x - m) * (x - m)", "a + b", "y = a", "0",
+                                              "bn_sq"), x3, mean)
+    return _per_channel(kernels.reduction("T x, T m, T w", "T y", "(x - m) * (x - m) * w", "a + b", "y = a", "0",
+                                          "bn_wsq"), x3, mean, weights)
 
 
 def _gpu_seen(ctx, run_count):
@@ -526,9 +535,9 @@ def _gpu_bn_backward(ctx, xs, y, gy, attrs):
     x3 = xp.ascontiguousarray(_canonical(x, dyn, cfg.spatial))
     g3 = xp.ascontiguousarray(_canonical(gy, dyn, cfg.spatial))
     mean = stats.mean.reshape(1, -1, 1)
-    sum_g = kernels.reduction("T g", "T y", "g", "a + b", "y = a", "0", "bn_sum")(g3, axis=(0, 2))
-    sum_gc = kernels.reduction("T g, T x, T m", "T y", "g * (x - m)", "a + b", "y = a", "0",
-                               "bn_gc")(g3, x3, mean, axis=(0, 2))
+    sum_g = _per_channel(kernels.reduction("T g", "T y", "g", "a + b", "y = a", "0", "bn_sum"), g3)
+    sum_gc = _per_channel(kernels.reduction("T g, T x, T m", "T y", "g * (x - m)", "a + b", "y = a", "0", "bn_gc"),
+                          g3, x3, mean)
     C = x3.shape[1]
     by_var, shift, gscale, gbias = (xp.empty(C, dtype=x3.dtype) for _ in range(4))
     kernels.launch(BN_SOURCE, "backward_terms", x3.dtype, C,

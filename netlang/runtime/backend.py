@@ -46,6 +46,7 @@ import numpy as np
 
 from netlang.errors import ConfigError
 from netlang.launcher import detect_launch
+from netlang.runtime.gpu import random as device_random
 from netlang.runtime.gpu.capture import CudaGraphs
 from netlang.runtime.gpu.cudnn import CudnnService
 from netlang.runtime.gpu.gemm import gemm_service
@@ -172,7 +173,7 @@ class CupyBackend(Backend):
         return self.xp.asnumpy(array)
 
     def random_stream(self, seed) -> RandomStream:
-        return DeviceRandom(self.xp, seed)
+        return DeviceRandom(self.xp, self.kernels, seed)
 
     def nccl(self):
         """CuPy's NCCL bindings, for the GPU workers' collectives (runtime/distributed/nccl.py)."""
@@ -229,48 +230,51 @@ class HostRandom(RandomStream):
         return self._generator.bit_generator.state
 
     def restore(self, state: dict) -> None:
-        if "draws" in state:          # written by a device stream: continue from the same key
+        if state.get("generator") == "counter":     # written by a device stream: continue from its key
             self._generator = np.random.default_rng(_continued_key(state))
         else:
             self._generator.bit_generator.state = state
 
 
 class DeviceRandom(RandomStream):
-    """CuPy's default generator (cuRAND XORWOW), drawing on the GPU.
+    """Counter-based draws on the GPU (runtime/gpu/random.py): every number is a hash of the
+    stream's key, a counter in device memory and its index, and the counter is advanced by a kernel.
+    A replayed CUDA graph therefore draws new numbers every step, exactly as the eager step does,
+    and a checkpoint's key and counter resume the very numbers of the uninterrupted run."""
 
-    cuRAND states cannot be saved, so the state of this stream is its key and the number of draws
-    made; restoring continues with a generator keyed by both. A resumed run is reproducible, but its
-    random numbers differ from the uninterrupted run's (on the CPU they are the same).
-    """
-
-    def __init__(self, cupy, seed):
-        self._cupy = cupy
-        self._key = [int(k) for k in np.atleast_1d(seed)]
-        self._draws = 0
-        self._generator = cupy.random.default_rng(self._key)
+    def __init__(self, xp, kernels, seed):
+        self._xp, self._kernels = xp, kernels
+        self._key = device_random.stream_key(seed)
+        self._counter = xp.zeros(1, dtype=np.uint64)
 
     def random(self, shape):
-        self._draws += 1
-        return self._generator.random(shape)
+        out = self._xp.empty(shape, dtype=np.float64)
+        device_random.draw_uniform(self._kernels, out, self._counter, self._key)
+        return out
 
     def standard_normal(self, shape, dtype):
-        self._draws += 1
-        return self._generator.standard_normal(shape, dtype=dtype)
+        out = self._xp.empty(shape, dtype=dtype)
+        device_random.draw_normal(self._kernels, out, self._counter, self._key)
+        return out
 
     def state(self) -> dict:
-        return {"generator": "cupy", "key": list(self._key), "draws": self._draws}
+        # Read back only here (checkpoints): replays advance the counter without the host knowing.
+        return {"generator": "counter", "key": self._key, "counter": int(self._counter[0])}
 
     def restore(self, state: dict) -> None:
-        self._key = _continued_key(state)
-        self._draws = 0
-        self._generator = self._cupy.random.default_rng(self._key)
+        if state.get("generator") == "counter":
+            self._key, counter = int(state["key"]), int(state["counter"])
+        else:                       # a NumPy stream's state (a CPU checkpoint resumed on a GPU)
+            self._key, counter = device_random.stream_key(_continued_key(state)), 0
+        self._counter[...] = counter
 
 
 def _continued_key(state: dict) -> list[int]:
-    """A generator key for the stream continuing `state`: a device stream's key and draws, or (a
+    """A generator key for the stream continuing `state`: a device stream's key and counter, or (a
     NumPy state met on a GPU) a hash of the state."""
-    if "draws" in state:
-        return [int(k) for k in state["key"]] + [int(state["draws"])]
+    if state.get("generator") == "counter":
+        key = int(state["key"])
+        return [key & 0xFFFFFFFF, key >> 32, int(state["counter"])]
     digest = hashlib.sha256(json.dumps(state, sort_keys=True).encode()).digest()
     return [int.from_bytes(digest[:8], "little")]
 
