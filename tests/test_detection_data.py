@@ -1,23 +1,14 @@
 """The synthetic detection set (`netlang data prepare shapes`) and detection scoring (`score-detections`)."""
 from __future__ import annotations
 
-import io
 import json
-from contextlib import redirect_stderr, redirect_stdout
 
 import numpy as np
 import pytest
+from training_runs import cli
 
-from netlang.cli import main
 from netlang.datasets import detection, shapes
 from netlang.datasets.detection import Detection, coco_ap, iou, nms, precision_recall, score, voc_ap
-
-
-def cli(*argv):
-    stdout, stderr = io.StringIO(), io.StringIO()
-    with redirect_stdout(stdout), redirect_stderr(stderr):
-        code = main(list(argv))
-    return code, stdout.getvalue(), stderr.getvalue()
 
 
 @pytest.fixture(scope="module")

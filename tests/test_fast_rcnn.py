@@ -7,17 +7,15 @@ that make the test-shaped detector and the baseline, the write blocks and score-
 """
 from __future__ import annotations
 
-import io
 import json
 import os
 import shutil
-from contextlib import redirect_stderr, redirect_stdout
 
 import numpy as np
 import pytest
 from PIL import Image
+from training_runs import cli
 
-from netlang.cli import main
 from netlang.compiler.graph import evaluate_text, load_config
 from netlang.compiler.graph.network import build_action_network, network_from_value
 from netlang.datasets.shapes import prepare_shapes
@@ -40,12 +38,6 @@ CLASSIFIER = """
     criterionNodes = (ce) ; outputNodes = (z)
 """
 
-
-def cli(*argv):
-    stdout, stderr = io.StringIO(), io.StringIO()
-    with redirect_stdout(stdout), redirect_stderr(stderr):
-        code = main(list(argv))
-    return code, stdout.getvalue(), stderr.getvalue()
 
 
 def save_untrained(text: str, path: str) -> None:

@@ -7,16 +7,14 @@ the source's own nodes, one buffer for every use.
 """
 from __future__ import annotations
 
-import io
 import json
-from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 
 import numpy as np
 import pytest
+from training_runs import cli
 
 from netlang.api import NetworkRunner
-from netlang.cli import main
 from netlang.compiler.graph import evaluate_text
 from netlang.compiler.graph.network import network_from_value
 from netlang.datasets.synthetic import prepare_synthetic
@@ -52,12 +50,6 @@ train = {{
 }}
 """
 
-
-def cli(*argv):
-    stdout, stderr = io.StringIO(), io.StringIO()
-    with redirect_stdout(stdout), redirect_stderr(stderr):
-        code = main(list(argv))
-    return code, stdout.getvalue(), stderr.getvalue()
 
 
 @pytest.fixture(scope="module")

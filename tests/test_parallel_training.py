@@ -8,7 +8,6 @@ the `SGD.ParallelTrain` block is read and that a job of one process trains exact
 from __future__ import annotations
 
 import glob
-import io
 import json
 import os
 import re
@@ -16,15 +15,14 @@ import shutil
 import subprocess
 import sys
 import time
-from contextlib import redirect_stderr, redirect_stdout
 from importlib.util import find_spec
 from pathlib import Path
 
 import numpy as np
 import pytest
 from launcher_output import reports_a_killed_rank
+from training_runs import cli
 
-from netlang.cli import main
 from netlang.compiler.graph import load_config
 from netlang.compiler.lang import settings as typed_settings
 from netlang.datasets.synthetic import prepare_synthetic
@@ -93,12 +91,6 @@ def write_config(directory, data_dir, name, *, method="DataParallelSGD", bits=64
                                  epochs=epochs, parallel=parallel, longer=longer))
     return str(cfg), str(out)
 
-
-def cli(*argv):
-    stdout, stderr = io.StringIO(), io.StringIO()
-    with redirect_stdout(stdout), redirect_stderr(stderr):
-        code = main(list(argv))
-    return code, stdout.getvalue(), stderr.getvalue()
 
 
 def mpi_train(cfg, *extra, failure=None, timeout=120):

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import glob
-import io
 import json
 import os
 import select
@@ -10,12 +9,11 @@ import signal
 import subprocess
 import sys
 import time
-from contextlib import redirect_stderr, redirect_stdout
 
 import numpy as np
 import pytest
+from training_runs import cli
 
-from netlang.cli import main
 from netlang.compiler.graph import evaluate_text, network
 from netlang.compiler.lang.nodes import BuildContext
 from netlang.datasets.synthetic import prepare_synthetic
@@ -70,12 +68,6 @@ def write_config(tmp_path, data_dir, name="cfg.net", epochs=3, mb=32, precision=
     path.write_text(CONFIG.format(out=out, data=data_dir, epochs=epochs, mb=mb, precision=precision))
     return str(path), out
 
-
-def cli(*argv):
-    stdout, stderr = io.StringIO(), io.StringIO()
-    with redirect_stdout(stdout), redirect_stderr(stderr):
-        code = main(list(argv))
-    return code, stdout.getvalue(), stderr.getvalue()
 
 
 def epoch_losses(out):
