@@ -17,7 +17,7 @@
 #           the MNIST and ATIS epochs, the dlbench shapes and ResNet-50 fp32/TF32/bf16 (bench.log);
 #           BENCH_ONLY and BENCH_ARGS narrow it (e.g. BENCH_ARGS=--no-torch-compile)
 #   bf16    the MNIST ConvNet two epochs in fp32 and in bf16, each tested (bf16.log)
-# About 7 minutes for the default stages on an H200.
+# On an H200, STAGES="tests bench bf16" with BENCH_ARGS=--no-torch-compile took 3.5 minutes.
 set -u
 OUT=${OUT:-$PWD/gpu-logs}
 mkdir -p "$OUT" data

@@ -6,7 +6,9 @@
    arrays are NCHW, so NHWC would pay off only if its convolutions were clearly faster.
 2. frontend `execute` inside a CuPy stream capture (what issue 13's CUDA graphs need), with the
    handle's stream set before `begin_capture`.
-3. `cupy.random.Generator` draws inside a capture (graph-safe dropout masks).
+3. `cupy.random.Generator` draws inside a capture. On an H200 (CuPy 14.2) a replay gave the same
+   numbers as the draw before the capture, which is why netlang's GPU stream is counter-based
+   (runtime/gpu/random.py; tests/test_gpu.py checks that its replays move on).
 
     python benchmarks/gpu/probes.py      # prints one line per check; exit 0 even if a check fails
 """

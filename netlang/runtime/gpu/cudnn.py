@@ -7,8 +7,9 @@ CuPy 14 has no cuDNN; the frontend (`nvidia-cudnn-frontend`, pinned in the `gpu`
   frontend skips the call when the stream is unchanged);
 * one single-operation graph per (operation, shapes, strides, dtype, padding, stride, dilation):
   forward (`conv_fprop`), backward-data (`conv_dgrad`) and backward-filter (`conv_wgrad`), built
-  once with heuristics A then FALLBACK, deterministic engines preferred, and cached; tensors are declared with explicit dims,
-  strides and types (never inferred from arrays), outputs with the strides we allocate;
+  once with heuristics A then FALLBACK, deterministic engines preferred, and cached; tensors are
+  declared with explicit dims, strides and types (never inferred from arrays), outputs with the
+  strides we allocate;
 * buffers go to `execute` as raw device pointers (`.data.ptr`), the workspace is one CuPy array
   from CuPy's memory pool, grown to the largest graph's need — no DLPack, no host synchronisation,
   nothing that stream capture forbids;

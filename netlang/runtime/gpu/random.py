@@ -75,7 +75,7 @@ def draw_normal(kernels, out, counter, key: int) -> None:
 
 
 def reference_uniform(key: int, counter: int, n: int) -> np.ndarray:
-    """The numbers `uniform` draws, computed by NumPy (for tests and for reading a stream on the host)."""
+    """The numbers `uniform` draws, computed by NumPy: what the tests hold the CUDA kernel to."""
     with np.errstate(over="ignore"):
         def mix(z):
             z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
