@@ -29,6 +29,7 @@ import traceback
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
+from torch_references import resnet20  # noqa: E402 - beside this script; imports torch only when called
 
 # ---- netlang: a training step on device-resident data ---------------------------------------------
 
@@ -137,27 +138,6 @@ def torch_step(net, batch: int, shape: tuple, classes: int):
     return step, torch.cuda.synchronize
 
 
-def torch_resnet20():
-    from torch import nn
-
-    def conv_bn(cin, cout, k, stride):
-        return nn.Sequential(nn.Conv2d(cin, cout, k, stride, k // 2, bias=False), nn.BatchNorm2d(cout))
-
-    class Block(nn.Module):
-        def __init__(self, cin, cout, stride):
-            super().__init__()
-            self.branch = nn.Sequential(conv_bn(cin, cout, 3, stride), nn.ReLU(), conv_bn(cout, cout, 3, 1))
-            self.shortcut = conv_bn(cin, cout, 1, stride) if stride != 1 else nn.Identity()
-
-        def forward(self, x):
-            return (self.branch(x) + self.shortcut(x)).relu()
-
-    layers = [conv_bn(3, 16, 3, 1), nn.ReLU()]
-    for cin, cout, stride in ((16, 16, 1), (16, 32, 2), (32, 64, 2)):
-        layers += [Block(cin, cout, stride), Block(cout, cout, 1), Block(cout, cout, 1)]
-    return nn.Sequential(*layers, nn.AvgPool2d(8), nn.Flatten(), nn.Linear(64, 10))
-
-
 def torch_mnist_convnet():
     from torch import nn
     return nn.Sequential(nn.Conv2d(1, 32, 5, padding=2), nn.ReLU(), nn.MaxPool2d(3, 2, padding=1),
@@ -186,7 +166,7 @@ def bench_resnet50(batch: int, steps: int) -> None:
 
 def bench_resnet20(steps: int) -> None:
     ours = timed(*netlang_trainer("configs/vision/resnet20_cifar10.net", 128, image_feeds(128, (3, 32, 32), 10)), steps)
-    theirs = timed(*torch_step(torch_resnet20(), 128, (3, 32, 32), 10), steps)
+    theirs = timed(*torch_step(resnet20(), 128, (3, 32, 32), 10), steps)
     report("ResNet-20 32² batch 128", 128, ours, theirs)
 
 
@@ -255,7 +235,7 @@ def torch_alexnet_r():
 
 def torch_resnet56():
     from torch import nn
-    net = torch_resnet20()
+    net = resnet20()
     blocks = [m for m in net if m.__class__.__name__ == "Block"]
     assert len(blocks) == 9
     layers, seen = [], 0
@@ -276,7 +256,7 @@ def bench_dlbench(steps: int) -> None:
     compare("ResNet-56 CIFAR batch 128", "configs/bench/resnet56_cifar10.net", 128, (3, 32, 32), 10,
             torch_resnet56, steps)
     compare("ResNet-20 CIFAR batch 128", "configs/vision/resnet20_cifar10.net", 128, (3, 32, 32), 10,
-            torch_resnet20, steps)
+            resnet20, steps)
     print("LSTM 2x256 PTB (configs/bench/lstm_ptb.net): its sparse word input is not captured yet "
           "(runtime/buckets.py); measure it with netlang train on PTB data", flush=True)
 

@@ -20,6 +20,8 @@ import numpy as np
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
+from torch_references import resnet20  # noqa: E402 - beside this script; imports torch only when called
+
 
 def best_of(repeat: int, fn) -> float:
     fn()  # warm-up (plans, caches, allocator)
@@ -45,23 +47,7 @@ def torch_step(batch: int, rng):
     import torch
     from torch import nn
 
-    def conv_bn(cin, cout, k, stride):
-        return nn.Sequential(nn.Conv2d(cin, cout, k, stride, k // 2, bias=False), nn.BatchNorm2d(cout))
-
-    class Block(nn.Module):
-        def __init__(self, cin, cout, stride):
-            super().__init__()
-            self.branch = nn.Sequential(conv_bn(cin, cout, 3, stride), nn.ReLU(), conv_bn(cout, cout, 3, 1))
-            self.shortcut = conv_bn(cin, cout, 1, stride) if stride != 1 else nn.Identity()
-
-        def forward(self, x):
-            return torch.relu(self.branch(x) + self.shortcut(x))
-
-    layers = [conv_bn(3, 16, 3, 1), nn.ReLU()]
-    for cin, cout, stride in ((16, 16, 1), (16, 32, 2), (32, 64, 2)):
-        layers += [Block(cin, cout, stride), Block(cout, cout, 1), Block(cout, cout, 1)]
-    layers += [nn.AvgPool2d(8), nn.Flatten(), nn.Linear(64, 10)]
-    net = nn.Sequential(*layers)
+    net = resnet20()
     x = torch.from_numpy(rng.random((batch, 3, 32, 32), dtype=np.float32))
     y = torch.from_numpy(rng.integers(0, 10, batch))
     loss_fn = nn.CrossEntropyLoss(reduction="sum")

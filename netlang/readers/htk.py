@@ -463,7 +463,26 @@ class Utterances:
 
 # ---- the deserializers -------------------------------------------------------------------------------
 
-class HTKFeatureDeserializer:
+class UtteranceChunks:
+    """What both HTK deserializers answer from their `utterances`: chunks, sequence keys and sizes,
+    and frame mode."""
+
+    utterances: Utterances
+
+    def set_frame_mode(self, on: bool) -> None:
+        self.utterances.frame_mode = on
+
+    def num_chunks(self) -> int:
+        return self.utterances.num_chunks()
+
+    def chunk_keys(self, chunk: int) -> np.ndarray:
+        return self.utterances.chunk_keys(chunk)
+
+    def chunk_sizes(self, chunk: int) -> np.ndarray:
+        return self.utterances.chunk_sizes(chunk)
+
+
+class HTKFeatureDeserializer(UtteranceChunks):
     """The feature stream of an SCP list (see the module docstring)."""
 
     def __init__(self, scp_path: str, name: str, dim: int | None, left: int = 0, right: int = 0, *,
@@ -520,18 +539,6 @@ class HTKFeatureDeserializer:
     def stream_infos(self) -> list[StreamInfo]:
         return [StreamInfo(self.name, (self.dim,))]
 
-    def set_frame_mode(self, on: bool) -> None:
-        self.utterances.frame_mode = on
-
-    def num_chunks(self) -> int:
-        return self.utterances.num_chunks()
-
-    def chunk_keys(self, chunk: int) -> np.ndarray:
-        return self.utterances.chunk_keys(chunk)
-
-    def chunk_sizes(self, chunk: int) -> np.ndarray:
-        return self.utterances.chunk_sizes(chunk)
-
     def read_chunk(self, chunk: int) -> ChunkData:
         span = self.utterances.of_chunk(chunk)
         parts = [self._read(self.entries[u]) for u in span]
@@ -557,7 +564,7 @@ class HTKFeatureDeserializer:
         return {e.key: (int(n), e) for e, n in zip(self.entries, self.utterances.frames)}
 
 
-class HTKMLFDeserializer:
+class HTKMLFDeserializer(UtteranceChunks):
     """The frame-label stream of one or more MLF files (see the module docstring)."""
 
     def __init__(self, mlf_paths: list[str], name: str, labels: list[str], *, dtype=np.float32):
@@ -581,9 +588,6 @@ class HTKMLFDeserializer:
 
     def stream_infos(self) -> list[StreamInfo]:
         return [StreamInfo(self.name, (len(self.labels),))]
-
-    def set_frame_mode(self, on: bool) -> None:
-        self.utterances.frame_mode = on
 
     def align_with(self, deserializers) -> None:
         """Check every feature list's utterances against the labels (missing, different frame counts)
@@ -612,15 +616,6 @@ class HTKMLFDeserializer:
         which = np.array([k for k, u in enumerate(self.mlf) if u.key in wanted], dtype=np.int64)
         self.mlf = [self.mlf[k] for k in which]
         self.utterances = self.utterances.keep(which)
-
-    def num_chunks(self) -> int:
-        return self.utterances.num_chunks()
-
-    def chunk_keys(self, chunk: int) -> np.ndarray:
-        return self.utterances.chunk_keys(chunk)
-
-    def chunk_sizes(self, chunk: int) -> np.ndarray:
-        return self.utterances.chunk_sizes(chunk)
 
     def read_chunk(self, chunk: int) -> ChunkData:
         span = self.utterances.of_chunk(chunk)
